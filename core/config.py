@@ -1,0 +1,127 @@
+"""Configuration: defaults from config/huzhu.toml, each key overridable by HUZHU_<KEY>.
+
+Validated at start; a wrong value raises ConfigError with one line naming the key.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS_FILE = ROOT / "config" / "huzhu.toml"
+TEMPLATES_DIR = ROOT / "templates"
+SCHEMES_DIR = ROOT / "config" / "schemes"
+
+REAL_WECHAT_API = "https://api.weixin.qq.com"
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the key."""
+
+
+INT_KEYS = {"MAX_BODY_BYTES", "OUTBOX_MAX_ATTEMPTS", "OUTBOX_BACKOFF_SECONDS"}
+FLOAT_KEYS = {"REPLY_BUDGET_SECONDS"}
+
+
+@dataclass
+class Config:
+    values: dict = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        try:
+            return self.__dict__["values"][name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.values["TIMEZONE"])
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["DATA_DIR"])
+
+    @property
+    def safe_mode(self) -> bool:
+        return bool(self.values["WECHAT_AES_KEY"])
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.values["DATABASE_URL"].startswith("sqlite")
+
+
+def load_config(env: dict | None = None, validate: bool = True) -> Config:
+    env = os.environ if env is None else env
+    with open(DEFAULTS_FILE, "rb") as fh:
+        values = tomllib.load(fh)
+    for key in list(values):
+        override = env.get(f"HUZHU_{key}")
+        if override is not None:
+            values[key] = override
+    for key in INT_KEYS:
+        try:
+            values[key] = int(values[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"HUZHU_{key}: expected a whole number, got {values[key]!r}")
+    for key in FLOAT_KEYS:
+        try:
+            values[key] = float(values[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"HUZHU_{key}: expected a number of seconds, got {values[key]!r}")
+    cfg = Config(values)
+    if validate:
+        _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    v = cfg.values
+    url = v["DATABASE_URL"]
+    if not (url.startswith("sqlite:///") or url.startswith("postgresql+psycopg://")
+            or url.startswith("postgresql://")):
+        raise ConfigError(
+            "HUZHU_DATABASE_URL: unknown database URL scheme; use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB")
+    aes = v["WECHAT_AES_KEY"]
+    if aes and len(aes) != 43:
+        raise ConfigError(
+            f"HUZHU_WECHAT_AES_KEY: the EncodingAESKey must be 43 characters, got {len(aes)}")
+    if not v["WECHAT_TOKEN"]:
+        raise ConfigError("HUZHU_WECHAT_TOKEN: the token for message signatures is empty")
+    if v["PAY_PROVIDER"] not in ("emulator", "wechatpay"):
+        raise ConfigError("HUZHU_PAY_PROVIDER: must be 'wechatpay' or 'emulator'")
+    talks_to_real_wechat = v["WECHAT_API_BASE"].rstrip("/") == REAL_WECHAT_API
+    if talks_to_real_wechat and not v["WECHAT_APP_SECRET"]:
+        raise ConfigError(
+            "HUZHU_WECHAT_APP_SECRET: missing; the real WeChat API needs the official account's "
+            "app secret (or point HUZHU_WECHAT_API_BASE at the emulator)")
+    if v["PAY_PROVIDER"] == "wechatpay":
+        for key in ("PAY_MCH_ID", "PAY_APIV3_KEY", "PAY_PRIVATE_KEY_FILE", "PAY_CERT_SERIAL",
+                    "PAY_PUBLIC_KEY_FILE", "PAY_PUBLIC_KEY_ID"):
+            if not v[key]:
+                raise ConfigError(f"HUZHU_{key}: required when HUZHU_PAY_PROVIDER=wechatpay")
+    try:
+        ZoneInfo(v["TIMEZONE"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"HUZHU_TIMEZONE: unknown time zone {v['TIMEZONE']!r}")
+    if v["MAX_BODY_BYTES"] < 1024:
+        raise ConfigError("HUZHU_MAX_BODY_BYTES: must be at least 1024")
+
+
+def secret_key(cfg: Config) -> bytes:
+    """The key for personal data at rest: configured, or generated once into DATA_DIR."""
+    if cfg.SECRET_KEY:
+        return cfg.SECRET_KEY.encode()
+    path = cfg.data_dir / "secret.key"
+    if path.exists():
+        return path.read_bytes().strip()
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key

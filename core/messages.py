@@ -1,0 +1,34 @@
+"""Reply and notification texts: Jinja2 templates under templates/messages/.
+
+Filters follow the bot's conventions: money as `1,234.56 元`, dates as `2026年3月1日`.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from functools import lru_cache
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from core.config import TEMPLATES_DIR
+from core.money import format_yuan
+
+
+def format_date(value: date | datetime | None) -> str:
+    if value is None:
+        return ""
+    return f"{value.year}年{value.month}月{value.day}日"
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
+                      autoescape=False)
+    env.filters["yuan"] = format_yuan
+    env.filters["cndate"] = format_date
+    return env
+
+
+def render(name: str, **context) -> str:
+    """Render templates/messages/<name>.j2 and strip surrounding blank lines."""
+    return environment().get_template(f"messages/{name}.j2").render(**context).strip()

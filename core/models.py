@@ -1,0 +1,534 @@
+"""The database: SQLAlchemy 2 typed models. Schema changes go through Alembic (core/migrations).
+
+Money columns end in `_fen` and hold integer fen. Timestamps are UTC; scheme dates are plain dates.
+Personal numbers are stored encrypted (`*_enc`) beside a keyed hash (`*_hash`) for look-up.
+"""
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Enum, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, native_enum=False, length=24,
+                values_callable=lambda e: [m.value for m in e], validate_strings=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Enumerations: named values, stable strings in the database.
+
+class AdminRole(str, enum.Enum):
+    reviewer = "reviewer"
+    village_admin = "village_admin"
+    pool_admin = "pool_admin"
+    super = "super"
+
+
+class PoolLevel(str, enum.Enum):
+    village = "village"
+    town = "town"
+    county = "county"
+
+
+class InsuranceType(str, enum.Enum):
+    resident = "resident"
+    employee = "employee"
+    uninsured = "uninsured"
+
+
+class Relation(str, enum.Enum):
+    head = "head"
+    spouse = "spouse"
+    child = "child"
+    parent = "parent"
+    other = "other"
+
+
+class EnrolmentStatus(str, enum.Enum):
+    pending = "pending"
+    paid = "paid"
+    lapsed = "lapsed"
+
+
+class LinkRole(str, enum.Enum):
+    head = "head"
+    proxy = "proxy"
+
+
+class OrderStatus(str, enum.Enum):
+    open = "open"
+    paid = "paid"
+    expired = "expired"
+
+
+class ClaimStatus(str, enum.Enum):
+    collecting = "collecting"
+    submitted = "submitted"
+    in_review = "in_review"
+    need_documents = "need_documents"
+    approved = "approved"
+    rejected = "rejected"
+    in_payout = "in_payout"
+    paid = "paid"
+    payout_failed = "payout_failed"
+    recovered = "recovered"
+
+
+class DocumentKind(str, enum.Enum):
+    discharge_record = "discharge_record"
+    itemized_bill = "itemized_bill"
+    settlement_sheet = "settlement_sheet"
+    other = "other"
+
+
+class BatchStatus(str, enum.Enum):
+    draft = "draft"
+    exported = "exported"
+    confirmed = "confirmed"
+
+
+class PayoutLineStatus(str, enum.Enum):
+    pending = "pending"
+    paid = "paid"
+    failed = "failed"
+
+
+class OutboxStatus(str, enum.Enum):
+    pending = "pending"
+    sent = "sent"
+    dead = "dead"
+
+
+# ---------------------------------------------------------------------------------------------
+# WeChat side: users, administrators, dialogue state, inbound dedupe, outbox, audit.
+
+class WechatUser(Base):
+    __tablename__ = "wechat_user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    openid: Mapped[str] = mapped_column(String(64), unique=True)
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_inbound_at: Mapped[datetime | None]
+    # pushes sent since the last inbound message (at most 5 customer-service messages per inbound)
+    pushes_since_inbound: Mapped[int] = mapped_column(Integer, default=0)
+    village_id: Mapped[int | None] = mapped_column(ForeignKey("village.id"))
+    admin_role: Mapped[AdminRole | None] = mapped_column(_enum(AdminRole, "admin_role"))
+    admin_pool_id: Mapped[int | None] = mapped_column(ForeignKey("pool.id"))
+    admin_village_id: Mapped[int | None] = mapped_column(ForeignKey("village.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    village: Mapped["Village | None"] = relationship(foreign_keys=[village_id])
+    admin_pool: Mapped["Pool | None"] = relationship(foreign_keys=[admin_pool_id])
+    admin_village: Mapped["Village | None"] = relationship(foreign_keys=[admin_village_id])
+
+
+class AdminInvite(Base):
+    __tablename__ = "admin_invite"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[AdminRole] = mapped_column(_enum(AdminRole, "admin_role"))
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("pool.id"))
+    village_id: Mapped[int | None] = mapped_column(ForeignKey("village.id"))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class DialogueState(Base):
+    __tablename__ = "dialogue_state"
+    openid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dialogue: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboundMessage(Base):
+    """One accepted WeChat message; the unique dedupe key drops WeChat's retries."""
+    __tablename__ = "inbound_message"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    msg_type: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the passive reply as plain texts/images (JSON list), replayed to retries
+    reply: Mapped[list | None] = mapped_column(JSON)
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # e.g. wechat.send, wechat.media_download, wecom.post
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[OutboxStatus] = mapped_column(_enum(OutboxStatus, "outbox_status"),
+                                                 default=OutboxStatus.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))  # openid or cli:<user>
+    action: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str | None] = mapped_column(String(32))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    before: Mapped[dict | None] = mapped_column(JSON)
+    after: Mapped[dict | None] = mapped_column(JSON)
+
+
+class AccessToken(Base):
+    __tablename__ = "access_token"
+    app_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(512))
+    expires_at: Mapped[datetime]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pools, villages, scheme years, the DRG catalogue.
+
+class Pool(Base):
+    __tablename__ = "pool"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    level: Mapped[PoolLevel] = mapped_column(_enum(PoolLevel, "pool_level"))
+
+    villages: Mapped[list["Village"]] = relationship(back_populates="pool", order_by="Village.id")
+
+
+class Village(Base):
+    __tablename__ = "village"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pool.id"))
+    town: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    full_name: Mapped[str] = mapped_column(String(130), unique=True)  # 镇/村
+
+    pool: Mapped[Pool] = relationship(back_populates="villages")
+
+
+class GroupChat(Base):
+    """A village's WeCom group-bot (a village may have several)."""
+    __tablename__ = "group_chat"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    village_id: Mapped[int] = mapped_column(ForeignKey("village.id"))
+    key: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (UniqueConstraint("village_id", "key"),)
+
+
+class SchemeYear(Base):
+    __tablename__ = "scheme_year"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pool.id"))
+    start: Mapped[date] = mapped_column(Date)
+    end: Mapped[date] = mapped_column(Date)
+    enrolment_opens: Mapped[date] = mapped_column(Date)
+    enrolment_closes: Mapped[date] = mapped_column(Date)
+    # the whole validated scheme file (amounts as fen), rules for adjudication, payout, fees
+    rules: Mapped[dict] = mapped_column(JSON)
+    source_file: Mapped[str | None] = mapped_column(String(255))
+    loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    pool: Mapped[Pool] = relationship()
+    __table_args__ = (UniqueConstraint("pool_id", "start"),)
+
+
+class DrgGroup(Base):
+    __tablename__ = "drg_group"
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+
+
+class Quota(Base):
+    __tablename__ = "quota"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scheme_year_id: Mapped[int] = mapped_column(ForeignKey("scheme_year.id"))
+    drg_code: Mapped[str] = mapped_column(ForeignKey("drg_group.code"))
+    quota_fen: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("scheme_year_id", "drg_code"),)
+
+
+# ---------------------------------------------------------------------------------------------
+# Households, members, enrolments, links from WeChat users.
+
+class Household(Base):
+    __tablename__ = "household"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(16), unique=True)  # H + digits
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pool.id"))
+    village_id: Mapped[int] = mapped_column(ForeignKey("village.id"))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    pool: Mapped[Pool] = relationship()
+    village: Mapped[Village] = relationship()
+    members: Mapped[list["Member"]] = relationship(back_populates="household", order_by="Member.id")
+
+
+class Member(Base):
+    __tablename__ = "member"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    id_number_enc: Mapped[str] = mapped_column(String(255))
+    id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
+    id_number_masked: Mapped[str] = mapped_column(String(24))
+    birth_date: Mapped[date] = mapped_column(Date)
+    relation: Mapped[Relation] = mapped_column(_enum(Relation, "relation"))
+    insurance: Mapped[InsuranceType] = mapped_column(_enum(InsuranceType, "insurance_type"))
+    category: Mapped[str | None] = mapped_column(String(16))  # 低保, 特困, …
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    household: Mapped[Household] = relationship(back_populates="members")
+
+
+class Enrolment(Base):
+    __tablename__ = "enrolment"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    scheme_year_id: Mapped[int] = mapped_column(ForeignKey("scheme_year.id"))
+    # a person (by ID) is in at most one household per pool and year
+    id_number_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[EnrolmentStatus] = mapped_column(_enum(EnrolmentStatus, "enrolment_status"),
+                                                    default=EnrolmentStatus.pending)
+    paid_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    member: Mapped[Member] = relationship()
+    scheme_year: Mapped[SchemeYear] = relationship()
+    __table_args__ = (UniqueConstraint("member_id", "scheme_year_id"),
+                      UniqueConstraint("scheme_year_id", "id_number_hash"))
+
+
+class HouseholdLink(Base):
+    __tablename__ = "household_link"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[LinkRole] = mapped_column(_enum(LinkRole, "link_role"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    household: Mapped[Household] = relationship()
+    __table_args__ = (UniqueConstraint("household_id", "openid"),)
+
+
+class ProxyCode(Base):
+    __tablename__ = "proxy_code"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(6), index=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    created_by: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    used_by: Mapped[str | None] = mapped_column(String(64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Payments and the ledger.
+
+class PaymentOrder(Base):
+    __tablename__ = "payment_order"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    out_trade_no: Mapped[str] = mapped_column(String(32), unique=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    scheme_year_id: Mapped[int] = mapped_column(ForeignKey("scheme_year.id"))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)  # what the household pays
+    breakdown: Mapped[dict] = mapped_column(JSON)  # per member and source, fen
+    members_digest: Mapped[str] = mapped_column(String(64))
+    status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus, "order_status"),
+                                                default=OrderStatus.open)
+    code_url: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    paid_at: Mapped[datetime | None]
+
+    household: Mapped[Household] = relationship()
+
+
+class Payment(Base):
+    __tablename__ = "payment"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("payment_order.id"))
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    scheme_year_id: Mapped[int] = mapped_column(ForeignKey("scheme_year.id"))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    channel: Mapped[str] = mapped_column(String(16))  # wechatpay | cash | transfer
+    transaction_id: Mapped[str] = mapped_column(String(64), unique=True)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PaymentException(Base):
+    """A payment that could not be applied (amount mismatch, expired order): for an administrator."""
+    __tablename__ = "payment_exception"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    out_trade_no: Mapped[str | None] = mapped_column(String(32))
+    transaction_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    detail: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+
+
+class JournalEntry(Base):
+    __tablename__ = "journal_entry"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pool.id"))
+    booked_on: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(32))  # contribution, funds, payout, fee, recovery
+    memo: Mapped[str] = mapped_column(String(255), default="")
+    # idempotency key of what caused it (payment transaction, payout line, fee quarter…)
+    ref: Mapped[str] = mapped_column(String(96), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    lines: Mapped[list["JournalLine"]] = relationship(back_populates="entry",
+                                                      cascade="all, delete-orphan")
+
+
+class JournalLine(Base):
+    __tablename__ = "journal_line"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entry.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)  # debit positive, credit negative
+
+    entry: Mapped[JournalEntry] = relationship(back_populates="lines")
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims, documents, bank cards, payouts, objections.
+
+class Claim(Base):
+    __tablename__ = "claim"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(16), unique=True)  # C + 8+ digits
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    scheme_year_id: Mapped[int | None] = mapped_column(ForeignKey("scheme_year.id"))
+    status: Mapped[ClaimStatus] = mapped_column(_enum(ClaimStatus, "claim_status"),
+                                                default=ClaimStatus.collecting)
+    submitted_at: Mapped[datetime | None]
+    due_date: Mapped[date | None] = mapped_column(Date)
+    # facts as recorded by the reviewer (/核定) and as stated by the household
+    drg_code: Mapped[str | None] = mapped_column(String(16))
+    out_of_pocket_fen: Mapped[int | None] = mapped_column(BigInteger)
+    admission_date: Mapped[date | None] = mapped_column(Date)
+    discharge_date: Mapped[date | None] = mapped_column(Date)
+    insurance: Mapped[InsuranceType | None] = mapped_column(_enum(InsuranceType, "insurance_type"))
+    hospital: Mapped[str | None] = mapped_column(String(128))
+    exclusion: Mapped[str | None] = mapped_column(String(32))
+    stated: Mapped[dict] = mapped_column(JSON, default=dict)  # what the household typed
+    ocr: Mapped[dict] = mapped_column(JSON, default=dict)  # read-out with confidences
+    flags: Mapped[dict] = mapped_column(JSON, default=dict)  # possible_duplicate etc.
+    # the decision: amount (null for a rejection), reason codes, trace
+    amount_fen: Mapped[int | None] = mapped_column(BigInteger)
+    reasons: Mapped[list] = mapped_column(JSON, default=list)
+    trace: Mapped[list] = mapped_column(JSON, default=list)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    household: Mapped[Household] = relationship()
+    member: Mapped[Member] = relationship()
+    documents: Mapped[list["ClaimDocument"]] = relationship(back_populates="claim",
+                                                            order_by="ClaimDocument.id")
+
+
+class ClaimDocument(Base):
+    __tablename__ = "claim_document"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    claim_id: Mapped[int] = mapped_column(ForeignKey("claim.id"), index=True)
+    kind: Mapped[DocumentKind | None] = mapped_column(_enum(DocumentKind, "document_kind"))
+    media_id: Mapped[str | None] = mapped_column(String(160))
+    # the inbound message it came from: one document per image message, whatever the retries
+    source_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    phash: Mapped[str | None] = mapped_column(String(32))
+    size: Mapped[int | None] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    ocr_text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    claim: Mapped[Claim] = relationship(back_populates="documents")
+
+
+class BankCard(Base):
+    __tablename__ = "bank_card"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"), index=True)
+    number_enc: Mapped[str] = mapped_column(String(255))
+    number_hash: Mapped[str] = mapped_column(String(64))
+    number_masked: Mapped[str] = mapped_column(String(24))
+    bank_name: Mapped[str] = mapped_column(String(64))
+    holder_member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PayoutBatch(Base):
+    __tablename__ = "payout_batch"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(24), unique=True)  # B + pool + month
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pool.id"))
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM
+    status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus, "batch_status"),
+                                                default=BatchStatus.draft)
+    total_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    file_path: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+    __table_args__ = (UniqueConstraint("pool_id", "month"),)
+
+    lines: Mapped[list["PayoutLine"]] = relationship(back_populates="batch", order_by="PayoutLine.id")
+
+
+class PayoutLine(Base):
+    __tablename__ = "payout_line"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("payout_batch.id"))
+    claim_id: Mapped[int] = mapped_column(ForeignKey("claim.id"))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    card_bank: Mapped[str] = mapped_column(String(64))
+    card_holder: Mapped[str] = mapped_column(String(64))
+    card_number_enc: Mapped[str] = mapped_column(String(255))
+    card_number_masked: Mapped[str] = mapped_column(String(24))
+    status: Mapped[PayoutLineStatus] = mapped_column(_enum(PayoutLineStatus, "payout_line_status"),
+                                                     default=PayoutLineStatus.pending)
+    failure: Mapped[str | None] = mapped_column(Text)
+
+    batch: Mapped[PayoutBatch] = relationship(back_populates="lines")
+    claim: Mapped[Claim] = relationship()
+    __table_args__ = (UniqueConstraint("batch_id", "claim_id"),)
+
+
+class Objection(Base):
+    __tablename__ = "objection"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    claim_id: Mapped[int] = mapped_column(ForeignKey("claim.id"), index=True)
+    openid: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | cleared | upheld
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]

@@ -1,0 +1,75 @@
+"""Transactional outbox: notifications are rows written in the same transaction as the change
+that causes them; a worker (bot/worker.py) delivers them with retries and exponential backoff.
+
+Kinds used across the project (payload keys):
+- `wechat.send`      {openid, message: {type: text, content} | {type: image, path} }
+- `media.download`   {document_id, media_id}
+- `wecom.post`       {key, markdown} or {key, image_path}
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.models import OutboxMessage, OutboxStatus, utcnow
+
+
+def enqueue(session: Session, kind: str, payload: dict,
+            not_before: datetime | None = None) -> OutboxMessage:
+    row = OutboxMessage(kind=kind, payload=payload, status=OutboxStatus.pending,
+                        next_attempt_at=not_before or utcnow())
+    session.add(row)
+    return row
+
+
+def send_text(session: Session, openid: str, content: str) -> OutboxMessage:
+    return enqueue(session, "wechat.send", {"openid": openid,
+                                            "message": {"type": "text", "content": content}})
+
+
+def claim_due(session: Session, limit: int = 20, now: datetime | None = None) -> list[OutboxMessage]:
+    """Due rows, locked for this worker (FOR UPDATE SKIP LOCKED on PostgreSQL: several workers
+    never take the same row; SQLite serialises writers anyway)."""
+    now = now or utcnow()
+    stmt = (select(OutboxMessage)
+            .where(OutboxMessage.status == OutboxStatus.pending,
+                   OutboxMessage.next_attempt_at <= now)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.scalars(stmt))
+
+
+def mark_sent(row: OutboxMessage) -> None:
+    row.status = OutboxStatus.sent
+    row.sent_at = utcnow()
+    row.attempts += 1
+    row.last_error = None
+
+
+def mark_failed(row: OutboxMessage, error: str, max_attempts: int, backoff_seconds: float,
+                retry: bool = True) -> None:
+    """Back off exponentially (base × 2^attempts, at most a day); dead after max_attempts."""
+    row.attempts += 1
+    row.last_error = error[:2000]
+    if not retry or row.attempts >= max_attempts:
+        row.status = OutboxStatus.dead
+        return
+    delay = min(backoff_seconds * (2 ** (row.attempts - 1)), 86400)
+    row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+
+
+def counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
+    result = {s.value: 0 for s in OutboxStatus}
+    for status, n in rows:
+        result[status.value if hasattr(status, "value") else status] = n
+    return result
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; they are stored as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
