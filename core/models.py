@@ -172,8 +172,10 @@ class InboundMessage(Base):
 class OutboxMessage(Base):
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # e.g. wechat.send, wechat.media_download, wecom.post
+    kind: Mapped[str] = mapped_column(String(32))  # e.g. wechat.send, media.download, wecom.post
     payload: Mapped[dict] = mapped_column(JSON)
+    # the openid a message is for, if any: held messages wake up when that user writes again
+    recipient: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[OutboxStatus] = mapped_column(_enum(OutboxStatus, "outbox_status"),
                                                  default=OutboxStatus.pending)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

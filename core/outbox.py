@@ -19,6 +19,7 @@ from core.models import OutboxMessage, OutboxStatus, utcnow
 def enqueue(session: Session, kind: str, payload: dict,
             not_before: datetime | None = None) -> OutboxMessage:
     row = OutboxMessage(kind=kind, payload=payload, status=OutboxStatus.pending,
+                        recipient=payload.get("openid"),
                         next_attempt_at=not_before or utcnow())
     session.add(row)
     return row
@@ -60,6 +61,27 @@ def mark_failed(row: OutboxMessage, error: str, max_attempts: int, backoff_secon
         return
     delay = min(backoff_seconds * (2 ** (row.attempts - 1)), 86400)
     row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+
+
+HOLD = timedelta(days=30)
+
+
+def hold(row: OutboxMessage) -> None:
+    """Outside the 48-hour window with no template: wait until the user writes again."""
+    row.next_attempt_at = utcnow() + HOLD
+    row.last_error = "held: outside the 48-hour window"
+
+
+def wake(session: Session, openid: str) -> int:
+    """The user wrote: messages held for them are due now."""
+    rows = session.scalars(select(OutboxMessage).where(
+        OutboxMessage.recipient == openid, OutboxMessage.status == OutboxStatus.pending,
+        OutboxMessage.next_attempt_at > utcnow()))
+    n = 0
+    for row in rows:
+        row.next_attempt_at = utcnow()
+        n += 1
+    return n
 
 
 def counts(session: Session) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 05:35:31.327954
+Create Date: 2026-11-22 05:36:26.780452
 """
 from alembic import op
 import sqlalchemy as sa
@@ -64,6 +64,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('recipient', sa.String(length=64), nullable=True),
     sa.Column('status', sa.Enum('pending', 'sent', 'dead', name='outbox_status', native_enum=False, length=24), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
@@ -74,6 +75,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_outbox_recipient'), ['recipient'], unique=False)
 
     op.create_table('payment_exception',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -462,6 +464,7 @@ def downgrade() -> None:
     op.drop_table('pool')
     op.drop_table('payment_exception')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_outbox_recipient'))
         batch_op.drop_index('ix_outbox_due')
 
     op.drop_table('outbox')
