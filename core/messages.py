@@ -29,6 +29,6 @@ def environment() -> Environment:
     return env
 
 
-def render(name: str, **context) -> str:
-    """Render templates/messages/<name>.j2 and strip surrounding blank lines."""
-    return environment().get_template(f"messages/{name}.j2").render(**context).strip()
+def render(template: str, /, **context) -> str:
+    """Render templates/messages/<template>.j2 and strip surrounding blank lines."""
+    return environment().get_template(f"messages/{template}.j2").render(**context).strip()

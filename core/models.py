@@ -122,15 +122,25 @@ class WechatUser(Base):
     last_inbound_at: Mapped[datetime | None]
     # pushes sent since the last inbound message (at most 5 customer-service messages per inbound)
     pushes_since_inbound: Mapped[int] = mapped_column(Integer, default=0)
-    village_id: Mapped[int | None] = mapped_column(ForeignKey("village.id"))
-    admin_role: Mapped[AdminRole | None] = mapped_column(_enum(AdminRole, "admin_role"))
-    admin_pool_id: Mapped[int | None] = mapped_column(ForeignKey("pool.id"))
-    admin_village_id: Mapped[int | None] = mapped_column(ForeignKey("village.id"))
+    village_id: Mapped[int | None] = mapped_column(ForeignKey("village.id"))  # the village tag
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    village: Mapped["Village | None"] = relationship(foreign_keys=[village_id])
-    admin_pool: Mapped["Pool | None"] = relationship(foreign_keys=[admin_pool_id])
-    admin_village: Mapped["Village | None"] = relationship(foreign_keys=[admin_village_id])
+    village: Mapped["Village | None"] = relationship()
+    grants: Mapped[list["AdminGrant"]] = relationship(
+        primaryjoin="WechatUser.openid == foreign(AdminGrant.openid)", viewonly=True)
+
+
+class AdminGrant(Base):
+    """An administrator's role and scope: a village_admin its village, a pool_admin (and
+    optionally a reviewer) its pool, super everything. One user may hold several grants."""
+    __tablename__ = "admin_grant"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[AdminRole] = mapped_column(_enum(AdminRole, "admin_role"))
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("pool.id"))
+    village_id: Mapped[int | None] = mapped_column(ForeignKey("village.id"))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (UniqueConstraint("openid", "role", "pool_id", "village_id"),)
 
 
 class AdminInvite(Base):
@@ -197,6 +207,14 @@ class AuditLog(Base):
     entity_id: Mapped[str | None] = mapped_column(String(64))
     before: Mapped[dict | None] = mapped_column(JSON)
     after: Mapped[dict | None] = mapped_column(JSON)
+
+
+class WorkerHeartbeat(Base):
+    """Each worker process (outbox loop, scheduler) says it is alive; /healthz reads it."""
+    __tablename__ = "worker_heartbeat"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid
+    scheduler_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AccessToken(Base):

@@ -30,9 +30,12 @@ def send_text(session: Session, openid: str, content: str) -> OutboxMessage:
                                             "message": {"type": "text", "content": content}})
 
 
-def claim_due(session: Session, limit: int = 20, now: datetime | None = None) -> list[OutboxMessage]:
-    """Due rows, locked for this worker (FOR UPDATE SKIP LOCKED on PostgreSQL: several workers
-    never take the same row; SQLite serialises writers anyway)."""
+def lease_due(session: Session, limit: int = 20, lease_seconds: float = 120,
+              now: datetime | None = None) -> list[OutboxMessage]:
+    """Take up to `limit` due rows for this worker: they are pushed `lease_seconds` into the
+    future, so no other worker takes them while this one delivers outside the transaction; a
+    worker that dies leaves them to be taken again when the lease runs out. On PostgreSQL the
+    rows are read FOR UPDATE SKIP LOCKED, so several workers never take the same row."""
     now = now or utcnow()
     stmt = (select(OutboxMessage)
             .where(OutboxMessage.status == OutboxStatus.pending,
@@ -41,7 +44,10 @@ def claim_due(session: Session, limit: int = 20, now: datetime | None = None) ->
             .limit(limit))
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    return list(session.scalars(stmt))
+    rows = list(session.scalars(stmt))
+    for row in rows:
+        row.next_attempt_at = now + timedelta(seconds=lease_seconds)
+    return rows
 
 
 def mark_sent(row: OutboxMessage) -> None:

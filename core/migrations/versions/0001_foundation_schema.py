@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 05:36:26.780452
+Create Date: 2026-11-22 05:39:00.596257
 """
 from alembic import op
 import sqlalchemy as sa
@@ -96,6 +96,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('code')
     )
+    op.create_table('worker_heartbeat',
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('scheduler_active', sa.Boolean(), nullable=False),
+    sa.Column('seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
     op.create_table('journal_entry',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('pool_id', sa.Integer(), nullable=False),
@@ -147,6 +153,21 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('full_name')
     )
+    op.create_table('admin_grant',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('openid', sa.String(length=64), nullable=False),
+    sa.Column('role', sa.Enum('reviewer', 'village_admin', 'pool_admin', 'super', name='admin_role', native_enum=False, length=24), nullable=False),
+    sa.Column('pool_id', sa.Integer(), nullable=True),
+    sa.Column('village_id', sa.Integer(), nullable=True),
+    sa.Column('granted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['pool_id'], ['pool.id'], ),
+    sa.ForeignKeyConstraint(['village_id'], ['village.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('openid', 'role', 'pool_id', 'village_id')
+    )
+    with op.batch_alter_table('admin_grant', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_admin_grant_openid'), ['openid'], unique=False)
+
     op.create_table('admin_invite',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code_hash', sa.String(length=64), nullable=False),
@@ -213,12 +234,7 @@ def upgrade() -> None:
     sa.Column('last_inbound_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('pushes_since_inbound', sa.Integer(), nullable=False),
     sa.Column('village_id', sa.Integer(), nullable=True),
-    sa.Column('admin_role', sa.Enum('reviewer', 'village_admin', 'pool_admin', 'super', name='admin_role', native_enum=False, length=24), nullable=True),
-    sa.Column('admin_pool_id', sa.Integer(), nullable=True),
-    sa.Column('admin_village_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['admin_pool_id'], ['pool.id'], ),
-    sa.ForeignKeyConstraint(['admin_village_id'], ['village.id'], ),
     sa.ForeignKeyConstraint(['village_id'], ['village.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('openid')
@@ -457,10 +473,15 @@ def downgrade() -> None:
     op.drop_table('household')
     op.drop_table('group_chat')
     op.drop_table('admin_invite')
+    with op.batch_alter_table('admin_grant', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_admin_grant_openid'))
+
+    op.drop_table('admin_grant')
     op.drop_table('village')
     op.drop_table('scheme_year')
     op.drop_table('payout_batch')
     op.drop_table('journal_entry')
+    op.drop_table('worker_heartbeat')
     op.drop_table('pool')
     op.drop_table('payment_exception')
     with op.batch_alter_table('outbox', schema=None) as batch_op:

@@ -1,0 +1,55 @@
+"""The `huzhu` command line. Areas add their sub-commands in modules listed in MODULES, each
+with `register(subparsers)`; a command function gets the parsed args and returns an exit code."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import import_module
+
+from core.config import ConfigError, load_config
+
+MODULES = ["bot.cli_base"]
+
+
+def print_json(doc) -> None:
+    json.dump(doc, sys.stdout, ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def app_context(args=None, migrate: bool = True):
+    """Configuration, database (migrated), logging: what most commands start with."""
+    from bot import logs
+    from bot.app import make_context
+
+    cfg = load_config()
+    logs.setup(cfg.LOG_LEVEL)
+    x = make_context(cfg)
+    if migrate:
+        x.db.upgrade()
+    return x
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="huzhu", description="乡村公益医疗互助 — huzhu")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in MODULES:
+        import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"huzhu: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""`huzhu demo`: the emulator and the server on a fresh temporary SQLite database, then a
+scripted conversation through the real webhook, printed as a transcript."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from waitress.server import create_server
+
+from bot import logs
+from bot.chat import Villager
+from core.config import load_config
+
+
+def start_emulator(state_dir: Path):
+    from bot.emulator import create_emulator_app
+
+    server = create_server(create_emulator_app(state_dir), host="127.0.0.1", port=0, threads=8)
+    threading.Thread(target=server.run, name="huzhu-emulator", daemon=True).start()
+    return server, f"http://127.0.0.1:{server.effective_port}"
+
+
+def demo_config(data_dir: Path, emulator_url: str, **overrides):
+    env = {k: v for k, v in os.environ.items() if k.startswith("HUZHU_")}
+    env.update({
+        "HUZHU_DATABASE_URL": f"sqlite:///{data_dir}/huzhu.db",
+        "HUZHU_DATA_DIR": str(data_dir),
+        "HUZHU_WECHAT_API_BASE": emulator_url,
+        "HUZHU_PAY_API_BASE": emulator_url,
+        "HUZHU_WECOM_WEBHOOK_BASE": emulator_url,
+        "HUZHU_PAY_PROVIDER": "emulator",
+    })
+    env.update({f"HUZHU_{k}": str(v) for k, v in overrides.items()})
+    return load_config(env)
+
+
+class Transcript:
+    def __init__(self, villager: Villager):
+        self.v = villager
+
+    def say(self, who: str, openid: str, text: str, wait: float = 1.5):
+        print(f"\n【{who}】 {text}")
+        r = self.v.text(openid, text, wait=wait)
+        self.show(r)
+        return r
+
+    def show(self, r) -> None:
+        if r.reply:
+            print("  ↳ " + r.reply.replace("\n", "\n    "))
+        for t in r.pushed_texts:
+            print("  ⇢ " + t.replace("\n", "\n    "))
+
+
+def run_demo(keep: bool = False) -> int:
+    from bot.app import AppContext
+    from bot.server import Running, bootstrap
+    from core.admins import create_invite
+    from core.db import Database
+
+    logs.setup("WARNING")
+    data_dir = Path(tempfile.mkdtemp(prefix="huzhu-demo-"))
+    emu_server, emu_url = start_emulator(data_dir / "emulator")
+    cfg = demo_config(data_dir, emu_url)
+    x = AppContext(cfg=cfg, db=Database(cfg.DATABASE_URL))
+    bootstrap(x)
+    running = Running(x).start()
+    v = Villager(running.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, cfg.WECHAT_AES_KEY, emu_url)
+    t = Transcript(v)
+    print(f"huzhu demo — server {running.url}, emulator {emu_url}, data {data_dir}")
+    try:
+        villager, admin = "o_demo_villager", "o_demo_admin"
+        print("\n【村民关注公众号】")
+        t.show(v.subscribe(villager, wait=0))
+        t.say("村民", villager, "0")
+        t.say("村民", villager, "你好")
+        t.say("村民", villager, "/待审")
+        with x.db.session() as s:
+            code = create_invite(s, "pool_admin", "cli:demo", pool="demo")
+        print(f"\n$ huzhu admin invite --role pool_admin --pool demo\n{code}")
+        t.say("管理员", admin, f"/绑定 {code}")
+        t.say("管理员", admin, "/帮助")
+        print("\n演示结束 (demo finished).")
+        return 0
+    finally:
+        running.stop()
+        emu_server.close()
+        x.db.dispose()
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""Running the pieces in one process: web app (waitress), outbox loop, scheduler.
+
+`Running` is what `huzhu serve`, `huzhu demo`, the benchmarks and the tests use, so all of them
+exercise the same path.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from waitress.server import create_server
+
+from bot.app import AppContext, create_app
+from bot.scheduler import Scheduler
+from bot.worker import OutboxLoop
+
+log = logging.getLogger("huzhu.server")
+
+
+def bootstrap(x: AppContext) -> None:
+    """Create or migrate the schema; with no pool at all, load the demo pool and scheme."""
+    x.db.upgrade()
+    from core.bootstrap import ensure_demo
+
+    ensure_demo(x.db)
+
+
+class Running:
+    """A server on host:port (port 0: any free one), with the worker and scheduler if asked."""
+
+    def __init__(self, x: AppContext, host: str = "127.0.0.1", port: int = 0,
+                 worker: bool = True, scheduler: bool = True, threads: int = 16):
+        self.x = x
+        self.app = create_app(x)
+        self.scheduler = Scheduler(x) if scheduler else None
+        self.loop = OutboxLoop(x, scheduler=self.scheduler) if worker else None
+        if self.loop is not None:
+            x.wake_outbox = self.loop.wake
+        self.server = create_server(self.app, host=host, port=port, threads=threads,
+                                    connection_limit=256, channel_timeout=30)
+        self.thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.effective_host}:{self.server.effective_port}"
+
+    def start(self) -> "Running":
+        if self.scheduler is not None:
+            self.scheduler.start()
+        if self.loop is not None:
+            self.loop.start()
+        self.thread = threading.Thread(target=self._serve, name="huzhu-http", daemon=True)
+        self.thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.start()
+        if self.loop is not None:
+            self.loop.start()
+        log.info("serving on %s", self.url)
+        try:
+            self._serve()
+        finally:
+            self.stop()
+
+    def _serve(self) -> None:
+        """waitress's loop, a turn at a time, so stop() can end it cleanly from any thread."""
+        s = self.server
+        try:
+            while not self._stopping.is_set():
+                s.asyncore.loop(timeout=0.2, map=s._map, use_poll=True, count=1)
+        finally:
+            s.close()
+            s.task_dispatcher.shutdown(timeout=2)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=5)
+        if self.loop is not None:
+            self.loop.stop()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        self.app.extensions["huzhu.webhook"].pool.shutdown(wait=False)

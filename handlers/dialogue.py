@@ -1,0 +1,127 @@
+"""Dialogues as declared state tables (the ConversationHandler idea), persisted per openid.
+
+A Dialogue names its entry words and menu key, an entry handler, and a table of states to
+handlers. Each handler returns a Step: the replies, the next state (END to finish) and the data
+to keep. The state is stored in `dialogue_state`, so a dialogue picks up where it stopped in
+whichever process handles the next message; after 30 idle minutes it ends by itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Callable
+
+from core.models import DialogueState, utcnow
+from core.outbox import as_utc
+from handlers import menu
+from handlers.types import Ctx, Incoming, Reply
+
+END = None
+TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass
+class Step:
+    replies: list[Reply]
+    state: str | None = END
+    data: dict = field(default_factory=dict)
+
+
+def say(*texts: str, state: str | None = END, data: dict | None = None) -> Step:
+    return Step([Reply(text=t) for t in texts], state, data or {})
+
+
+Handler = Callable[[Ctx, Incoming, dict], Step]
+
+
+@dataclass
+class Dialogue:
+    """A declared dialogue. Its menu number, word and key come from handlers/menu.py when its
+    name is a menu entry; `words` adds other entry words (银行卡, 绑定家人 …)."""
+    name: str
+    entry: Handler
+    states: dict[str, Handler]
+    words: tuple[str, ...] = ()
+    timeout: timedelta = TIMEOUT
+    # tried, in order, before the state's handler; the first that returns a Step wins
+    fallbacks: tuple[Handler, ...] = ()
+
+
+REGISTRY: dict[str, Dialogue] = {}
+
+
+def register(dialogue: Dialogue) -> Dialogue:
+    REGISTRY[dialogue.name] = dialogue
+    return dialogue
+
+
+def find_entry(text: str, include_numbers: bool = True) -> Dialogue | None:
+    """The dialogue a text starts: a menu number (outside dialogues), word or key, or one of a
+    dialogue's own entry words. A word that matches `words` with arguments (绑定 123456) counts."""
+    item = menu.find(text)
+    if item is not None and (include_numbers or text != item.number):
+        return REGISTRY.get(item.dialogue)
+    first = text.split(maxsplit=1)[0] if text else ""
+    for d in REGISTRY.values():
+        if text in d.words or first in d.words:
+            return d
+    return None
+
+
+def load_state(ctx: Ctx) -> tuple[DialogueState | None, bool]:
+    """The user's dialogue state and whether it had timed out (then it is deleted)."""
+    row = ctx.session.get(DialogueState, ctx.openid)
+    if row is None:
+        return None, False
+    dialogue = REGISTRY.get(row.dialogue)
+    timeout = dialogue.timeout if dialogue else TIMEOUT
+    if dialogue is None or utcnow() - as_utc(row.updated_at) > timeout:
+        ctx.session.delete(row)
+        ctx.session.flush()
+        return None, True
+    return row, False
+
+
+def clear_state(ctx: Ctx) -> bool:
+    row = ctx.session.get(DialogueState, ctx.openid)
+    if row is None:
+        return False
+    ctx.session.delete(row)
+    ctx.session.flush()
+    return True
+
+
+def _save(ctx: Ctx, dialogue: Dialogue, step: Step, row: DialogueState | None) -> None:
+    if step.state is END:
+        if row is not None:
+            ctx.session.delete(row)
+        return
+    if step.state not in dialogue.states:
+        raise KeyError(f"dialogue {dialogue.name} has no state {step.state}")
+    if row is None:
+        row = DialogueState(openid=ctx.openid, dialogue=dialogue.name)
+        ctx.session.add(row)
+    row.dialogue = dialogue.name
+    row.state = step.state
+    row.data = dict(step.data)
+    row.updated_at = utcnow()
+
+
+def start(ctx: Ctx, dialogue: Dialogue, msg: Incoming, data: dict | None = None) -> list[Reply]:
+    row = ctx.session.get(DialogueState, ctx.openid)
+    step = dialogue.entry(ctx, msg, dict(data or {}))
+    _save(ctx, dialogue, step, row)
+    return step.replies
+
+
+def advance(ctx: Ctx, row: DialogueState, msg: Incoming) -> list[Reply]:
+    dialogue = REGISTRY[row.dialogue]
+    data = dict(row.data or {})
+    for fallback in dialogue.fallbacks:
+        step = fallback(ctx, msg, data)
+        if step is not None:
+            break
+    else:
+        step = dialogue.states[row.state](ctx, msg, data)
+    _save(ctx, dialogue, step, row)
+    return step.replies

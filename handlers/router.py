@@ -1,0 +1,99 @@
+"""The router: one Incoming in, a list of Reply out, inside the message's transaction.
+
+Order: events; admin commands (`/…`); `取消`; an open dialogue (unless the user picks another
+menu entry by its word or key); the menu by number, word or key; anything else gets the menu.
+"""
+from __future__ import annotations
+
+import unicodedata
+
+from sqlalchemy import select
+
+from core.messages import render
+from core.models import Village
+from handlers import admin, dialogue, menu
+from handlers.types import Ctx, Incoming, Reply
+
+MAX_TEXT = 600  # characters a villager message may have; longer ones are refused politely
+
+
+def normalise(text: str) -> str:
+    """Full-width digits and letters to half-width, trimmed; voice recognition ends with '。'."""
+    text = unicodedata.normalize("NFKC", text or "").strip()
+    return text.rstrip("。.!！")
+
+
+def menu_reply(greeting: str | None = None) -> Reply:
+    return Reply(render("menu", greeting=greeting))
+
+
+def handle(ctx: Ctx, msg: Incoming) -> list[Reply]:
+    if msg.kind == "event":
+        return _event(ctx, msg)
+    if msg.kind not in ("text", "voice", "image"):
+        return [Reply(render("unsupported_type"))]
+    text = normalise(msg.text)
+    if msg.kind in ("text", "voice"):
+        if not text:
+            return [Reply(render("empty_text"))]
+        if len(text) > MAX_TEXT:
+            return [Reply(render("text_too_long", length=len(text), limit=MAX_TEXT))]
+        if text.startswith(("/", "／")):
+            return admin.handle(ctx, text)
+        if text in menu.CANCEL_WORDS:
+            had = dialogue.clear_state(ctx)
+            return [Reply(render("cancelled", had_dialogue=had))]
+    msg = Incoming(**{**msg.__dict__, "text": text})
+    row, timed_out = dialogue.load_state(ctx)
+    prefix = [Reply(render("timed_out"))] if timed_out else []
+    if row is not None:
+        switch = dialogue.find_entry(text, include_numbers=False) if msg.kind != "image" else None
+        if switch is None or switch.name == row.dialogue:
+            return dialogue.advance(ctx, row, msg)
+        return dialogue.start(ctx, switch, msg)
+    return prefix + _menu_choice(ctx, msg, text)
+
+
+def _menu_choice(ctx: Ctx, msg: Incoming, text: str) -> list[Reply]:
+    if msg.kind == "image":
+        found = dialogue.REGISTRY.get("claim")
+        if found is not None:
+            return dialogue.start(ctx, found, msg)
+        return [Reply(render("not_understood", text="图片"))]
+    if text in menu.HELP_WORDS:
+        return [menu_reply()]
+    found = dialogue.find_entry(text)
+    if found is not None:
+        return dialogue.start(ctx, found, msg)
+    item = menu.find(text)
+    if item is not None:
+        return [Reply(render("not_available", word=item.word))]
+    return [Reply(render("not_understood", text=text[:20]))]
+
+
+def _event(ctx: Ctx, msg: Incoming) -> list[Reply]:
+    if msg.event == "subscribe" or msg.event == "scan":
+        ctx.user.subscribed = True
+        village = _village_from_scene(ctx, msg.scene)
+        if village is not None:
+            ctx.user.village_id = village.id
+        if msg.event == "scan" and village is None:
+            return []
+        return [Reply(render("welcome", village=village.full_name if village else None))]
+    if msg.event == "unsubscribe":
+        ctx.user.subscribed = False
+        dialogue.clear_state(ctx)
+        return []
+    if msg.event == "click":
+        return handle(ctx, Incoming(**{**msg.__dict__, "kind": "text", "event": None}))
+    return []
+
+
+def _village_from_scene(ctx: Ctx, scene: str | None) -> Village | None:
+    """Village QR codes carry the scene `village:<id>`."""
+    if not scene or not scene.startswith("village:"):
+        return None
+    try:
+        return ctx.session.get(Village, int(scene.split(":", 1)[1]))
+    except ValueError:
+        return None

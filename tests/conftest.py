@@ -1,0 +1,141 @@
+"""Shared fixtures: a migrated database (SQLite file, or PostgreSQL when
+HUZHU_TEST_DATABASE_URL is set), the emulator and the bot served over loopback HTTP, and a
+Villager that talks to the webhook exactly as WeChat does."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import text
+from waitress.server import create_server
+
+from bot.app import AppContext
+from bot.chat import Villager
+from bot.demo import demo_config
+from core.db import Database
+from core.models import Base
+
+PG_URL = os.environ.get("HUZHU_TEST_DATABASE_URL", "")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+def pytest_report_header(config):
+    return f"database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite (a file per test)'}"
+
+
+@pytest.fixture(scope="session")
+def _template_sqlite(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    db.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_migrated():
+    if not PG_URL:
+        return None
+    db = Database(PG_URL)
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    db.upgrade()
+    db.dispose()
+    return PG_URL
+
+
+def _truncate_all(db: Database) -> None:
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with db.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names}, scheduler_job RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def db_url(tmp_path, _template_sqlite, _pg_migrated) -> str:
+    if _pg_migrated:
+        db = Database(_pg_migrated)
+        _truncate_all(db)
+        db.dispose()
+        return _pg_migrated
+    path = tmp_path / "huzhu.db"
+    shutil.copy(_template_sqlite, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db(db_url):
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def emulator_url(tmp_path_factory):
+    from bot.emulator import create_emulator_app
+
+    server = create_server(create_emulator_app(tmp_path_factory.mktemp("emulator")),
+                           host="127.0.0.1", port=0, threads=16)
+    threading.Thread(target=server.run, daemon=True).start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.fixture
+def emulator(emulator_url):
+    requests.delete(f"{emulator_url}/_emulator/calls", timeout=5)
+    return emulator_url
+
+
+def make_cfg(tmp_path: Path, db_url: str, emulator_url: str, **overrides):
+    return demo_config(tmp_path / "data", emulator_url, DATABASE_URL=db_url,
+                       OUTBOX_BACKOFF_SECONDS=1, **overrides)
+
+
+@pytest.fixture
+def cfg(tmp_path, db_url, emulator):
+    return make_cfg(tmp_path, db_url, emulator)
+
+
+@pytest.fixture
+def app_ctx(cfg, db):
+    from bot.server import bootstrap
+
+    x = AppContext(cfg=cfg, db=db)
+    bootstrap(x)
+    return x
+
+
+def start_bot(x: AppContext, worker: bool = True, scheduler: bool = False):
+    from bot.server import Running
+
+    return Running(x, worker=worker, scheduler=scheduler, threads=16).start()
+
+
+@pytest.fixture
+def bot(app_ctx):
+    running = start_bot(app_ctx)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def villager(bot, cfg, emulator) -> Villager:
+    return Villager(bot.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, "", emulator)
+
+
+@pytest.fixture
+def safe_bot(tmp_path, db, db_url, emulator):
+    from bot.server import bootstrap
+
+    cfg = make_cfg(tmp_path, db_url, emulator, WECHAT_AES_KEY=AES_KEY)
+    x = AppContext(cfg=cfg, db=db)
+    bootstrap(x)
+    running = start_bot(x)
+    yield running, Villager(running.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, AES_KEY, emulator)
+    running.stop()

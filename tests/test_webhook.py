@@ -1,0 +1,253 @@
+"""The webhook over real loopback HTTP, plain and safe mode, and every kind of bad input."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from bot.chat import Villager, sign
+from core.models import AuditLog, InboundMessage, OutboxMessage, WechatUser
+from handlers import dialogue
+from handlers.dialogue import Dialogue, say
+
+ID_NUMBER = "11010519491231002X"
+
+
+def inbound_count(db) -> int:
+    with db.session() as s:
+        return s.scalar(select(func.count()).select_from(InboundMessage))
+
+
+def signed_params(token: str) -> dict:
+    ts, nonce = str(int(time.time())), "n0nce"
+    return {"timestamp": ts, "nonce": nonce, "signature": sign(token, ts, nonce)}
+
+
+# -- URL verification -----------------------------------------------------------------------
+
+def test_get_echoes_echostr_with_a_good_signature(bot, cfg):
+    params = signed_params(cfg.WECHAT_TOKEN) | {"echostr": "hello-123"}
+    r = requests.get(f"{bot.url}/wechat", params=params, timeout=5)
+    assert r.status_code == 200 and r.text == "hello-123"
+
+
+def test_get_with_a_bad_signature_is_403(bot):
+    r = requests.get(f"{bot.url}/wechat", params={"signature": "x", "timestamp": "1",
+                                                  "nonce": "2", "echostr": "e"}, timeout=5)
+    assert r.status_code == 403 and "e" != r.text
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+def test_plain_text_gets_the_menu(villager):
+    r = villager.text("o_plain", "帮助")
+    assert r.status == 200
+    assert "1 参加互助" in r.reply and "6 基金公示" in r.reply
+
+
+def test_safe_mode_round_trip(safe_bot):
+    running, v = safe_bot
+    r = v.text("o_safe", "0")
+    assert r.status == 200
+    assert "<Encrypt>" in r.raw and "参加互助" not in r.raw  # the answer itself is encrypted
+    assert "1 参加互助" in r.reply
+
+
+def test_voice_uses_the_recognition_text(villager):
+    r = villager.voice("o_voice", "帮助。")
+    assert "1 参加互助" in r.reply
+
+
+def test_click_event_works_like_the_word(villager):
+    r = villager.click("o_click", "MENU_HELP")
+    assert "1 参加互助" in r.reply
+
+
+def test_subscribe_through_a_village_qr_tags_the_user(villager, db):
+    from core.models import Village
+
+    with db.session() as s:
+        village = s.scalars(select(Village).order_by(Village.id)).first()
+        vid, name = village.id, village.full_name
+    r = villager.subscribe("o_qr", scene=f"village:{vid}")
+    assert name in r.reply
+    with db.session() as s:
+        user = s.scalar(select(WechatUser).where(WechatUser.openid == "o_qr"))
+        assert user.village_id == vid and user.subscribed
+
+
+def test_unsubscribe_is_recorded_and_answered_with_success(villager, db):
+    villager.post("o_bye", villager._xml("o_bye", "event", {"Event": "subscribe"},
+                                         create_time=1700000000))
+    r = villager.post("o_bye", villager._xml("o_bye", "event", {"Event": "unsubscribe"},
+                                             create_time=1700000005))
+    assert r.status == 200 and r.raw == "success"
+    with db.session() as s:
+        assert not s.scalar(select(WechatUser.subscribed).where(WechatUser.openid == "o_bye"))
+
+
+def test_unknown_message_type_gets_a_clear_answer(villager):
+    xml = villager._xml("o_loc", "location", {"Location_X": "31.2", "Location_Y": "121.4"})
+    r = villager.post("o_loc", xml)
+    assert r.status == 200 and "文字、语音和图片" in r.reply
+
+
+def test_unknown_event_is_acknowledged(villager):
+    r = villager.event("o_evt", "VIEW_MINIPROGRAM", "x")
+    assert r.status == 200 and r.raw == "success"
+
+
+def test_long_text_emoji_and_empty_text(villager, db):
+    long = villager.text("o_long", "好" * 10_000)
+    assert long.status == 200 and "太长" in long.reply and "10000" in long.reply
+    emoji = villager.text("o_emoji", "👍🏻😀")
+    assert emoji.status == 200 and "没有看懂" in emoji.reply and "1 参加互助" in emoji.reply
+    empty = villager.text("o_empty", "")
+    assert empty.status == 200 and "空消息" in empty.reply
+
+
+# -- bad requests change nothing ---------------------------------------------------------------
+
+def _post_raw(bot, cfg, body: bytes, params: dict | None = None):
+    p = signed_params(cfg.WECHAT_TOKEN) if params is None else params
+    return requests.post(f"{bot.url}/wechat", params=p, data=body, timeout=10)
+
+
+def test_forged_or_missing_signature_is_403_and_stores_nothing(bot, cfg, villager, db):
+    xml = villager.text_xml("o_forged", "帮助")
+    forged = villager.post("o_forged", xml, signature="0" * 40)
+    assert forged.status == 403
+    missing = requests.post(f"{bot.url}/wechat", data=xml.encode(), timeout=5)
+    assert missing.status_code == 403
+    assert inbound_count(db) == 0
+
+
+@pytest.mark.parametrize("body", [
+    b"not xml at all",
+    b"<xml><ToUserName>a</ToUserName>",  # truncated
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+    b"<xml><FromUserName>&xxe;</FromUserName><MsgType>text</MsgType></xml>",
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 '
+    b'"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol3 '
+    b'"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]><xml><Content>&lol3;'
+    b"</Content></xml>",
+    b"<xml><Content>no sender</Content></xml>",
+], ids=["non-xml", "truncated", "xxe", "entity-bomb", "not-a-message"])
+def test_hostile_or_malformed_xml_is_400_and_stores_nothing(bot, cfg, db, body):
+    r = _post_raw(bot, cfg, body)
+    assert r.status_code == 400
+    assert "Traceback" not in r.text
+    assert inbound_count(db) == 0
+
+
+def test_a_1mb_body_is_400(bot, cfg, db):
+    body = b"<xml><Content>" + b"a" * (1024 * 1024) + b"</Content></xml>"
+    r = _post_raw(bot, cfg, body)
+    assert r.status_code == 400 and "too large" in r.text
+    assert inbound_count(db) == 0
+
+
+def test_wrong_aes_key_is_refused_and_stores_nothing(safe_bot, db, cfg):
+    running, good = safe_bot
+    wrong = Villager(running.url, good.token, good.app_id,
+                     "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut", good.emulator)
+    r = wrong.text("o_wrongkey", "帮助")
+    assert r.status == 400
+    plain = Villager(running.url, good.token, good.app_id, "", good.emulator)
+    assert plain.text("o_plain_in_safe", "帮助").status == 400
+    assert inbound_count(db) == 0
+
+
+def test_bad_input_leaves_only_a_masked_log_line(bot, cfg, villager, db, caplog):
+    caplog.set_level("INFO")
+    villager.post("o_log", villager.text_xml("o_log", f"我的身份证 {ID_NUMBER}"),
+                  signature="f" * 40)
+    villager.text("o_log2", f"我的身份证 {ID_NUMBER}")
+    logs = caplog.text
+    assert "webhook refused status=403" in logs
+    assert ID_NUMBER not in logs and ID_NUMBER[:-4] not in logs
+
+
+# -- retries and the reply budget -------------------------------------------------------------
+
+@pytest.fixture
+def counting_dialogue():
+    """A dialogue that counts the messages it gets, to see state changes."""
+    def entry(ctx, msg, data):
+        return say(f"第1条", state="counting", data={"n": 1})
+
+    def counting(ctx, msg, data):
+        if msg.text == "慢":
+            time.sleep(1.5)
+        n = data["n"] + 1
+        return say(f"第{n}条", state="counting", data={"n": n})
+
+    d = dialogue.register(Dialogue("counter", entry, {"counting": counting}, words=("计数",)))
+    yield d
+    dialogue.REGISTRY.pop("counter", None)
+
+
+def test_retry_storm_gives_one_state_change_and_the_same_reply(villager, db, counting_dialogue):
+    villager.text("o_storm", "计数")
+    xml = villager.text_xml("o_storm", "再来", msg_id=777000111)
+    results, threads = [], []
+    for _ in range(4):
+        t = threading.Thread(target=lambda: results.append(villager.post("o_storm", xml)))
+        threads.append(t)
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r in results] == [200] * 4
+    assert {r.reply for r in results} == {"第2条"}
+    from core.models import DialogueState
+    with db.session() as s:
+        assert s.get(DialogueState, "o_storm").data == {"n": 2}
+        assert s.scalar(select(func.count()).select_from(InboundMessage).where(
+            InboundMessage.dedupe_key == "msg:777000111")) == 1
+
+
+def test_event_retries_are_dropped_by_sender_and_time(villager, db):
+    xml = villager._xml("o_evt_retry", "event", {"Event": "subscribe"}, create_time=1700000000)
+    first = villager.post("o_evt_retry", xml)
+    again = villager.post("o_evt_retry", xml)
+    assert first.reply and again.reply == first.reply
+    assert inbound_count(db) == 1
+
+
+def test_slow_handling_answers_success_and_delivers_through_the_outbox(
+        tmp_path, db, db_url, emulator, counting_dialogue):
+    from bot.app import AppContext
+    from bot.server import bootstrap
+    from tests.conftest import make_cfg, start_bot
+
+    cfg = make_cfg(tmp_path, db_url, emulator, REPLY_BUDGET_SECONDS=0.5)
+    x = AppContext(cfg=cfg, db=db)
+    bootstrap(x)
+    running = start_bot(x)
+    try:
+        v = Villager(running.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, "", emulator)
+        v.text("o_slow", "计数")
+        started = time.monotonic()
+        r = v.text("o_slow", "慢", wait=5)
+        assert r.status == 200 and r.raw == "success"
+        assert r.pushed_texts == ["第2条"]
+        assert time.monotonic() - started < 6
+    finally:
+        running.stop()
+
+
+def test_a_handler_error_changes_nothing_and_says_so(villager, db, counting_dialogue, monkeypatch):
+    villager.text("o_err", "计数")
+
+    def broken(ctx, msg, data):
+        raise RuntimeError(f"boom {ID_NUMBER}")
+
+    monkeypatch.setitem(counting_dialogue.states, "counting", broken)
+    r = villager.text("o_err", "再来")
+    assert r.status == 200 and "没有保存" in r.reply
+    from core.models import DialogueState
+    with db.session() as s:
+        assert s.get(DialogueState, "o_err").data == {"n": 1}
