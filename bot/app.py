@@ -20,8 +20,6 @@ from core.outbox import as_utc, counts
 
 log = logging.getLogger("huzhu.app")
 
-# Blueprints of later areas register here: (module, attribute)
-BLUEPRINTS = [("bot.webhook", "bp")]
 
 
 @dataclass
@@ -48,9 +46,8 @@ def make_context(cfg: Config | None = None, db: Database | None = None) -> AppCo
 
 
 def create_app(app_ctx: AppContext | None = None) -> Flask:
-    from importlib import import_module
-
     from bot import logs
+    from bot.discover import load_handlers, modules
     from bot.webhook import Webhook
 
     x = app_ctx or make_context()
@@ -60,8 +57,10 @@ def create_app(app_ctx: AppContext | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = None  # the webhook checks sizes itself (400, not 413)
     app.extensions["huzhu"] = x
     app.extensions["huzhu.webhook"] = Webhook(x)
-    for module, attr in BLUEPRINTS:
-        app.register_blueprint(getattr(import_module(module), attr))
+    load_handlers()
+    from bot import webhook
+    for module in [webhook, *modules("bot", "web_")]:
+        app.register_blueprint(module.bp)
 
     @app.get("/healthz")
     def healthz():

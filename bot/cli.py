@@ -1,15 +1,12 @@
-"""The `huzhu` command line. Areas add their sub-commands in modules listed in MODULES, each
-with `register(subparsers)`; a command function gets the parsed args and returns an exit code."""
+"""The `huzhu` command line. Areas add their sub-commands in `bot/cli_*.py` modules, each with
+`register(subparsers)`; a command function gets the parsed args and returns an exit code."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from importlib import import_module
 
 from core.config import ConfigError, load_config
-
-MODULES = ["bot.cli_base"]
 
 
 def print_json(doc) -> None:
@@ -34,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="huzhu", description="乡村公益医疗互助 — huzhu")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in MODULES:
-        import_module(name).register(sub)
+    from bot.discover import modules
+
+    for module in modules("bot", "cli_"):
+        module.register(sub)
     return parser
 
 

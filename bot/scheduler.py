@@ -100,6 +100,9 @@ class Scheduler:
         return True
 
     def _try_start(self) -> bool:
+        from bot.discover import load_jobs
+
+        load_jobs()
         if not self._try_lock():
             log.info("another scheduler is active; standing by")
             return False

@@ -22,7 +22,9 @@ log = logging.getLogger("huzhu.worker")
 def drain(app_ctx, limit: int = 50) -> int:
     """Deliver what is due now; returns how many rows were attempted."""
     from bot.deliver import DELIVERERS, PermanentError
+    from bot.discover import load_deliverers
 
+    load_deliverers()
     cfg, db = app_ctx.cfg, app_ctx.db
     with db.session() as s:
         rows = outbox.lease_due(s, limit)

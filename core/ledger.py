@@ -1,0 +1,143 @@
+"""The fund's double-entry ledger, per pool (Beancount's idea: immutable entries whose lines sum
+to zero, and invariants that are checked, not trusted).
+
+Amounts are signed fen: debit positive, credit negative. Accounts:
+
+- `fund:cash`                    the pool's money (asset)
+- `receivable:<source>`          a share the collective, charity, government or a donor owes
+- `receivable:recovery`          a subsidy to be paid back (追回), until received
+- `payable:service_fee`          fees owed to the service provider
+- `income:<source>`              contributions and other income by source: personal, collective,
+                                 charity, government, donor, interest
+- `income:recovery`              subsidies recovered
+- `expense:subsidy`              subsidies paid
+- `expense:service_fee`          service fees
+
+The balance (SPEC "Money") is derived, never stored: what the pool has and is owed by its sources
+less what it owes — income − subsidies paid − service fees + recoveries received.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.models import JournalEntry, JournalLine
+
+CASH = "fund:cash"
+SUBSIDY = "expense:subsidy"
+FEE = "expense:service_fee"
+FEE_PAYABLE = "payable:service_fee"
+RECOVERY_RECEIVABLE = "receivable:recovery"
+RECOVERY_INCOME = "income:recovery"
+SOURCES = ("personal", "collective", "charity", "government", "donor", "interest")
+
+
+class LedgerError(ValueError):
+    pass
+
+
+def income(source: str) -> str:
+    if source not in SOURCES:
+        raise LedgerError(f"unknown income source {source!r}")
+    return f"income:{source}"
+
+
+def receivable(source: str) -> str:
+    if source not in SOURCES:
+        raise LedgerError(f"unknown source {source!r}")
+    return f"receivable:{source}"
+
+
+def _in_balance(account: str) -> bool:
+    return (account == CASH or account == FEE_PAYABLE
+            or (account.startswith("receivable:") and account != RECOVERY_RECEIVABLE))
+
+
+def post(session: Session, pool_id: int, kind: str, ref: str, lines: dict[str, int],
+         booked_on: date, memo: str = "") -> JournalEntry:
+    """Post one entry. `ref` names what caused it (unique): posting the same ref again returns
+    the entry already there and posts nothing."""
+    existing = session.scalar(select(JournalEntry).where(JournalEntry.ref == ref))
+    if existing is not None:
+        return existing
+    clean = {a: int(v) for a, v in lines.items() if v}
+    if not clean:
+        raise LedgerError("an entry needs at least one non-zero line")
+    if sum(clean.values()) != 0:
+        raise LedgerError(f"entry {ref} does not balance: {clean}")
+    entry = JournalEntry(pool_id=pool_id, booked_on=booked_on, kind=kind, memo=memo[:255], ref=ref)
+    entry.lines = [JournalLine(account=a, amount_fen=v) for a, v in sorted(clean.items())]
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def totals(session: Session, pool_id: int, until: date | None = None,
+           since: date | None = None, kinds: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Sum of lines per account, entries booked in [since, until)."""
+    q = (select(JournalLine.account, func.sum(JournalLine.amount_fen))
+         .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+         .where(JournalEntry.pool_id == pool_id)
+         .group_by(JournalLine.account))
+    if until is not None:
+        q = q.where(JournalEntry.booked_on < until)
+    if since is not None:
+        q = q.where(JournalEntry.booked_on >= since)
+    if kinds is not None:
+        q = q.where(JournalEntry.kind.in_(kinds))
+    return {a: int(v) for a, v in session.execute(q)}
+
+
+def balance(session: Session, pool_id: int, until: date | None = None) -> int:
+    return sum(v for a, v in totals(session, pool_id, until).items() if _in_balance(a))
+
+
+def summary(session: Session, pool_id: int, since: date | None = None,
+            until: date | None = None) -> dict:
+    """The fund report's figures (SPEC `report fund --json`), for entries in [since, until);
+    `carried_over_fen` is the balance before `since`, `balance_fen` the balance at `until`."""
+    t = totals(session, pool_id, until, since)
+    income_by_source: dict[str, int] = defaultdict(int)
+    for a, v in t.items():
+        if a.startswith("income:") and a != RECOVERY_INCOME:
+            income_by_source[a.split(":", 1)[1]] -= v
+    recovered_received = -sum(v for v in _recovery_receipts(session, pool_id, since, until))
+    carried = balance(session, pool_id, since) if since else 0
+    return {
+        "income_fen": dict(sorted(income_by_source.items())),
+        "paid_fen": t.get(SUBSIDY, 0),
+        "fees_fen": t.get(FEE, 0),
+        "recovered_fen": recovered_received,
+        "carried_over_fen": carried,
+        "balance_fen": balance(session, pool_id, until),
+    }
+
+
+def _recovery_receipts(session: Session, pool_id: int, since, until) -> list[int]:
+    """Credits to receivable:recovery: recoveries actually received."""
+    q = (select(JournalLine.amount_fen).join(JournalEntry)
+         .where(JournalEntry.pool_id == pool_id, JournalLine.account == RECOVERY_RECEIVABLE,
+                JournalLine.amount_fen < 0))
+    if since is not None:
+        q = q.where(JournalEntry.booked_on >= since)
+    if until is not None:
+        q = q.where(JournalEntry.booked_on < until)
+    return [int(v) for v in session.scalars(q)]
+
+
+def check(session: Session) -> list[str]:
+    """Every entry whose lines do not sum to zero (or that has no lines), as readable lines."""
+    sums = (select(JournalEntry.id, JournalEntry.ref, JournalEntry.pool_id,
+                   func.coalesce(func.sum(JournalLine.amount_fen), 0), func.count(JournalLine.id))
+            .outerjoin(JournalLine, JournalLine.entry_id == JournalEntry.id)
+            .group_by(JournalEntry.id, JournalEntry.ref, JournalEntry.pool_id)
+            .order_by(JournalEntry.id))
+    bad = []
+    for entry_id, ref, pool_id, total, n in session.execute(sums):
+        if n == 0 or int(total) != 0:
+            bad.append(f"entry {entry_id} ({ref}, pool {pool_id}): lines sum to {int(total)} fen"
+                       f" over {n} lines")
+    return bad
