@@ -1,5 +1,10 @@
 """`huzhu demo`: the emulator and the server on a fresh temporary SQLite database, then a
-scripted conversation through the real webhook, printed as a transcript."""
+scripted conversation through the real webhook, printed as a transcript.
+
+Scenes plug in by file name: each `bot/demo_<NN>_<area>.py` defines
+`scene(t: Transcript, x: AppContext, state: dict) -> None`, run in file-name order; `state` carries
+what one scene leaves for the next (openids, household and claim numbers, …).
+"""
 from __future__ import annotations
 
 import os
@@ -57,7 +62,6 @@ class Transcript:
 def run_demo(keep: bool = False) -> int:
     from bot.app import AppContext
     from bot.server import Running, bootstrap
-    from core.admins import create_invite
     from core.db import Database
 
     logs.setup("WARNING")
@@ -71,17 +75,11 @@ def run_demo(keep: bool = False) -> int:
     t = Transcript(v)
     print(f"huzhu demo — server {running.url}, emulator {emu_url}, data {data_dir}")
     try:
-        villager, admin = "o_demo_villager", "o_demo_admin"
-        print("\n【村民关注公众号】")
-        t.show(v.subscribe(villager, wait=0))
-        t.say("村民", villager, "0")
-        t.say("村民", villager, "你好")
-        t.say("村民", villager, "/待审")
-        with x.db.session() as s:
-            code = create_invite(s, "pool_admin", "cli:demo", pool="demo")
-        print(f"\n$ huzhu admin invite --role pool_admin --pool demo\n{code}")
-        t.say("管理员", admin, f"/绑定 {code}")
-        t.say("管理员", admin, "/帮助")
+        from bot.discover import modules
+
+        state: dict = {"villager": "o_demo_villager", "admin": "o_demo_admin"}
+        for module in modules("bot", "demo_"):
+            module.scene(t, x, state)
         print("\n演示结束 (demo finished).")
         return 0
     finally:
