@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from core.config import ROOT, SCHEMES_DIR
+from core.catalog import SAMPLE_CATALOG
+from core.config import SCHEMES_DIR
 from core.db import Database
 from core.models import Pool
 
 DEMO_SCHEME = SCHEMES_DIR / "demo.yaml"
-SAMPLE_CATALOG = ROOT / "config" / "drg" / "sample.dat"
 
 
 def ensure_demo(db: Database) -> bool:

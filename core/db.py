@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +47,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time; threads of this process queue here instead of
+        # polling the file lock (its busy handler sleeps up to 100 ms between tries)
+        self._writer = threading.RLock() if self.engine.dialect.name == "sqlite" else None
 
     @property
     def is_postgres(self) -> bool:
@@ -54,13 +58,14 @@ class Database:
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """One unit of work: committed at the end, rolled back on any error."""
-        with self.sessions() as s:
-            try:
-                yield s
-                s.commit()
-            except BaseException:
-                s.rollback()
-                raise
+        with self._writer or contextlib.nullcontext():
+            with self.sessions() as s:
+                try:
+                    yield s
+                    s.commit()
+                except BaseException:
+                    s.rollback()
+                    raise
 
     def upgrade(self) -> None:
         upgrade(self.engine)

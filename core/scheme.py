@@ -1,0 +1,656 @@
+"""Scheme files: one pool's rules for one scheme year (SPEC "Scheme file").
+
+`load_scheme(path)` reads and validates a YAML scheme file and its quota CSV into a frozen `Scheme`
+with every amount in integer fen. Any wrong value raises `SchemeError` naming the file, the line
+and the key, e.g. `demo.yaml 第12行 contribution.per_person: 应为带引号的金额，例如 "80.00"`.
+
+Amounts are written as quoted strings ("80.00"); a bare YAML number (80.0, 80) is refused, so no
+amount ever passes through a float. Rates (continuous_bonus, service_fee.rate) are quoted decimal
+strings too ("0.10").
+
+Relative dates: any date of the file (year.start/end, enrolment.opens/closes) may be written
+relative to the day the file is loaded, as a quoted string: "today", "today+30d", "today-90d"
+(whole days, suffix d). The demo preset uses them so that its enrolment window is open whatever the
+date. They are resolved at load time (`load_scheme(path, today=...)`); the stored rules hold plain
+dates. Because a relative scheme resolves to other dates on another day, `store_scheme` matches
+the scheme year to update by period overlap, not by start date.
+
+`store_scheme(session, scheme)` upserts the pool, its villages, the scheme year (rules JSON) and
+its quota rows; `scheme_from_rules(row.rules)` gives the typed scheme back.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+import yaml
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.audit import audit
+from core.models import DrgGroup, Pool, PoolLevel, Quota, SchemeYear, Village, utcnow
+from core.money import format_yuan, parse_yuan
+
+RULES_FORMAT = 1
+POOL_LEVELS = tuple(level.value for level in PoolLevel)
+SHARE_SOURCES = ("personal", "collective", "charity", "government", "donor")
+INSURANCE_TYPES = ("resident", "employee", "uninsured")
+EXCLUSION_KINDS = ("non_disease", "work_injury", "crime", "third_party_liable",
+                   "non_designated_hospital", "abroad")
+FEE_PERIODS = ("month", "quarter", "year")
+
+_RELATIVE_DATE = re.compile(r"^today(?:([+-])(\d{1,4})d)?$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_POOL_CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_DRG_CODE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,15}$")
+_TAG = "tag:yaml.org,2002:"
+
+
+class SchemeError(Exception):
+    """A scheme file (or its quota table) is wrong; the message names file, line and key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed scheme. Amounts are fen (fields end in _fen); mappings are read-only.
+
+@dataclass(frozen=True)
+class PoolInfo:
+    code: str
+    name: str
+    level: str  # village | town | county
+
+
+@dataclass(frozen=True)
+class Period:
+    start: date
+    end: date
+
+    def __contains__(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+
+@dataclass(frozen=True)
+class EnrolmentWindow:
+    opens: date
+    closes: date
+
+    def is_open(self, day: date) -> bool:
+        return self.opens <= day <= self.closes
+
+
+@dataclass(frozen=True)
+class Contribution:
+    per_person_fen: int
+    shares_fen: Mapping[str, int]  # source -> fen, sums to per_person_fen; has "personal"
+    subsidized: tuple[str, ...] = ()  # categories whose personal share the collective pays
+    excluded: tuple[str, ...] = ()  # categories that may not join
+
+    def may_join(self, category: str | None) -> bool:
+        return category not in self.excluded
+
+    def member_shares(self, category: str | None) -> dict[str, int]:
+        """What one member's contribution is made of, source -> fen (zero shares left out).
+
+        For a subsidized category (低保, 特困, …) the collective pays the personal share.
+        Raises ValueError for an excluded category."""
+        if not self.may_join(category):
+            raise ValueError(f"category {category!r} may not join this scheme")
+        shares = dict(self.shares_fen)
+        if category is not None and category in self.subsidized:
+            shares["collective"] = shares.get("collective", 0) + shares.pop("personal")
+        return {source: fen for source, fen in shares.items() if fen}
+
+
+@dataclass(frozen=True)
+class ClaimRules:
+    thresholds_fen: Mapping[str, int]  # insurance type -> fen
+    exclusions: tuple[str, ...]
+    review_working_days: int = 5
+
+
+@dataclass(frozen=True)
+class Benefit:
+    quotas_file: str
+    quotas_fen: Mapping[str, int]  # DRG code -> fen
+    min_per_claim_fen: int
+    max_per_claim_fen: int
+    annual_cap_fen: int
+    continuous_bonus: Decimal
+
+
+@dataclass(frozen=True)
+class PayoutRules:
+    day: int
+
+
+@dataclass(frozen=True)
+class ServiceFee:
+    rate: Decimal
+    every: str  # month | quarter | year
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    day: int
+    objection_days: int = 0
+
+
+@dataclass(frozen=True)
+class Scheme:
+    pool: PoolInfo
+    villages: tuple[str, ...]  # "town/village"
+    year: Period
+    enrolment: EnrolmentWindow
+    contribution: Contribution
+    claims: ClaimRules
+    benefit: Benefit
+    payout: PayoutRules
+    service_fee: ServiceFee
+    disclosure: Disclosure
+    source: str | None = None
+
+    def to_rules(self) -> dict:
+        """A plain JSON-able dict (money as fen ints, dates ISO, rates as strings)."""
+        c, cl, b = self.contribution, self.claims, self.benefit
+        return {
+            "format": RULES_FORMAT,
+            "source": self.source,
+            "pool": {"code": self.pool.code, "name": self.pool.name, "level": self.pool.level},
+            "villages": list(self.villages),
+            "year": {"start": self.year.start.isoformat(), "end": self.year.end.isoformat()},
+            "enrolment": {"opens": self.enrolment.opens.isoformat(),
+                          "closes": self.enrolment.closes.isoformat()},
+            "contribution": {"per_person_fen": c.per_person_fen, "shares_fen": dict(c.shares_fen),
+                             "subsidized": list(c.subsidized), "excluded": list(c.excluded)},
+            "claims": {"thresholds_fen": dict(cl.thresholds_fen), "exclusions": list(cl.exclusions),
+                       "review_working_days": cl.review_working_days},
+            "benefit": {"quotas_file": b.quotas_file, "quotas_fen": dict(b.quotas_fen),
+                        "min_per_claim_fen": b.min_per_claim_fen,
+                        "max_per_claim_fen": b.max_per_claim_fen,
+                        "annual_cap_fen": b.annual_cap_fen,
+                        "continuous_bonus": str(b.continuous_bonus)},
+            "payout": {"day": self.payout.day},
+            "service_fee": {"rate": str(self.service_fee.rate), "every": self.service_fee.every},
+            "disclosure": {"day": self.disclosure.day,
+                           "objection_days": self.disclosure.objection_days},
+        }
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+def scheme_from_rules(rules: Mapping) -> Scheme:
+    """The typed scheme back from `Scheme.to_rules()` (e.g. `SchemeYear.rules`)."""
+    if rules.get("format") != RULES_FORMAT:
+        raise SchemeError(f"rules: unknown format {rules.get('format')!r}; reload the scheme file")
+    c, cl, b = rules["contribution"], rules["claims"], rules["benefit"]
+    return Scheme(
+        pool=PoolInfo(**rules["pool"]),
+        villages=tuple(rules["villages"]),
+        year=Period(date.fromisoformat(rules["year"]["start"]),
+                    date.fromisoformat(rules["year"]["end"])),
+        enrolment=EnrolmentWindow(date.fromisoformat(rules["enrolment"]["opens"]),
+                                  date.fromisoformat(rules["enrolment"]["closes"])),
+        contribution=Contribution(c["per_person_fen"], _frozen(c["shares_fen"]),
+                                  tuple(c["subsidized"]), tuple(c["excluded"])),
+        claims=ClaimRules(_frozen(cl["thresholds_fen"]), tuple(cl["exclusions"]),
+                          cl["review_working_days"]),
+        benefit=Benefit(b["quotas_file"], _frozen(b["quotas_fen"]), b["min_per_claim_fen"],
+                        b["max_per_claim_fen"], b["annual_cap_fen"],
+                        Decimal(b["continuous_bonus"])),
+        payout=PayoutRules(rules["payout"]["day"]),
+        service_fee=ServiceFee(Decimal(rules["service_fee"]["rate"]),
+                               rules["service_fee"]["every"]),
+        disclosure=Disclosure(rules["disclosure"]["day"], rules["disclosure"]["objection_days"]),
+        source=rules.get("source"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading YAML with line numbers: every value is checked on its node, so errors carry its line.
+
+class _Node:
+    def __init__(self, node: yaml.Node, path: str, file: str):
+        self.node, self.path, self.file = node, path, file
+
+    @property
+    def line(self) -> int:
+        return self.node.start_mark.line + 1
+
+    def fail(self, message: str, line: int | None = None) -> SchemeError:
+        where = f" {self.path}" if self.path else ""
+        return SchemeError(f"{self.file} 第{line or self.line}行{where}: {message}")
+
+    def _child_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def mapping(self, required: Iterable[str], optional: Iterable[str] = ()) -> dict[str, "_Node"]:
+        if not isinstance(self.node, yaml.MappingNode):
+            raise self.fail("应为键值表，例如 {key: value}")
+        required, allowed = tuple(required), set(required) | set(optional)
+        children: dict[str, _Node] = {}
+        for key_node, value_node in self.node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            key_line = key_node.start_mark.line + 1
+            if key not in allowed:
+                raise SchemeError(f"{self.file} 第{key_line}行 {self._child_path(str(key))}: "
+                                  f"未知的项；可用的项：{', '.join(sorted(allowed))}")
+            if key in children:
+                raise SchemeError(f"{self.file} 第{key_line}行 {self._child_path(key)}: 重复的项")
+            children[key] = _Node(value_node, self._child_path(key), self.file)
+        for key in required:
+            if key not in children:
+                raise self.fail(f"缺少 {key}")
+        return children
+
+    def sequence(self) -> list["_Node"]:
+        if not isinstance(self.node, yaml.SequenceNode):
+            raise self.fail("应为列表，例如 [a, b]")
+        return [_Node(item, f"{self.path}[{i}]", self.file)
+                for i, item in enumerate(self.node.value)]
+
+    def _scalar(self, what: str) -> yaml.ScalarNode:
+        if not isinstance(self.node, yaml.ScalarNode):
+            raise self.fail(f"应为{what}")
+        return self.node
+
+    def text(self, what: str = "文字") -> str:
+        node = self._scalar(what)
+        if node.tag != _TAG + "str" or not node.value.strip():
+            raise self.fail(f"应为{what}，得到 {node.value!r}")
+        return node.value.strip()
+
+    def choice(self, options: Iterable[str]) -> str:
+        options = tuple(options)
+        value = self._scalar("以下之一：" + " | ".join(options)).value
+        if value not in options:
+            raise self.fail(f"应为以下之一：{' | '.join(options)}，得到 {value!r}")
+        return value
+
+    def money(self, positive: bool = False) -> int:
+        node = self._scalar('带引号的金额，例如 "80.00"')
+        if node.tag != _TAG + "str":
+            raise self.fail(f'应为带引号的金额，例如 "80.00"；得到数字 {node.value}，'
+                            '金额请加引号，以免按浮点数读错')
+        try:
+            fen = parse_yuan(node.value)
+        except ValueError:
+            raise self.fail(f'应为金额（元，最多两位小数），例如 "80.00"，得到 {node.value!r}')
+        if positive and fen <= 0:
+            raise self.fail("金额应大于 0")
+        return fen
+
+    def integer(self, low: int, high: int | None = None) -> int:
+        node = self._scalar("整数")
+        if node.tag != _TAG + "int":
+            raise self.fail(f"应为整数，得到 {node.value!r}")
+        value = int(node.value)
+        if value < low or (high is not None and value > high):
+            bounds = f"{low}–{high}" if high is not None else f"不小于 {low}"
+            raise self.fail(f"应为 {bounds} 的整数，得到 {value}")
+        return value
+
+    def rate(self, low: Decimal, high: Decimal, example: str) -> Decimal:
+        node = self._scalar(f'带引号的小数，例如 "{example}"')
+        if node.tag != _TAG + "str":
+            raise self.fail(f'应为带引号的小数，例如 "{example}"；得到数字 {node.value}')
+        try:
+            value = Decimal(node.value.strip())
+        except InvalidOperation:
+            raise self.fail(f'应为小数，例如 "{example}"，得到 {node.value!r}')
+        if not value.is_finite() or not low <= value <= high:
+            raise self.fail(f"应在 {low} 到 {high} 之间，得到 {node.value}")
+        return value
+
+    def date(self, today: date) -> date:
+        node = self._scalar('日期，例如 2024-08-01 或 "today-30d"')
+        value = node.value.strip()
+        if node.tag in (_TAG + "timestamp", _TAG + "str") and _ISO_DATE.match(value):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise self.fail(f"不存在的日期 {value}")
+        m = _RELATIVE_DATE.match(value) if node.tag == _TAG + "str" else None
+        if m:
+            days = int(m.group(2) or 0)
+            return today + timedelta(days=-days if m.group(1) == "-" else days)
+        raise self.fail(f'应为日期 YYYY-MM-DD，或相对日期 "today"、"today+30d"、"today-30d"，'
+                        f"得到 {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validating.
+
+def _local_today() -> date:
+    from core.config import load_config
+
+    return datetime.now(load_config(validate=False).tz).date()
+
+
+def load_scheme(path: str | Path, today: date | None = None) -> Scheme:
+    """Read and validate a scheme file and its quota table. `today` resolves relative dates
+    (default: today in the configured time zone)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SchemeError(f"{path}: 找不到方案文件")
+    except UnicodeDecodeError:
+        raise SchemeError(f"{path.name}: 文件不是 UTF-8 编码")
+    return parse_scheme(text, path.name, base_dir=path.parent,
+                        today=today or _local_today(), source=str(path))
+
+
+def parse_scheme(text: str, file: str, base_dir: Path, today: date,
+                 source: str | None = None) -> Scheme:
+    """Validate scheme YAML text: `file` names it in errors, quota files are found in base_dir."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise SchemeError(f"{file} 第{line}行: YAML 格式错误：{getattr(exc, 'problem', None) or exc}")
+    if root is None:
+        raise SchemeError(f"{file}: 文件是空的")
+    top = _Node(root, "", file).mapping(
+        ("pool", "villages", "year", "enrolment", "contribution", "claims", "benefit", "payout",
+         "service_fee", "disclosure"))
+
+    p = top["pool"].mapping(("code", "name", "level"))
+    code = p["code"].text("资金池代码")
+    if not _POOL_CODE.match(code):
+        raise p["code"].fail(f"资金池代码只用小写字母、数字、- 和 _，最长 32 个字符，得到 {code!r}")
+    pool = PoolInfo(code, _limited(p["name"], 64), p["level"].choice(POOL_LEVELS))
+
+    villages = _villages(top["villages"], pool)
+
+    y = top["year"].mapping(("start", "end"))
+    year = Period(y["start"].date(today), y["end"].date(today))
+    if year.start >= year.end:
+        raise y["end"].fail(f"年度结束日 {year.end} 应晚于开始日 {year.start}")
+    if (year.end - year.start).days > 366:
+        raise y["end"].fail(f"互助年度最长一年，{year.start} 至 {year.end} 超过了一年")
+
+    e = top["enrolment"].mapping(("opens", "closes"))
+    enrolment = EnrolmentWindow(e["opens"].date(today), e["closes"].date(today))
+    if enrolment.opens > enrolment.closes:
+        raise e["closes"].fail(f"缴费截止日 {enrolment.closes} 早于开始日 {enrolment.opens}")
+    if enrolment.closes > year.end:
+        raise e["closes"].fail(f"缴费截止日 {enrolment.closes} 晚于年度结束日 {year.end}")
+
+    contribution = _contribution(top["contribution"])
+
+    c = top["claims"].mapping(("thresholds", "exclusions"), ("review_working_days",))
+    t = c["thresholds"].mapping(INSURANCE_TYPES)
+    thresholds = {kind: t[kind].money() for kind in INSURANCE_TYPES}
+    exclusions = _names(c["exclusions"], "不予补助情形", EXCLUSION_KINDS)
+    review_days = (c["review_working_days"].integer(1, 30) if "review_working_days" in c else 5)
+    claims = ClaimRules(_frozen(thresholds), exclusions, review_days)
+
+    benefit = _benefit(top["benefit"], base_dir)
+
+    payout = PayoutRules(top["payout"].mapping(("day",))["day"].integer(1, 28))
+    f = top["service_fee"].mapping(("rate", "every"))
+    fee = ServiceFee(f["rate"].rate(Decimal(0), Decimal("0.5"), "0.025"),
+                     f["every"].choice(FEE_PERIODS))
+    d = top["disclosure"].mapping(("day",), ("objection_days",))
+    disclosure = Disclosure(d["day"].integer(1, 28),
+                            d["objection_days"].integer(0) if "objection_days" in d else 0)
+
+    return Scheme(pool, villages, year, enrolment, contribution, claims, benefit, payout, fee,
+                  disclosure, source)
+
+
+def _limited(node: _Node, length: int) -> str:
+    value = node.text()
+    if len(value) > length:
+        raise node.fail(f"最长 {length} 个字符")
+    return value
+
+
+def _villages(node: _Node, pool: PoolInfo) -> tuple[str, ...]:
+    items = node.sequence()
+    if not items:
+        raise node.fail("至少要有一个村，写作 镇/村，例如 天荒坪镇/大溪村")
+    villages: list[str] = []
+    for item in items:
+        value = item.text("村名，写作 镇/村")
+        parts = value.split("/")
+        if len(parts) != 2 or not all(part.strip() for part in parts):
+            raise item.fail(f"村名应写作 镇/村，例如 天荒坪镇/大溪村，得到 {value!r}")
+        town, name = (part.strip() for part in parts)
+        if len(town) > 64 or len(name) > 64:
+            raise item.fail("镇名和村名各最长 64 个字符")
+        full = f"{town}/{name}"
+        if full in villages:
+            raise item.fail(f"重复的村 {full}")
+        villages.append(full)
+    if pool.level == "village" and len(villages) != 1:
+        raise node.fail(f"pool.level 为 village（村办村管）时只能有一个村，这里有 {len(villages)} 个")
+    return tuple(villages)
+
+
+def _names(node: _Node, what: str, known: Iterable[str] | None = None) -> tuple[str, ...]:
+    names: list[str] = []
+    for item in node.sequence():
+        value = item.text(what)
+        if known is not None and value not in known:
+            raise item.fail(f"未知的{what} {value!r}；可用：{', '.join(known)}")
+        if value in names:
+            raise item.fail(f"重复的{what} {value}")
+        names.append(value)
+    return tuple(names)
+
+
+def _contribution(node: _Node) -> Contribution:
+    c = node.mapping(("per_person", "shares"), ("subsidized", "excluded"))
+    per_person = c["per_person"].money(positive=True)
+    s = c["shares"].mapping(("personal",), SHARE_SOURCES)
+    shares = {source: s[source].money() for source in SHARE_SOURCES if source in s}
+    if sum(shares.values()) != per_person:
+        parts = " + ".join(format_yuan(fen, unit=False) for fen in shares.values())
+        raise c["shares"].fail(f"各来源之和 {parts} = {format_yuan(sum(shares.values()))}，"
+                               f"应等于 per_person {format_yuan(per_person)}")
+    subsidized = _names(c["subsidized"], "人员类别") if "subsidized" in c else ()
+    excluded = _names(c["excluded"], "人员类别") if "excluded" in c else ()
+    both = set(subsidized) & set(excluded)
+    if both:
+        raise c["excluded"].fail(f"{', '.join(sorted(both))} 不能既由集体代缴又不得参加")
+    return Contribution(per_person, _frozen(shares), subsidized, excluded)
+
+
+def _benefit(node: _Node, base_dir: Path) -> Benefit:
+    b = node.mapping(("quotas", "min_per_claim", "max_per_claim", "annual_cap",
+                      "continuous_bonus"))
+    quotas_file = b["quotas"].text("定额表文件名，例如 anji-2024-quotas.csv")
+    quotas = read_quotas(base_dir / quotas_file, b["quotas"])
+    minimum = b["min_per_claim"].money()
+    maximum = b["max_per_claim"].money(positive=True)
+    cap = b["annual_cap"].money(positive=True)
+    if minimum > maximum:
+        raise b["max_per_claim"].fail(f"单次最高 {format_yuan(maximum)} 低于单次最低 "
+                                      f"{format_yuan(minimum)}")
+    if maximum > cap:
+        raise b["annual_cap"].fail(f"年度累计上限 {format_yuan(cap)} 低于单次最高 "
+                                   f"{format_yuan(maximum)}")
+    bonus = b["continuous_bonus"].rate(Decimal(0), Decimal(1), "0.10")
+    return Benefit(quotas_file, _frozen(quotas), minimum, maximum, cap, bonus)
+
+
+def read_quotas(path: Path, node: _Node | None = None) -> dict[str, int]:
+    """A quota table: CSV `drg_code,quota` with that header, quotas in yuan; `#` lines are
+    comments. `node` is the scheme's benefit.quotas entry, named in errors."""
+    where = (f"（{node.file} 第{node.line}行 {node.path}）") if node else ""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        if node:
+            raise node.fail(f"找不到定额表 {path}（路径相对于方案文件）")
+        raise SchemeError(f"{path}: 找不到定额表")
+    except UnicodeDecodeError:
+        raise SchemeError(f"{path.name}: 文件不是 UTF-8 编码{where}")
+
+    def fail(line: int, message: str) -> SchemeError:
+        return SchemeError(f"{path.name} 第{line}行{where}: {message}")
+
+    quotas: dict[str, int] = {}
+    header_seen = False
+    for number, raw in enumerate(io.StringIO(text, newline=""), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        row = [cell.strip() for cell in next(csv.reader([line]))]
+        if not header_seen:
+            if row != ["drg_code", "quota"]:
+                raise fail(number, f"第一行应为表头 drg_code,quota，得到 {line!r}")
+            header_seen = True
+            continue
+        if len(row) != 2:
+            raise fail(number, f"应为 病种代码,定额（元） 两列，例如 FM19,8000.00，得到 {line!r}")
+        code, amount = row
+        if not _DRG_CODE.match(code):
+            raise fail(number, f"病种代码应为大写字母和数字，例如 FM19，得到 {code!r}")
+        if code in quotas:
+            raise fail(number, f"病种 {code} 重复")
+        try:
+            quotas[code] = parse_yuan(amount)
+        except ValueError:
+            raise fail(number, f"定额应为金额（元），例如 8000.00，得到 {amount!r}")
+        if quotas[code] <= 0:
+            raise fail(number, f"病种 {code} 的定额应大于 0")
+    if not header_seen:
+        raise fail(1, "定额表是空的；应为表头 drg_code,quota 加每个病种一行")
+    if not quotas:
+        raise fail(1, "定额表没有任何病种")
+    return quotas
+
+
+# ---------------------------------------------------------------------------------------------
+# The database: pools, villages, scheme years and quotas.
+
+def store_scheme(session: Session, scheme: Scheme, catalog_codes: Iterable[str] | None = None,
+                 actor: str = "cli") -> SchemeYear:
+    """Upsert the scheme's pool, villages, scheme year and quota rows; audit the change.
+
+    The scheme year to update is the pool's year overlapping the scheme's period (so reloading a
+    file, even a relative-dated one on another day, updates instead of duplicating); a period
+    overlapping two stored years is refused. Every DRG code of the quota table must be in the
+    catalogue: `catalog_codes` if given, else the drg_group table (quota rows reference it).
+    """
+    known = (set(catalog_codes) if catalog_codes is not None
+             else set(session.scalars(select(DrgGroup.code))))
+    missing = sorted(set(scheme.benefit.quotas_fen) - known)
+    if missing:
+        source = Path(scheme.source).name if scheme.source else "scheme"
+        raise SchemeError(f"{source} benefit.quotas（{scheme.benefit.quotas_file}）: 病种目录中没有"
+                          f"这些病种：{', '.join(missing)}；请先导入病种目录（huzhu catalog import）")
+
+    pool = session.scalar(select(Pool).where(Pool.code == scheme.pool.code))
+    if pool is None:
+        pool = Pool(code=scheme.pool.code, name=scheme.pool.name,
+                    level=PoolLevel(scheme.pool.level))
+        session.add(pool)
+        session.flush()
+    else:
+        pool.name, pool.level = scheme.pool.name, PoolLevel(scheme.pool.level)
+
+    for full_name in scheme.villages:
+        village = session.scalar(select(Village).where(Village.full_name == full_name))
+        if village is None:
+            town, name = full_name.split("/")
+            session.add(Village(pool_id=pool.id, town=town, name=name, full_name=full_name))
+        elif village.pool_id != pool.id:
+            other = session.get(Pool, village.pool_id)
+            raise SchemeError(f"villages: {full_name} 已属于资金池 {other.code}（{other.name}），"
+                              "一个村只能属于一个资金池")
+
+    overlapping = session.scalars(
+        select(SchemeYear).where(SchemeYear.pool_id == pool.id,
+                                 SchemeYear.start <= scheme.year.end,
+                                 SchemeYear.end >= scheme.year.start)).all()
+    if len(overlapping) > 1:
+        periods = "、".join(f"{y.start}至{y.end}" for y in overlapping)
+        raise SchemeError(f"year: {scheme.year.start}至{scheme.year.end} 与资金池 {pool.code} "
+                          f"已有的多个年度重叠（{periods}），无法确定更新哪一个")
+    rules = scheme.to_rules()
+    source = (scheme.source or "")[-255:] or None
+    year = overlapping[0] if overlapping else None
+    before = None
+    if year is None:
+        year = SchemeYear(pool_id=pool.id, start=scheme.year.start, end=scheme.year.end,
+                          enrolment_opens=scheme.enrolment.opens,
+                          enrolment_closes=scheme.enrolment.closes, rules=rules,
+                          source_file=source)
+        session.add(year)
+        session.flush()
+    else:
+        before = year.rules
+        year.start, year.end = scheme.year.start, scheme.year.end
+        year.enrolment_opens = scheme.enrolment.opens
+        year.enrolment_closes = scheme.enrolment.closes
+        year.rules, year.source_file, year.loaded_at = rules, source, utcnow()
+
+    existing = {q.drg_code: q for q in session.scalars(
+        select(Quota).where(Quota.scheme_year_id == year.id))}
+    for code, row in existing.items():
+        if code not in scheme.benefit.quotas_fen:
+            session.delete(row)
+    for code, fen in scheme.benefit.quotas_fen.items():
+        if code in existing:
+            existing[code].quota_fen = fen
+        else:
+            session.add(Quota(scheme_year_id=year.id, drg_code=code, quota_fen=fen))
+    audit(session, actor, "scheme.load", "scheme_year", year.id, before=before, after=rules)
+    session.flush()
+    return year
+
+
+def scheme_of(year: SchemeYear) -> Scheme:
+    """The typed scheme of a stored scheme year."""
+    return scheme_from_rules(year.rules)
+
+
+def _pool_id(session: Session, pool: str | int | Pool) -> int | None:
+    if isinstance(pool, Pool):
+        return pool.id
+    if isinstance(pool, int):
+        return pool
+    return session.scalar(select(Pool.id).where(Pool.code == pool))
+
+
+def scheme_year_on(session: Session, pool: str | int | Pool, day: date) -> SchemeYear | None:
+    """The pool's scheme year whose period contains `day` (pool by code, id or row)."""
+    pool_id = _pool_id(session, pool)
+    return session.scalar(select(SchemeYear).where(
+        SchemeYear.pool_id == pool_id, SchemeYear.start <= day, SchemeYear.end >= day))
+
+
+def current_scheme_year(session: Session, pool_code: str, today: date) -> SchemeYear | None:
+    """The scheme year of the pool running on `today` (None between years or for no such pool)."""
+    return scheme_year_on(session, pool_code, today)
+
+
+def enrolment_scheme_year(session: Session, pool: str | int | Pool,
+                          today: date) -> SchemeYear | None:
+    """The scheme year whose enrolment window is open on `today` (it may start later, as in
+    Anji: enrolment May–July for a year starting August 1); the latest one if several."""
+    pool_id = _pool_id(session, pool)
+    return session.scalar(
+        select(SchemeYear)
+        .where(SchemeYear.pool_id == pool_id, SchemeYear.enrolment_opens <= today,
+               SchemeYear.enrolment_closes >= today)
+        .order_by(SchemeYear.start.desc()).limit(1))
+
+
+def previous_scheme_year(session: Session, year: SchemeYear) -> SchemeYear | None:
+    """The pool's scheme year ending the day before `year` starts (for the continuous bonus)."""
+    return session.scalar(select(SchemeYear).where(
+        SchemeYear.pool_id == year.pool_id, SchemeYear.end == year.start - timedelta(days=1)))

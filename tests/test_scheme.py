@@ -1,0 +1,433 @@
+"""Scheme files: validation with file, line and key in every error; presets; storing in the DB."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import make_url
+
+from core.catalog import SAMPLE_CATALOG, import_catalog, parse_catalog
+from core.config import SCHEMES_DIR
+from core.db import Database
+from core.models import AuditLog, Pool, Quota, SchemeYear, Village
+from core.scheme import (SchemeError, current_scheme_year, enrolment_scheme_year, load_scheme,
+                         previous_scheme_year, scheme_from_rules, scheme_of, scheme_year_on,
+                         store_scheme)
+
+PRESET_NAMES = ("anji-2024", "tangqiao-2020", "haimen-2023", "zhangjiagang", "lianshui-2020",
+                "demo")
+SHARED_DRG = Path(__file__).resolve().parents[2] / "shared" / "data" / "chs-drg-1.1"
+
+
+# ---------------------------------------------------------------------------------------------
+# A database on SQLite, and on PostgreSQL too when HUZHU_TEST_DATABASE_URL is set (each test in
+# its own schema there, so runs sharing the database do not meet).
+
+def _backends() -> list[str]:
+    return ["sqlite"] + (["postgresql"] if os.environ.get("HUZHU_TEST_DATABASE_URL") else [])
+
+
+@pytest.fixture(params=_backends())
+def rules_db(request, tmp_path):
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path}/t.db")
+        db.upgrade()
+        yield db
+        db.dispose()
+        return
+    base = make_url(os.environ["HUZHU_TEST_DATABASE_URL"])
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    db = Database(url.render_as_string(hide_password=False))
+    try:
+        db.upgrade()
+        yield db
+    finally:
+        db.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# A valid scheme to break one line at a time.
+
+GOOD = """\
+pool: {code: test, name: 测试镇, level: town}
+villages: [测试镇/一村, 测试镇/二村]
+year: {start: 2024-08-01, end: 2025-07-31}
+enrolment: {opens: 2024-05-20, closes: 2024-07-20}
+contribution:
+  per_person: "80.00"
+  shares: {personal: "30.00", collective: "50.00"}
+  subsidized: [低保, 特困]
+  excluded: []
+claims:
+  thresholds: {resident: "3500.00", employee: "2500.00", uninsured: "7000.00"}
+  exclusions: [non_disease, work_injury, crime, third_party_liable, non_designated_hospital, abroad]
+  review_working_days: 5
+benefit:
+  quotas: test-quotas.csv
+  min_per_claim: "300.00"
+  max_per_claim: "50000.00"
+  annual_cap: "100000.00"
+  continuous_bonus: "0.10"
+payout: {day: 5}
+service_fee: {rate: "0.025", every: quarter}
+disclosure: {day: 1, objection_days: 0}
+"""
+QUOTAS = "# illustrative\ndrg_code,quota\nFM19,8000.00\nAA19,40000\nES31,2000.50\n"
+
+
+def write_scheme(folder: Path, text: str = GOOD, quotas: str = QUOTAS) -> Path:
+    (folder / "test-quotas.csv").write_text(quotas, encoding="utf-8")
+    path = folder / "test.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_good_scheme_reads_every_section_in_fen(tmp_path):
+    scheme = load_scheme(write_scheme(tmp_path))
+    assert (scheme.pool.code, scheme.pool.name, scheme.pool.level) == ("test", "测试镇", "town")
+    assert scheme.villages == ("测试镇/一村", "测试镇/二村")
+    assert (scheme.year.start, scheme.year.end) == (date(2024, 8, 1), date(2025, 7, 31))
+    assert scheme.enrolment.is_open(date(2024, 7, 20)) and not scheme.enrolment.is_open(
+        date(2024, 7, 21))
+    assert scheme.contribution.per_person_fen == 8000
+    assert dict(scheme.contribution.shares_fen) == {"personal": 3000, "collective": 5000}
+    assert dict(scheme.claims.thresholds_fen) == {"resident": 350000, "employee": 250000,
+                                                  "uninsured": 700000}
+    assert dict(scheme.benefit.quotas_fen) == {"FM19": 800000, "AA19": 4000000, "ES31": 200050}
+    assert (scheme.benefit.min_per_claim_fen, scheme.benefit.max_per_claim_fen,
+            scheme.benefit.annual_cap_fen) == (30000, 5000000, 10000000)
+    assert scheme.benefit.continuous_bonus == Decimal("0.10")
+    assert scheme.service_fee.rate == Decimal("0.025") and scheme.service_fee.every == "quarter"
+    assert scheme.payout.day == 5 and scheme.disclosure.day == 1
+    assert scheme.claims.review_working_days == 5
+
+
+def test_rules_json_round_trip(tmp_path):
+    scheme = load_scheme(write_scheme(tmp_path))
+    rules = json.loads(json.dumps(scheme.to_rules()))
+    assert rules["contribution"]["per_person_fen"] == 8000
+    assert rules["benefit"]["quotas_fen"]["ES31"] == 200050
+    assert rules["year"] == {"start": "2024-08-01", "end": "2025-07-31"}
+    assert scheme_from_rules(rules) == scheme
+
+
+def test_member_shares_subsidized_and_excluded_categories(tmp_path):
+    scheme = load_scheme(write_scheme(tmp_path))
+    assert scheme.contribution.member_shares(None) == {"personal": 3000, "collective": 5000}
+    assert scheme.contribution.member_shares("低保") == {"collective": 8000}
+    haimen = load_scheme(SCHEMES_DIR / "haimen-2023.yaml")
+    assert not haimen.contribution.may_join("特困")
+    with pytest.raises(ValueError):
+        haimen.contribution.member_shares("低保")
+    assert haimen.contribution.member_shares(None) == {"personal": 4000, "collective": 2000,
+                                                       "charity": 2000}
+
+
+# (what to replace in GOOD, by what, the line and key the error must name, a word it must say).
+# GOOD's lines: 1 pool, 2 villages, 3 year, 4 enrolment, 6 per_person, 7 shares, 8 subsidized,
+# 9 excluded, 11 thresholds, 12 exclusions, 13 review_working_days, 15 quotas, 16 min_per_claim,
+# 17 max_per_claim, 18 annual_cap, 19 continuous_bonus, 20 payout, 21 service_fee, 22 disclosure
+BREAKS = [
+    ('per_person: "80.00"', "per_person: 80.00", 6, "contribution.per_person", "引号"),
+    ('per_person: "80.00"', "per_person: 80", 6, "contribution.per_person", "引号"),
+    ('per_person: "80.00"', 'per_person: "eighty"', 6, "contribution.per_person", "80.00"),
+    ('per_person: "80.00"', 'per_person: "80.005"', 6, "contribution.per_person", "两位小数"),
+    ('per_person: "80.00"', 'per_person: "0.00"', 6, "contribution.per_person", "大于 0"),
+    ('collective: "50.00"', 'collective: "40.00"', 7, "contribution.shares", "per_person"),
+    ('{personal: "30.00", collective: "50.00"}', '{collective: "80.00"}', 7,
+     "contribution.shares", "缺少 personal"),
+    ('collective: "50.00"', 'collective: "40.00", friends: "10.00"', 7,
+     "contribution.shares.friends", "未知"),
+    ("subsidized: [低保, 特困]", "subsidized: [低保, 低保]", 8, "contribution.subsidized[1]",
+     "重复"),
+    ("excluded: []", "excluded: [特困]", 9, "contribution.excluded", "特困"),
+    ('uninsured: "7000.00"}', 'other: "7000.00"}', 11, "claims.thresholds.other", "未知"),
+    (', employee: "2500.00"', "", 11, "claims.thresholds", "缺少 employee"),
+    ("crime, third_party", "weather, third_party", 12, "claims.exclusions[2]", "weather"),
+    ("review_working_days: 5", "review_working_days: five", 13, "claims.review_working_days",
+     "整数"),
+    ("end: 2025-07-31", "end: 2024-08-01", 3, "year.end", "晚于"),
+    ("end: 2025-07-31", "end: 2026-07-31", 3, "year.end", "一年"),
+    ("end: 2025-07-31", "end: 2025-02-30", 3, "year.end", "不存在"),
+    ("closes: 2024-07-20", "closes: 2025-08-01", 4, "enrolment.closes", "年度结束"),
+    ("closes: 2024-07-20", "closes: 2024-05-01", 4, "enrolment.closes", "早于"),
+    ("opens: 2024-05-20", 'opens: "today+3w"', 4, "enrolment.opens", "today+30d"),
+    ("quotas: test-quotas.csv", "quotas: missing.csv", 15, "benefit.quotas", "找不到"),
+    ('min_per_claim: "300.00"', 'min_per_claim: "60000.00"', 17, "benefit.max_per_claim",
+     "最低"),
+    ('annual_cap: "100000.00"', 'annual_cap: "40000.00"', 18, "benefit.annual_cap", "单次最高"),
+    ('continuous_bonus: "0.10"', "continuous_bonus: 0.1", 19, "benefit.continuous_bonus",
+     "引号"),
+    ('continuous_bonus: "0.10"', 'continuous_bonus: "ten"', 19, "benefit.continuous_bonus",
+     "小数"),
+    ('continuous_bonus: "0.10"', 'continuous_bonus: "1.5"', 19, "benefit.continuous_bonus",
+     "之间"),
+    ('rate: "0.025"', "rate: 0.025", 21, "service_fee.rate", "引号"),
+    ("every: quarter", "every: weekly", 21, "service_fee.every", "quarter"),
+    ("payout: {day: 5}", "payout: {day: 31}", 20, "payout.day", "1–28"),
+    ("payout: {day: 5}", "payout: {day: 0}", 20, "payout.day", "1–28"),
+    ("objection_days: 0", "objection_days: -1", 22, "disclosure.objection_days", "不小于 0"),
+    ("{day: 1, objection", '{day: "first", objection', 22, "disclosure.day", "整数"),
+    ("level: town", "level: province", 1, "pool.level", "county"),
+    ("code: test", "code: Test Pool", 1, "pool.code", "小写"),
+    ("测试镇/二村]", "二村]", 2, "villages[1]", "镇/村"),
+    ("测试镇/二村]", "测试镇/一村]", 2, "villages[1]", "重复"),
+    ("level: town", "level: village", 2, "villages", "一个村"),
+    ("payout: {day: 5}", "payout: {day: 5}\nlottery: yes", 21, "lottery", "未知"),
+    ("service_fee: {rate", "service_fees: {rate", 21, "service_fees", "未知"),
+    ("year: {start: 2024-08-01, end: 2025-07-31}", "year: 2024", 3, "year", "键值表"),
+]
+
+
+@pytest.mark.parametrize("old,new,line,key,word", BREAKS,
+                         ids=[f"{b[3]}-{i}" for i, b in enumerate(BREAKS)])
+def test_each_wrong_value_names_file_line_and_key(tmp_path, old, new, line, key, word):
+    assert old in GOOD
+    with pytest.raises(SchemeError) as err:
+        load_scheme(write_scheme(tmp_path, GOOD.replace(old, new, 1)))
+    message = str(err.value)
+    assert message.startswith(f"test.yaml 第{line}行 {key}: "), message
+    assert word in message, message
+
+
+def test_line_numbers_point_at_the_value(tmp_path):
+    text = GOOD.replace('per_person: "80.00"', "per_person: 80.0")
+    with pytest.raises(SchemeError) as err:
+        load_scheme(write_scheme(tmp_path, text))
+    assert str(err.value).startswith('test.yaml 第6行 contribution.per_person: 应为带引号的金额')
+
+
+def test_missing_section_is_named(tmp_path):
+    text = GOOD.replace("payout: {day: 5}\n", "")
+    with pytest.raises(SchemeError, match=r"test.yaml 第1行: 缺少 payout"):
+        load_scheme(write_scheme(tmp_path, text))
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    text = GOOD.replace("  excluded: []", "  excluded: [低保")
+    with pytest.raises(SchemeError, match=r"test.yaml 第1\d行: YAML"):
+        load_scheme(write_scheme(tmp_path, text))
+
+
+@pytest.mark.parametrize("quotas,line,word", [
+    ("drg_code,amount\nFM19,8000.00\n", 1, "drg_code,quota"),
+    ("# c\ndrg_code,quota\nFM19,8000.00\nAA19,lots\n", 4, "金额"),
+    ("drg_code,quota\nFM19,8000.00\nFM19,9000.00\n", 3, "重复"),
+    ("drg_code,quota\nFM19,8000.00,extra\n", 2, "两列"),
+    ("drg_code,quota\nfm 19,8000.00\n", 2, "病种代码"),
+    ("drg_code,quota\nFM19,0\n", 2, "大于 0"),
+    ("# only a comment\n", 1, "空"),
+])
+def test_quota_table_errors_name_the_csv_line_and_the_scheme_key(tmp_path, quotas, line, word):
+    path = write_scheme(tmp_path, quotas=quotas)
+    with pytest.raises(SchemeError) as err:
+        load_scheme(path)
+    message = str(err.value)
+    assert message.startswith(f"test-quotas.csv 第{line}行"), message
+    assert "test.yaml 第15行 benefit.quotas" in message
+    assert word in message
+
+
+def test_quota_table_tolerates_bom_crlf_and_comments(tmp_path):
+    quotas = ("\ufeff# note\r\ndrg_code,quota\r\n\r\nFM19,8000.00\r\n# more\r\n"
+              'AA19,"40,000.00"\r\n')
+    scheme = load_scheme(write_scheme(tmp_path, quotas=quotas))
+    assert dict(scheme.benefit.quotas_fen) == {"FM19": 800000, "AA19": 4000000}
+
+
+def test_relative_dates(tmp_path):
+    text = GOOD.replace("year: {start: 2024-08-01, end: 2025-07-31}",
+                        'year: {start: "today-30d", end: "today+334d"}').replace(
+        "enrolment: {opens: 2024-05-20, closes: 2024-07-20}",
+        'enrolment: {opens: "today", closes: "today+10d"}')
+    scheme = load_scheme(write_scheme(tmp_path, text), today=date(2025, 3, 1))
+    assert scheme.year.start == date(2025, 1, 30)
+    assert scheme.year.end == date(2026, 1, 29)
+    assert scheme.enrolment.opens == date(2025, 3, 1)
+    assert scheme.enrolment.closes == date(2025, 3, 11)
+    assert scheme.to_rules()["year"]["start"] == "2025-01-30"  # stored resolved
+
+
+# ---------------------------------------------------------------------------------------------
+# The presets
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_preset_loads_and_uses_catalogue_groups(name):
+    scheme = load_scheme(SCHEMES_DIR / f"{name}.yaml")
+    assert scheme.benefit.quotas_file == f"{name}-quotas.csv"
+    assert 15 <= len(scheme.benefit.quotas_fen) <= 40
+    sample = dict(parse_catalog(SAMPLE_CATALOG))
+    assert set(scheme.benefit.quotas_fen) <= set(sample)
+    # major-disease groups get more than common ones (大病大补，小病小补)
+    quotas = scheme.benefit.quotas_fen
+    assert quotas["AA19"] > quotas["FM19"] > quotas["ES35"]
+    assert max(quotas.values()) <= scheme.benefit.max_per_claim_fen
+    assert sum(scheme.contribution.shares_fen.values()) == scheme.contribution.per_person_fen
+
+
+def test_preset_quota_csvs_say_the_amounts_are_illustrative():
+    for name in PRESET_NAMES:
+        head = (SCHEMES_DIR / f"{name}-quotas.csv").read_text(encoding="utf-8").splitlines()[:4]
+        assert any("ILLUSTRATIVE" in line for line in head if line.startswith("#")), name
+
+
+@pytest.mark.skipif(not SHARED_DRG.is_dir(), reason=f"CHS-DRG 1.1 data not at {SHARED_DRG}")
+def test_sample_catalogue_is_the_national_catalogue_s_lines():
+    national = dict(parse_catalog(SHARED_DRG / "DRG.dat"))
+    sample = dict(parse_catalog(SAMPLE_CATALOG))
+    assert 20 <= len(sample) < len(national)
+    assert all(national[code] == name for code, name in sample.items())
+
+
+def test_anji_preset_year_and_seed_numbers():
+    anji = load_scheme(SCHEMES_DIR / "anji-2024.yaml")
+    assert (anji.year.start, anji.year.end) == (date(2024, 8, 1), date(2025, 7, 31))
+    assert (anji.enrolment.opens, anji.enrolment.closes) == (date(2024, 5, 20), date(2024, 7, 20))
+    assert anji.contribution.per_person_fen == 8000
+    assert anji.contribution.shares_fen["personal"] == 3000
+    assert anji.pool.level == "county"
+    tangqiao = load_scheme(SCHEMES_DIR / "tangqiao-2020.yaml")
+    assert tangqiao.service_fee.rate == Decimal("0.025")
+    assert tangqiao.service_fee.every == "quarter"
+    assert tangqiao.contribution.shares_fen["personal"] == 5000
+    haimen = load_scheme(SCHEMES_DIR / "haimen-2023.yaml")
+    assert len(haimen.contribution.excluded) == 6  # 六类困难对象
+
+
+@pytest.mark.parametrize("today", [date(2025, 1, 1), date(2026, 2, 28), date(2031, 12, 31)])
+def test_demo_enrolment_is_open_and_year_running_whatever_the_date(today):
+    demo = load_scheme(SCHEMES_DIR / "demo.yaml", today=today)
+    assert demo.pool.code == "demo" and demo.pool.name == "示范镇"
+    assert demo.enrolment.is_open(today)
+    assert today in demo.year
+    assert demo.contribution.per_person_fen == 10000
+    assert dict(demo.contribution.shares_fen) == {"personal": 5000, "collective": 5000}
+
+
+# ---------------------------------------------------------------------------------------------
+# Storing schemes
+
+def count(session, model) -> int:
+    return session.scalar(select(func.count()).select_from(model))
+
+
+def test_store_scheme_writes_pool_villages_year_and_quotas(rules_db):
+    with rules_db.session() as s:
+        import_catalog(s, SAMPLE_CATALOG)
+        scheme = load_scheme(SCHEMES_DIR / "anji-2024.yaml")
+        year = store_scheme(s, scheme)
+    with rules_db.session() as s:
+        pool = s.scalar(select(Pool).where(Pool.code == "anji"))
+        assert (pool.name, pool.level.value) == ("安吉县", "county")
+        assert sorted(v.full_name for v in pool.villages) == ["天荒坪镇/五鹤村", "天荒坪镇/大溪村"]
+        stored = s.get(SchemeYear, year.id)
+        assert (stored.start, stored.end) == (date(2024, 8, 1), date(2025, 7, 31))
+        assert stored.enrolment_closes == date(2024, 7, 20)
+        assert scheme_of(stored) == scheme
+        quotas = dict(s.execute(select(Quota.drg_code, Quota.quota_fen)
+                                .where(Quota.scheme_year_id == year.id)).all())
+        assert quotas == dict(scheme.benefit.quotas_fen)
+        assert s.scalar(select(AuditLog).where(AuditLog.action == "scheme.load")).entity_id == \
+            str(year.id)
+
+
+def test_loading_the_same_file_twice_updates(rules_db, tmp_path):
+    path = write_scheme(tmp_path)
+    with rules_db.session() as s:
+        import_catalog(s, SAMPLE_CATALOG)
+        first = store_scheme(s, load_scheme(path))
+    write_scheme(tmp_path, GOOD.replace("测试镇/二村", "测试镇/三村"),
+                 quotas="drg_code,quota\nFM19,9000.00\nAA19,40000\n")
+    with rules_db.session() as s:
+        second = store_scheme(s, load_scheme(path))
+        assert second.id == first.id
+    with rules_db.session() as s:
+        assert count(s, SchemeYear) == 1 and count(s, Pool) == 1
+        assert dict(s.execute(select(Quota.drg_code, Quota.quota_fen)).all()) == {
+            "FM19": 900000, "AA19": 4000000}
+        # villages are added, never removed (households may live there)
+        assert {v.full_name for v in s.scalars(select(Village))} == {
+            "测试镇/一村", "测试镇/二村", "测试镇/三村"}
+
+
+def test_relative_demo_reloaded_another_day_moves_the_same_year(rules_db):
+    with rules_db.session() as s:
+        import_catalog(s, SAMPLE_CATALOG)
+        store_scheme(s, load_scheme(SCHEMES_DIR / "demo.yaml", today=date(2030, 6, 1)))
+        store_scheme(s, load_scheme(SCHEMES_DIR / "demo.yaml", today=date(2030, 6, 20)))
+    with rules_db.session() as s:
+        years = s.scalars(select(SchemeYear)).all()
+        assert len(years) == 1
+        assert years[0].start == date(2030, 6, 20) - timedelta(days=90)
+        assert current_scheme_year(s, "demo", date(2030, 6, 20)).id == years[0].id
+
+
+def test_quota_codes_missing_from_the_catalogue_are_listed(rules_db, tmp_path):
+    path = write_scheme(tmp_path, quotas="drg_code,quota\nFM19,8000\nQQ98,1000\nQQ99,1000\n")
+    with rules_db.session() as s:
+        import_catalog(s, SAMPLE_CATALOG)
+    with pytest.raises(SchemeError, match=r"病种目录中没有这些病种：QQ98, QQ99"):
+        with rules_db.session() as s:
+            store_scheme(s, load_scheme(path))
+    with rules_db.session() as s:
+        assert count(s, Pool) == 0 and count(s, SchemeYear) == 0
+        # an explicit catalogue replaces the table as the reference
+        with pytest.raises(SchemeError, match="FM19"):
+            store_scheme(s, load_scheme(path), catalog_codes={"QQ98", "QQ99"})
+
+
+def test_a_village_belongs_to_one_pool(rules_db, tmp_path):
+    with rules_db.session() as s:
+        import_catalog(s, SAMPLE_CATALOG)
+        store_scheme(s, load_scheme(write_scheme(tmp_path)))
+    other = GOOD.replace("code: test", "code: other")
+    with pytest.raises(SchemeError, match="测试镇/一村 已属于资金池 test"):
+        with rules_db.session() as s:
+            store_scheme(s, load_scheme(write_scheme(tmp_path, other)))
+
+
+def test_year_lookups_current_previous_and_enrolment(rules_db, tmp_path):
+    folder = tmp_path / "schemes"
+    folder.mkdir()
+    shutil.copy(SCHEMES_DIR / "anji-2024-quotas.csv", folder)
+    text = (SCHEMES_DIR / "anji-2024.yaml").read_text(encoding="utf-8")
+    (folder / "anji-2024.yaml").write_text(text, encoding="utf-8")
+    (folder / "anji-2025.yaml").write_text(
+        text.replace("2025-07-31", "2026-07-31").replace("2024-08-01", "2025-08-01")
+        .replace("2024-05-20", "2025-05-20").replace("2024-07-20", "2025-07-20"), encoding="utf-8")
+    with rules_db.session() as s:
+        import_catalog(s, SAMPLE_CATALOG)
+        y2024 = store_scheme(s, load_scheme(folder / "anji-2024.yaml"))
+        y2025 = store_scheme(s, load_scheme(folder / "anji-2025.yaml"))
+    with rules_db.session() as s:
+        assert current_scheme_year(s, "anji", date(2025, 7, 31)).id == y2024.id
+        assert current_scheme_year(s, "anji", date(2025, 8, 1)).id == y2025.id
+        assert current_scheme_year(s, "anji", date(2024, 7, 31)) is None
+        assert current_scheme_year(s, "nowhere", date(2025, 1, 1)) is None
+        assert scheme_year_on(s, y2024.pool_id, date(2024, 8, 1)).id == y2024.id
+        assert previous_scheme_year(s, s.get(SchemeYear, y2025.id)).id == y2024.id
+        assert previous_scheme_year(s, s.get(SchemeYear, y2024.id)) is None
+        # Anji enrols in May–July for the year starting August 1
+        assert enrolment_scheme_year(s, "anji", date(2025, 6, 1)).id == y2025.id
+        assert enrolment_scheme_year(s, "anji", date(2025, 7, 21)) is None
+
+    (folder / "bridge.yaml").write_text(
+        text.replace("2024-08-01", "2025-02-01").replace("2025-07-31", "2026-01-31"),
+        encoding="utf-8")
+    with pytest.raises(SchemeError, match="多个年度重叠"):
+        with rules_db.session() as s:
+            store_scheme(s, load_scheme(folder / "bridge.yaml"))
