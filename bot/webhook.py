@@ -1,8 +1,10 @@
 """The WeChat webhook: verify, decrypt, drop retries, route, answer within WeChat's 5 seconds.
 
-Each accepted message is one database transaction: the dedupe row (unique key: MsgId, or
-FromUserName+CreateTime for events), the user's record, whatever the dialogue changes, and the
-cached passive reply. A retry of the same message gets the cached reply and changes nothing.
+Each accepted message is one database transaction: the user's record, whatever the dialogue
+changes, and the dedupe row (unique key: MsgId, or FromUserName+CreateTime for events) holding
+the passive reply. A retry of the same message gets the cached reply and changes nothing; two
+copies handled at the same moment race for the unique key, and the loser's whole transaction is
+rolled back.
 When handling runs past the budget, the request answers `success` and the reply goes out
 through the outbox instead — decided under a lock, so it goes out exactly once.
 """
@@ -154,12 +156,9 @@ class Webhook:
         db = self.x.db
         try:
             with db.session() as s:
-                inbound = InboundMessage(dedupe_key=msg.key, openid=msg.openid, msg_type=msg.kind)
-                s.add(inbound)
-                try:
-                    s.flush()
-                except IntegrityError:
-                    raise _Retry()  # the same message again: the unique dedupe key stops it
+                if s.scalar(select(InboundMessage.id).where(
+                        InboundMessage.dedupe_key == msg.key)) is not None:
+                    raise _Retry()  # WeChat retried a message already answered
                 user = _user(s, msg.openid)
                 user.last_inbound_at = utcnow()
                 user.pushes_since_inbound = 0
@@ -168,13 +167,19 @@ class Webhook:
                           now=datetime.now(self.x.cfg.tz), extra={"app": self.x})
                 replies = router.handle(ctx, msg)
                 texts = _passive_texts(s, msg.openid, replies)
-                inbound.reply = texts
-                inbound.done = True
                 with ticket.lock:
                     if ticket.late:
                         for t in texts:
                             outbox.send_text(s, msg.openid, t)
                     ticket.committing = True
+                s.add(InboundMessage(dedupe_key=msg.key, openid=msg.openid, msg_type=msg.kind,
+                                     reply=texts, done=True))
+                try:
+                    s.flush()
+                except IntegrityError:
+                    # the same message, handled at this very moment by another request, got
+                    # its dedupe row in first: all of this transaction is rolled back
+                    raise _Retry()
             self.x.wake_outbox()
             return texts
         except _Retry:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.models import OutboxMessage, OutboxStatus, utcnow
@@ -80,14 +80,14 @@ def hold(row: OutboxMessage) -> None:
 
 def wake(session: Session, openid: str) -> int:
     """The user wrote: messages held for them are due now."""
-    rows = session.scalars(select(OutboxMessage).where(
-        OutboxMessage.recipient == openid, OutboxMessage.status == OutboxStatus.pending,
-        OutboxMessage.next_attempt_at > utcnow()))
-    n = 0
-    for row in rows:
-        row.next_attempt_at = utcnow()
-        n += 1
-    return n
+    now = utcnow()
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.recipient == openid, OutboxMessage.status == OutboxStatus.pending,
+               OutboxMessage.next_attempt_at > now)
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False))
+    return result.rowcount
 
 
 def counts(session: Session) -> dict[str, int]:

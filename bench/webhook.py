@@ -1,0 +1,218 @@
+"""Webhook benchmark: messages/s and p50/p99 latency of the full webhook path (`huzhu serve`:
+signature, decryption, dedupe row, user row, dialogue router, cached reply, commit) against a
+bare Flask + wechatpy echo app (bench/echo_app.py) started in the same run, at 32 connections.
+
+    python bench/webhook.py [--seconds 10] [--connections 32] [--modes plain,safe]
+                            [--databases sqlite,postgresql] [--pg-url URL]
+
+Each request is a distinct text message (its own MsgId) from one of 500 users, signed (and in
+safe mode encrypted) as WeChat does. The load comes from 2 client processes of 16 threads with
+keep-alive connections. Targets: ≥ 0.5 × the echo app's throughput, p99 < 50 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.chat import Villager  # noqa: E402
+
+TOKEN, APP_ID = "bench-token", "wxbench000000000"
+AES = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+TEXTS = ["帮助", "0", "你好", "5", "取消"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(port: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def build_requests(n: int, aes: str, seed: int) -> list[tuple[str, bytes]]:
+    """n signed (and encrypted) requests: (path with query, body)."""
+    v = Villager("http://x", TOKEN, APP_ID, aes)
+    out = []
+    for i in range(n):
+        openid = f"o_bench_{(seed * 7919 + i) % 500:03d}"
+        xml = v.text_xml(openid, TEXTS[i % len(TEXTS)], msg_id=seed * 10_000_000 + i)
+        ts, nonce = str(int(time.time())), f"n{seed}x{i}"
+        from bot.chat import sign
+        params = {"timestamp": ts, "nonce": nonce, "openid": openid,
+                  "signature": sign(TOKEN, ts, nonce)}
+        body = xml
+        if v.crypto is not None:
+            from bot.wxml import parse_flat
+            enc = parse_flat(v.crypto.encrypt_message(xml, nonce, ts).encode())
+            params.update(encrypt_type="aes", msg_signature=enc["MsgSignature"])
+            body = f"<xml><ToUserName><![CDATA[gh]]></ToUserName><Encrypt><![CDATA[{enc['Encrypt']}]]></Encrypt></xml>"
+        out.append(("/wechat?" + urlencode(params), body.encode()))
+    return out
+
+
+def client_proc(port: int, threads: int, seconds: float, reqs, q) -> None:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+    counter = iter(range(len(reqs)))
+
+    def worker():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        while time.monotonic() < stop_at:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            path, body = reqs[i]
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body, {"Content-Type": "text/xml"})
+                r = conn.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            if ok:
+                mine.append(time.perf_counter() - t0)
+            else:
+                errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    q.put((latencies, errors[0]))
+
+
+def load(port: int, connections: int, seconds: float, aes: str, tag: int) -> dict:
+    procs, q = [], mp.Queue()
+    per = connections // 2
+    for p in range(2):
+        reqs = build_requests(int(4000 * seconds), aes, seed=tag * 10 + p)
+        procs.append(mp.Process(target=client_proc, args=(port, per, seconds, reqs, q)))
+    for p in procs:
+        p.start()
+    lat, errs = [], 0
+    for _ in procs:
+        l, e = q.get()
+        lat.extend(l)
+        errs += e
+    for p in procs:
+        p.join()
+    lat.sort()
+    return {"rps": len(lat) / seconds, "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
+            "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else None, "ok": len(lat),
+            "errors": errs}
+
+
+def start_huzhu(port: int, aes: str, db_url: str, data: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUZHU_")}
+    env.update(HUZHU_DATABASE_URL=db_url, HUZHU_DATA_DIR=str(data), HUZHU_WECHAT_TOKEN=TOKEN,
+               HUZHU_WECHAT_APP_ID=APP_ID, HUZHU_WECHAT_AES_KEY=aes,
+               HUZHU_WECHAT_API_BASE="http://127.0.0.1:9", HUZHU_LOG_LEVEL="WARNING")
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+
+
+def start_echo(port: int, aes: str) -> subprocess.Popen:
+    args = [sys.executable, str(ROOT / "bench" / "echo_app.py"), str(port), TOKEN, APP_ID]
+    if aes:
+        args.append(aes)
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def reset_pg(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(text("DROP SCHEMA public CASCADE"))
+        c.execute(text("CREATE SCHEMA public"))
+    eng.dispose()
+
+
+def run_one(mode: str, database: str, args, tag: int) -> dict:
+    aes = AES if mode == "safe" else ""
+    tmp = Path(tempfile.mkdtemp(prefix="huzhu-bench-"))
+    try:
+        db_url = f"sqlite:///{tmp}/huzhu.db" if database == "sqlite" else args.pg_url
+        if database == "postgresql":
+            reset_pg(args.pg_url)
+        results = {}
+        for name, starter in (("echo", lambda p: start_echo(p, aes)),
+                              ("huzhu", lambda p: start_huzhu(p, aes, db_url, tmp))):
+            port = free_port()
+            proc = starter(port)
+            try:
+                wait_up(port)
+                load(port, args.connections, 2, aes, tag * 100 + 1)  # warm-up
+                results[name] = load(port, args.connections, args.seconds, aes, tag * 100 + 2)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+        e, h = results["echo"], results["huzhu"]
+        return {"mode": mode, "database": database, "echo": e, "huzhu": h,
+                "ratio": h["rps"] / e["rps"] if e["rps"] else None}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--modes", default="plain,safe")
+    ap.add_argument("--databases", default="sqlite,postgresql")
+    ap.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1/huzhu_bench")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    tag = 1
+    for database in args.databases.split(","):
+        for mode in args.modes.split(","):
+            rows.append(run_one(mode, database, args, tag))
+            tag += 1
+            r = rows[-1]
+            print(f"{r['database']:<10} {r['mode']:<5}  echo {r['echo']['rps']:7.0f} msg/s "
+                  f"p50 {r['echo']['p50_ms']:6.1f} ms p99 {r['echo']['p99_ms']:6.1f} ms | "
+                  f"huzhu {r['huzhu']['rps']:7.0f} msg/s p50 {r['huzhu']['p50_ms']:6.1f} ms "
+                  f"p99 {r['huzhu']['p99_ms']:6.1f} ms (errors {r['huzhu']['errors']}) | "
+                  f"ratio {r['ratio']:.2f}", flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
