@@ -48,8 +48,9 @@ def drain(app_ctx, limit: int = 50) -> int:
         with db.session() as s:
             fresh = s.get(OutboxMessage, row_id)
             if error is None:
-                # a deliverer holds a message it cannot send yet (outside the 48-hour window)
-                if result == "held" or (row.last_error or "").startswith("held:"):
+                # a deliverer holds a message it cannot send yet (outside the 48-hour window);
+                # a held message woken by the user's next message and now delivered is sent
+                if result == "held":
                     outbox.hold(fresh)
                 else:
                     outbox.mark_sent(fresh)
