@@ -51,6 +51,25 @@ def receivable(source: str) -> str:
     return f"receivable:{source}"
 
 
+def contribution_lines(shares_fen: dict[str, int]) -> dict[str, int]:
+    """The lines of a paid contribution (SPEC "Money"), shares by source: the personal part is
+    money received (fund:cash), every other share is owed by its source (receivable:<source>)
+    until it settles off-line; each is income of its source."""
+    lines: dict[str, int] = defaultdict(int)
+    for source, fen in shares_fen.items():
+        lines[CASH if source == "personal" else receivable(source)] += int(fen)
+        lines[income(source)] -= int(fen)
+    return dict(lines)
+
+
+def funds_lines(source: str, amount_fen: int) -> dict[str, int]:
+    """Income received that is not a household's payment (`huzhu funds add`): a donation, a
+    collective top-up, a government grant, interest."""
+    if amount_fen <= 0:
+        raise LedgerError("an amount of income must be positive")
+    return {CASH: int(amount_fen), income(source): -int(amount_fen)}
+
+
 def _in_balance(account: str) -> bool:
     return (account == CASH or account == FEE_PAYABLE
             or (account.startswith("receivable:") and account != RECOVERY_RECEIVABLE))

@@ -16,7 +16,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.serving import make_server
 
-from bot.emulator import wechat, wecom
+from bot.emulator import pay, wechat, wecom
 from bot.emulator.core import Emulator, error
 
 __all__ = ["create_emulator_app", "BackgroundServer", "Emulator"]
@@ -43,6 +43,7 @@ def create_emulator_app(state_dir: Path | None = None, *, apps: dict[str, str] |
     app.register_blueprint(control)
     wechat.register(app, emu, apps=apps)
     wecom.register(app, emu, rate_limit=wecom_rate_limit)
+    pay.register(app, emu)
     return app
 
 

@@ -1,0 +1,539 @@
+"""Payments: the household's order for a scheme year, the payments applied to it (WeChat Pay
+callbacks and offline cash or transfers), activation, exceptions, the deadline.
+
+- **Order**: one open order per household and scheme year (a partial unique index holds it). It
+  covers the household's members whose enrolment in that year is pending; each member's
+  contribution is split by the scheme (`Contribution.member_shares`): the household pays the
+  personal shares, a subsidized category's personal share is charged to the collective, and a
+  member of an excluded category cannot join — left out of the order, never activated (a
+  household of only such members cannot pay at all). Asking again returns the same order unless the members (or
+  the scheme's contribution) changed — `members_digest` — then the old order is `expired` and a
+  new one made. `open → paid | expired`; open orders expire after the payment deadline (the
+  enrolment window's close: "交费截止日期后，不再接受交费").
+- **Applying a payment** (`apply_wechat_payment`, `record_offline`): idempotent on the
+  transaction id; a WeChat payment must match the order's amount, appid and mchid, and arrive
+  for an open order in time, else it is recorded as a `PaymentException` for an administrator
+  and nothing is activated. Activation, in the caller's one transaction: the payment row, the
+  order `paid`, the members' enrolments `paid`, the ledger entry (SPEC "Money": the personal part
+  into fund:cash, every other share as receivable:<source>, each as income:<source>), the
+  village tag on the payer, audit rows and the household's confirmation through the outbox.
+- **Gateway**: the WeChat Pay adapter lives in bot/pay.py and registers itself here
+  (`register_gateway`), so the dialogue reaches it without importing the bot layer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Callable, Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core import ledger, outbox
+from core.audit import audit
+from core.crypto import mask_name
+from core.messages import render
+from core.models import (AdminGrant, AdminRole, Enrolment, EnrolmentStatus, Household,
+                         HouseholdLink, LinkRole, Member, OrderStatus, Payment, PaymentException,
+                         PaymentOrder, PaymentReminder, SchemeYear, WechatUser, utcnow)
+from core.notify import linked_openids, notify_household
+from core.scheme import enrolment_scheme_year, scheme_of
+
+log = logging.getLogger("huzhu.payments")
+
+CHANNELS = ("wechatpay", "cash", "transfer", "subsidy")
+OFFLINE_CHANNELS = ("cash", "transfer")
+REMINDER_DAYS = (7, 1)
+
+
+class PaymentError(Exception):
+    """A refusal with a stable code; templates/messages/payment_refused.j2 words it.
+
+    Codes: no_household, window_closed (closes), not_enrolled, already_paid, excluded_member
+    (name, category), wrong_amount (due_fen, got_fen), bad_channel, nothing_due."""
+
+    def __init__(self, code: str, **detail):
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateway (bot/pay.py registers the WeChat Pay v3 one).
+
+class GatewayError(Exception):
+    """The payment service could not be reached or refused the request."""
+
+
+class Gateway(Protocol):
+    appid: str
+    mchid: str
+
+    def native(self, out_trade_no: str, description: str, amount_fen: int,
+               time_expire: datetime | None) -> str: ...
+
+    def close(self, out_trade_no: str) -> None: ...
+
+
+_GATEWAYS: dict[str, Callable[[object], Gateway]] = {}
+
+
+def register_gateway(provider: str, factory: Callable[[object], Gateway]) -> None:
+    _GATEWAYS[provider] = factory
+
+
+def gateway(cfg) -> Gateway:
+    """The configured payment gateway (PAY_PROVIDER); GatewayError if none can be built."""
+    factory = _GATEWAYS.get(cfg.PAY_PROVIDER)
+    if factory is None:
+        raise GatewayError(f"no payment gateway registered for {cfg.PAY_PROVIDER!r}")
+    return factory(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deadline.
+
+def deadline(year: SchemeYear) -> date:
+    """The payment deadline: the last day of the enrolment window."""
+    return year.enrolment_closes
+
+
+def deadline_end(year: SchemeYear, tz: ZoneInfo) -> datetime:
+    """The first moment after the deadline, local time."""
+    return datetime.combine(year.enrolment_closes + timedelta(days=1), time(0), tz)
+
+
+def payable_year(session: Session, household: Household, today: date) -> SchemeYear:
+    """The scheme year whose payment window is open today, or PaymentError(window_closed)."""
+    year = enrolment_scheme_year(session, household.pool_id, today)
+    if year is None:
+        last = session.scalar(select(SchemeYear).where(
+            SchemeYear.pool_id == household.pool_id, SchemeYear.enrolment_closes < today)
+            .order_by(SchemeYear.enrolment_closes.desc()).limit(1))
+        nxt = session.scalar(select(SchemeYear).where(
+            SchemeYear.pool_id == household.pool_id, SchemeYear.enrolment_opens > today)
+            .order_by(SchemeYear.enrolment_opens).limit(1))
+        raise PaymentError("window_closed", closes=last.enrolment_closes if last else None,
+                           opens=nxt.enrolment_opens if nxt else None)
+    return year
+
+
+# ---------------------------------------------------------------------------------------------
+# Quote and order.
+
+@dataclass
+class Quote:
+    """What a household owes for a scheme year, computed, not stored."""
+    household_id: int
+    scheme_year_id: int
+    members: list[dict]  # {member_id, name (masked), id_masked, category, shares: {source: fen}}
+    totals: dict[str, int]  # source -> fen over all members
+    amount_fen: int  # what the household pays (the personal shares)
+    digest: str
+    # members of a category the scheme excludes ("cannot join"): left out of the order
+    excluded: list[dict] = field(default_factory=list)  # {member_id, name (masked), category}
+
+    @property
+    def whole_fen(self) -> int:
+        return sum(self.totals.values())
+
+    def breakdown(self) -> dict:
+        return {"members": self.members, "totals": self.totals, "whole_fen": self.whole_fen,
+                "excluded": self.excluded}
+
+
+def _enrolments(session: Session, household: Household, year: SchemeYear) -> list[Enrolment]:
+    return list(session.scalars(
+        select(Enrolment).join(Member, Member.id == Enrolment.member_id)
+        .where(Member.household_id == household.id, Enrolment.scheme_year_id == year.id)
+        .order_by(Member.id)))
+
+
+def household_paid(session: Session, household: Household, year: SchemeYear) -> bool:
+    """Every enrolment of the household in the year is paid (and there is at least one)."""
+    rows = _enrolments(session, household, year)
+    return bool(rows) and all(e.status is EnrolmentStatus.paid for e in rows)
+
+
+def quote(session: Session, household: Household, year: SchemeYear) -> Quote:
+    """The members with a pending enrolment in `year` and their shares (PaymentError when
+    there is nothing to pay or a member's category may not join)."""
+    rows = _enrolments(session, household, year)
+    pending = [e for e in rows if e.status is EnrolmentStatus.pending]
+    if not pending:
+        if any(e.status is EnrolmentStatus.paid for e in rows):
+            raise PaymentError("already_paid")
+        raise PaymentError("not_enrolled")
+    contribution = scheme_of(year).contribution
+    members, excluded, totals = [], [], {}
+    for e in pending:
+        m = e.member
+        if not contribution.may_join(m.category):
+            excluded.append({"member_id": m.id, "name": mask_name(m.name), "category": m.category})
+            continue
+        shares = contribution.member_shares(m.category)
+        members.append({"member_id": m.id, "name": mask_name(m.name),
+                        "id_masked": m.id_number_masked, "category": m.category,
+                        "shares": shares})
+        for source, fen in shares.items():
+            totals[source] = totals.get(source, 0) + fen
+    if not members:
+        if any(e.status is EnrolmentStatus.paid for e in rows):
+            raise PaymentError("already_paid")
+        raise PaymentError("excluded_member", name=excluded[0]["name"],
+                           category=excluded[0]["category"])
+    digest = hashlib.sha256(json.dumps({
+        "members": [[m["member_id"], m["category"]] for m in members],
+        "excluded": [[m["member_id"], m["category"]] for m in excluded],
+        "contribution": [contribution.per_person_fen, dict(contribution.shares_fen),
+                         list(contribution.subsidized), list(contribution.excluded)],
+    }, sort_keys=True).encode()).hexdigest()
+    return Quote(household.id, year.id, members, totals, totals.get("personal", 0), digest,
+                 excluded)
+
+
+def open_order(session: Session, household_id: int, year_id: int,
+               lock: bool = False) -> PaymentOrder | None:
+    q = select(PaymentOrder).where(PaymentOrder.household_id == household_id,
+                                   PaymentOrder.scheme_year_id == year_id,
+                                   PaymentOrder.status == OrderStatus.open)
+    if lock:
+        q = q.with_for_update()
+    return session.scalar(q)
+
+
+def new_trade_no(today: date) -> str:
+    """HZ + date + 16 random hex digits: unique, unguessable, at most 32 characters."""
+    return f"HZ{today:%Y%m%d}{secrets.token_hex(8).upper()}"
+
+
+@dataclass
+class OrderResult:
+    order: PaymentOrder
+    superseded: list[PaymentOrder] = field(default_factory=list)  # to close at the gateway
+    created: bool = False
+    settled: bool = False  # nothing to pay: activated at once (every share from a source)
+
+
+def order_for(session: Session, household: Household, actor: str, now: datetime) -> OrderResult:
+    """The household's open order for the year whose payment window is open (`now` local):
+    the same one again unless its members changed. An order of 0.00 (every member's share
+    paid by a source) is settled at once."""
+    today = now.date()
+    year = payable_year(session, household, today)
+    q = quote(session, household, year)
+    existing = open_order(session, household.id, year.id, lock=True)
+    if existing is not None and existing.members_digest == q.digest:
+        return OrderResult(existing)
+    superseded = []
+    if existing is not None:
+        existing.status = OrderStatus.expired
+        audit(session, actor, "payment.order_superseded", "payment_order", existing.out_trade_no,
+              {"status": "open", "amount_fen": existing.amount_fen},
+              {"status": "expired", "why": "members_changed"})
+        session.flush()
+        superseded.append(existing)
+    order = PaymentOrder(out_trade_no=new_trade_no(today), household_id=household.id,
+                         scheme_year_id=year.id, amount_fen=q.amount_fen, breakdown=q.breakdown(),
+                         members_digest=q.digest, status=OrderStatus.open)
+    try:
+        with session.begin_nested():
+            session.add(order)
+    except IntegrityError:  # another message made the open order a moment ago
+        other = open_order(session, household.id, year.id)
+        if other is None:
+            raise
+        return OrderResult(other, superseded)
+    audit(session, actor, "payment.order_created", "payment_order", order.out_trade_no, None,
+          {"household": household.number, "amount_fen": order.amount_fen,
+           "totals": q.totals, "members": len(q.members)})
+    result = OrderResult(order, superseded, created=True)
+    if order.amount_fen == 0:
+        _activate(session, order, channel="subsidy", transaction_id=f"SUBSIDY-{order.out_trade_no}",
+                  amount_fen=0, actor=actor, paid_at=now, payer_openid=None)
+        result.settled = True
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying payments.
+
+@dataclass
+class Outcome:
+    status: str  # applied | duplicate | exception | ignored
+    payment: Payment | None = None
+    exception: PaymentException | None = None
+
+
+def _parse_time(value: str | None, tz: ZoneInfo) -> datetime:
+    if value:
+        try:
+            parsed = datetime.fromisoformat(value)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+        except ValueError:
+            pass
+    return datetime.now(tz)
+
+
+def apply_wechat_payment(session: Session, resource: dict, *, appid: str, mchid: str,
+                         tz: ZoneInfo, actor: str = "wechatpay") -> Outcome:
+    """Apply a verified, decrypted WeChat Pay transaction (the callback's resource).
+    Idempotent on transaction_id; anything that does not match the open order in time is
+    recorded as a PaymentException and activates nothing."""
+    tx = str(resource.get("transaction_id") or "")
+    out_trade_no = str(resource.get("out_trade_no") or "")
+    if not tx or not out_trade_no or len(tx) > 64 or len(out_trade_no) > 32:
+        raise ValueError("not a payment transaction")
+    order = session.scalar(select(PaymentOrder).where(PaymentOrder.out_trade_no == out_trade_no)
+                           .with_for_update())
+    if session.scalar(select(Payment.id).where(Payment.transaction_id == tx)) is not None:
+        return Outcome("duplicate")
+    if session.scalar(select(PaymentException.id)
+                      .where(PaymentException.transaction_id == tx)) is not None:
+        return Outcome("duplicate")
+    if resource.get("trade_state") != "SUCCESS":
+        return Outcome("ignored")
+    amount = resource.get("amount") or {}
+    paid_at = _parse_time(resource.get("success_time"), tz).astimezone(tz)
+    payer = (resource.get("payer") or {}).get("openid")
+    detail = {"appid": resource.get("appid"), "mchid": resource.get("mchid"),
+              "total_fen": amount.get("total"), "payer_total_fen": amount.get("payer_total"),
+              "currency": amount.get("currency"), "success_time": resource.get("success_time"),
+              "payer": payer}
+    kind = None
+    if order is None:
+        kind = "unknown_order"
+    else:
+        detail.update(household=order.household.number, order_status=order.status.value,
+                      due_fen=order.amount_fen)
+        year = session.get(SchemeYear, order.scheme_year_id)
+        if resource.get("appid") != appid or resource.get("mchid") != mchid:
+            kind = "merchant_mismatch"
+        elif amount.get("total") != order.amount_fen or amount.get("currency", "CNY") != "CNY":
+            kind = "amount_mismatch"
+        elif order.status is OrderStatus.paid:
+            kind = "already_paid"
+        elif order.status is OrderStatus.expired:
+            kind = "order_expired"
+        elif paid_at.date() > deadline(year):
+            kind = "late_payment"
+    if kind is not None:
+        exc = record_exception(session, kind, out_trade_no=out_trade_no, transaction_id=tx,
+                               detail=detail, order=order, actor=actor)
+        return Outcome("exception", exception=exc)
+    payment = _activate(session, order, channel="wechatpay", transaction_id=tx,
+                        amount_fen=order.amount_fen, actor=actor, paid_at=paid_at,
+                        payer_openid=payer)
+    return Outcome("applied", payment=payment)
+
+
+def due(session: Session, household: Household, today: date) -> tuple[SchemeYear, Quote]:
+    """What the household owes now (PaymentError when nothing can be paid). Changes nothing."""
+    year = payable_year(session, household, today)
+    return year, quote(session, household, year)
+
+
+def record_offline(session: Session, household: Household, amount_fen: int, channel: str,
+                   actor: str, now: datetime) -> Payment:
+    """An offline payment (cash to the village administrator, or a bank transfer): the amount
+    must be exactly what is due — partial or excess payments are refused with the due amount."""
+    if channel not in OFFLINE_CHANNELS:
+        raise PaymentError("bad_channel", channel=channel)
+    _, q = due(session, household, now.date())
+    if amount_fen != q.amount_fen:
+        raise PaymentError("wrong_amount", due_fen=q.amount_fen, got_fen=amount_fen)
+    result = order_for(session, household, actor, now)
+    order = result.order
+    if result.settled or order.status is OrderStatus.paid:
+        return session.scalar(select(Payment).where(Payment.order_id == order.id))
+    return _activate(session, order, channel=channel,
+                     transaction_id=f"{channel.upper()}-{order.out_trade_no}",
+                     amount_fen=amount_fen, actor=actor, paid_at=now, payer_openid=None)
+
+
+def _activate(session: Session, order: PaymentOrder, *, channel: str, transaction_id: str,
+              amount_fen: int, actor: str, paid_at: datetime, payer_openid: str | None) -> Payment:
+    household = order.household
+    year = session.get(SchemeYear, order.scheme_year_id)
+    paid_utc = paid_at.astimezone(timezone.utc)
+    payment = Payment(order_id=order.id, household_id=household.id, scheme_year_id=year.id,
+                      amount_fen=amount_fen, channel=channel, transaction_id=transaction_id,
+                      recorded_by=actor, created_at=paid_utc)
+    session.add(payment)
+    session.flush()  # the unique transaction id stops a second payment here
+    order.status, order.paid_at = OrderStatus.paid, paid_utc
+    audit(session, actor, "payment.received", "payment", transaction_id, None,
+          {"household": household.number, "order": order.out_trade_no, "channel": channel,
+           "amount_fen": amount_fen})
+    audit(session, actor, "payment.order_paid", "payment_order", order.out_trade_no,
+          {"status": "open"}, {"status": "paid", "transaction_id": transaction_id})
+    member_ids = [m["member_id"] for m in order.breakdown["members"]]
+    enrolments = session.scalars(select(Enrolment).where(Enrolment.member_id.in_(member_ids),
+                                                         Enrolment.scheme_year_id == year.id))
+    for e in enrolments:
+        if e.status is EnrolmentStatus.paid:
+            continue
+        before = e.status.value
+        e.status, e.paid_at = EnrolmentStatus.paid, paid_utc
+        audit(session, actor, "enrolment.paid", "enrolment", e.id, {"status": before},
+              {"status": "paid", "order": order.out_trade_no})
+    ledger.post(session, household.pool_id, "contribution", f"payment:{transaction_id}",
+                ledger.contribution_lines(order.breakdown["totals"]), booked_on=paid_at.date(),
+                memo=f"{household.number} {order.out_trade_no} {channel}")
+    _tag_payer(session, household, payer_openid, actor)
+    members = order.breakdown["members"]
+    notify_household(session, household.id, "payment_confirmed", household=household.number,
+                     members=members, amount_fen=amount_fen, whole_fen=order.breakdown["whole_fen"],
+                     channel=channel, year=year)
+    session.flush()
+    return payment
+
+
+def _tag_payer(session: Session, household: Household, payer_openid: str | None,
+               actor: str) -> None:
+    """The payer's village tag (WechatUser.village_id): set when the payer has none, or is
+    the household's head; a relative who pays from another village keeps their own."""
+    if not payer_openid:
+        return
+    user = session.scalar(select(WechatUser).where(WechatUser.openid == payer_openid))
+    if user is None or user.village_id == household.village_id:
+        return
+    is_head = session.scalar(select(HouseholdLink.id).where(
+        HouseholdLink.household_id == household.id, HouseholdLink.openid == payer_openid,
+        HouseholdLink.role == LinkRole.head)) is not None
+    if user.village_id is not None and not is_head:
+        return
+    before = user.village_id
+    user.village_id = household.village_id
+    audit(session, actor, "user.village_tag", "wechat_user", payer_openid,
+          {"village_id": before}, {"village_id": household.village_id})
+
+
+def admin_openids(session: Session, household: Household | None) -> list[str]:
+    """Administrators who look after a household's payments: its village's, its pool's and
+    the super administrators (only these when the household is not known)."""
+    q = select(AdminGrant.openid).where(AdminGrant.role == AdminRole.super)
+    if household is not None:
+        q = select(AdminGrant.openid).where(
+            (AdminGrant.role == AdminRole.super)
+            | ((AdminGrant.role == AdminRole.pool_admin) & (AdminGrant.pool_id == household.pool_id))
+            | ((AdminGrant.role == AdminRole.village_admin)
+               & (AdminGrant.village_id == household.village_id)))
+    return sorted(set(session.scalars(q)))
+
+
+def record_exception(session: Session, kind: str, *, out_trade_no: str | None,
+                     transaction_id: str | None, detail: dict, order: PaymentOrder | None,
+                     actor: str) -> PaymentException:
+    """A payment that could not be applied: kept for an administrator, who is told, as is the
+    household (its money arrived but did not activate anything)."""
+    exc = PaymentException(kind=kind, out_trade_no=out_trade_no, transaction_id=transaction_id,
+                           detail=detail)
+    session.add(exc)
+    session.flush()
+    audit(session, actor, "payment.exception", "payment_exception", exc.id, None,
+          {"kind": kind, "out_trade_no": out_trade_no, "transaction_id": transaction_id})
+    household = order.household if order is not None else None
+    text = render("payment_exception_admin", exc=exc, kind=kind, detail=detail,
+                  household=household.number if household else None)
+    for openid in admin_openids(session, household):
+        outbox.send_text(session, openid, text)
+    if household is not None:
+        notify_household(session, household.id, "payment_exception_household", kind=kind,
+                         household=household.number, detail=detail)
+    log.warning("payment exception kind=%s out_trade_no=%s transaction=%s", kind, out_trade_no,
+                transaction_id)
+    return exc
+
+
+def list_exceptions(session: Session, include_resolved: bool = False) -> list[PaymentException]:
+    q = select(PaymentException).order_by(PaymentException.id)
+    if not include_resolved:
+        q = q.where(PaymentException.resolved_at.is_(None))
+    return list(session.scalars(q))
+
+
+def resolve_exception(session: Session, exception_id: int, actor: str, note: str) -> PaymentException:
+    exc = session.get(PaymentException, exception_id)
+    if exc is None:
+        raise PaymentError("no_exception", id=exception_id)
+    if exc.resolved_at is None:
+        exc.resolved_at = utcnow()
+        exc.detail = {**exc.detail, "resolution": note}
+        audit(session, actor, "payment.exception_resolved", "payment_exception", exc.id,
+              None, {"note": note})
+    return exc
+
+
+# ---------------------------------------------------------------------------------------------
+# The deadline's jobs: expiry and reminders.
+
+def expire_orders(session: Session, today: date, tz: ZoneInfo, actor: str = "system") -> int:
+    """Open orders of scheme years whose payment deadline is past become `expired`; pending
+    enrolments made before the deadline become `lapsed` (a newborn added later keeps its own)."""
+    n = 0
+    rows = session.scalars(select(PaymentOrder).join(SchemeYear, SchemeYear.id ==
+                                                     PaymentOrder.scheme_year_id)
+                           .where(PaymentOrder.status == OrderStatus.open,
+                                  SchemeYear.enrolment_closes < today))
+    for order in rows:
+        order.status = OrderStatus.expired
+        audit(session, actor, "payment.order_expired", "payment_order", order.out_trade_no,
+              {"status": "open"}, {"status": "expired", "why": "deadline"})
+        n += 1
+    years = session.scalars(select(SchemeYear).where(SchemeYear.enrolment_closes < today))
+    for year in years:
+        cutoff = deadline_end(year, tz).astimezone(timezone.utc)
+        for e in session.scalars(select(Enrolment).where(
+                Enrolment.scheme_year_id == year.id, Enrolment.status == EnrolmentStatus.pending,
+                Enrolment.created_at < cutoff)):
+            e.status = EnrolmentStatus.lapsed
+            audit(session, actor, "enrolment.lapsed", "enrolment", e.id, {"status": "pending"},
+                  {"status": "lapsed", "why": "not paid by the deadline"})
+    session.flush()
+    return n
+
+
+def send_reminders(session: Session, today: date) -> int:
+    """Reminders 7 days and 1 day before the deadline to households with members still
+    unpaid, one per household and reminder (whichever is due: a server that was down on the
+    seventh day still sends it later, but never the 7-day one in the last day)."""
+    sent = 0
+    years = session.scalars(select(SchemeYear).where(SchemeYear.enrolment_opens <= today,
+                                                     SchemeYear.enrolment_closes >= today))
+    for year in years:
+        days_left = (year.enrolment_closes - today).days
+        which = next((d for d in sorted(REMINDER_DAYS) if days_left <= d), None)
+        if which is None:
+            continue
+        household_ids = sorted(set(session.scalars(
+            select(Member.household_id).join(Enrolment, Enrolment.member_id == Member.id)
+            .where(Enrolment.scheme_year_id == year.id,
+                   Enrolment.status == EnrolmentStatus.pending))))
+        done = set(session.scalars(select(PaymentReminder.household_id).where(
+            PaymentReminder.scheme_year_id == year.id, PaymentReminder.days_before == which)))
+        for hid in household_ids:
+            if hid in done or not linked_openids(session, hid):
+                continue
+            household = session.get(Household, hid)
+            try:
+                q = quote(session, household, year)
+            except PaymentError:
+                continue
+            try:
+                with session.begin_nested():
+                    session.add(PaymentReminder(household_id=hid, scheme_year_id=year.id,
+                                                days_before=which))
+            except IntegrityError:
+                continue
+            notify_household(session, hid, "payment_reminder", household=household.number,
+                             amount_fen=q.amount_fen, deadline=year.enrolment_closes,
+                             days_left=days_left)
+            sent += 1
+    return sent

@@ -1,0 +1,111 @@
+"""`/收款 <household> <amount> [现金|转账]`: an administrator records an offline payment for a
+household of a village in their scope. The amount must be exactly what is due; the command
+answers with a summary and records only after `确认` (money moves)."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from core import payments
+from core.admins import Scope, scope_of
+from core.audit import audit
+from core.messages import render
+from core.models import AdminRole, Household, OrderStatus, PaymentOrder
+from core.money import parse_yuan
+from handlers import dialogue
+from handlers.admin import Refused, command, usage
+from handlers.dialogue import Dialogue, Step, register, say
+from handlers.types import Ctx, Incoming, Reply
+
+CHANNEL_WORDS = {"现金": "cash", "转账": "transfer", "cash": "cash", "transfer": "transfer"}
+CONFIRM_WORDS = ("确认", "确定", "是")
+ROLES = {AdminRole.village_admin, AdminRole.pool_admin, AdminRole.super}
+
+
+def _refuse(code: str, **detail) -> Refused:
+    return Refused("payment_record_refused", code=code, usage=usage("收款"), **detail)
+
+
+def _check(ctx: Ctx, scope: Scope, number: str,
+           amount_fen: int) -> tuple[Household, payments.Quote]:
+    """The household and what it owes, or Refused: nothing is changed here."""
+    household = ctx.session.scalar(select(Household).where(Household.number == number.upper()))
+    if household is None:
+        raise _refuse("no_household", number=number)
+    if not scope.covers_village(household.village):
+        raise _refuse("scope", number=household.number)
+    try:
+        _, q = payments.due(ctx.session, household, ctx.today)
+    except payments.PaymentError as e:
+        raise _refuse(e.code, household=household.number, **e.detail)
+    if amount_fen != q.amount_fen:
+        raise _refuse("wrong_amount", household=household.number, due_fen=q.amount_fen,
+                      got_fen=amount_fen)
+    return household, q
+
+
+@command("收款", roles=ROLES, min_args=2)
+def record_payment(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
+    if len(args) > 3:
+        raise _refuse("usage")
+    number, amount_text = args[0], args[1]
+    channel = CHANNEL_WORDS.get(args[2] if len(args) > 2 else "现金")
+    if channel is None:
+        raise _refuse("bad_channel")
+    try:
+        amount_fen = parse_yuan(amount_text)
+    except ValueError:
+        raise _refuse("bad_amount", text=amount_text)
+    household, _ = _check(ctx, scope, number, amount_fen)
+    data = {"household": household.number, "amount_fen": amount_fen, "channel": channel}
+    return dialogue.start(ctx, RECORD, Incoming(ctx.openid, "text", text=" ".join(args)), data)
+
+
+def _summary(ctx: Ctx, msg: Incoming, data: dict) -> Step:
+    household = ctx.session.scalar(select(Household).where(Household.number == data["household"]))
+    _, q = payments.due(ctx.session, household, ctx.today)
+    return say(render("payment_record_summary", household=household.number,
+                      village=household.village.full_name, members=q.members,
+                      due_fen=q.amount_fen, amount_fen=data["amount_fen"],
+                      channel=data["channel"]), state="confirm", data=data)
+
+
+def _confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
+    if msg.text not in CONFIRM_WORDS:
+        return say(render("payment_record_hint"), state="confirm", data=data)
+    scope = scope_of(ctx.session, ctx.openid)
+    try:
+        if not scope.roles & ROLES:
+            raise _refuse("scope", number=data["household"])
+        household, q = _check(ctx, scope, data["household"], data["amount_fen"])
+        payments.record_offline(ctx.session, household, data["amount_fen"], data["channel"],
+                                ctx.openid, ctx.now)
+    except payments.PaymentError as e:
+        return _refused_step(ctx, data, _refuse(e.code, household=data["household"], **e.detail))
+    except Refused as r:
+        return _refused_step(ctx, data, r)
+    _close_at_gateway(ctx, household)
+    return say(render("payment_recorded", household=household.number,
+                      channel=data["channel"], amount_fen=data["amount_fen"], n=len(q.members)))
+
+
+def _refused_step(ctx: Ctx, data: dict, r: Refused) -> Step:
+    audit(ctx.session, ctx.openid, "admin.refused", "command", "收款", None,
+          {"args": [data["household"], data["amount_fen"], data["channel"]],
+           "why": r.context.get("code")})
+    return say(render(r.template, **r.context))
+
+
+def _close_at_gateway(ctx: Ctx, household: Household) -> None:
+    """The household's WeChat Pay code (if one was made) can no longer be paid."""
+    order = ctx.session.scalar(select(PaymentOrder).where(
+        PaymentOrder.household_id == household.id, PaymentOrder.status == OrderStatus.paid,
+        PaymentOrder.code_url.is_not(None)).order_by(PaymentOrder.id.desc()).limit(1))
+    if order is None:
+        return
+    try:
+        payments.gateway(ctx.cfg).close(order.out_trade_no)
+    except Exception:  # best effort: a later WeChat payment becomes an exception anyway
+        pass
+
+
+RECORD = register(Dialogue(name="payment_record", entry=_summary, states={"confirm": _confirm}))
