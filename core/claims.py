@@ -1,13 +1,59 @@
-"""Claims: the status machine of SPEC "Statuses". Every change goes through `transition`, which
-checks it is allowed, writes the audit row and queues the household's notification — all in the
-caller's transaction. (The claim dialogue's services extend this module.)"""
+"""Claims: the status machine of SPEC "Statuses" and the household's side of a claim.
+
+Every status change goes through `transition`, which checks it is allowed, writes the audit row
+and queues the household's notification — all in the caller's transaction.
+
+The household's side (the claim dialogue, handlers/claim.py, and the photo deliverer,
+bot/deliver_media.py, call these; each works in the caller's transaction):
+
+- `eligibility(session, member, today)` → (scheme year, None) or (None, "unpaid" | "not_enrolled")
+- `start_claim(session, household, member, actor, today)` → a `collecting` Claim (C + 8 digits)
+- `add_document(session, claim, kind=None, media_id=, source_key=, actor=)` → (ClaimDocument,
+  created); `source_key` is the inbound message's dedupe key, so a retried message gives one
+  document; queues `media.download` {document_id, media_id, openid} in the outbox
+- `document_stored(session, document_id, sha256=, phash=, size=, content_type=, ocr_text=,
+  guess_kind=, guess_confidence=, fields=, ocr_seconds=, actor=)` — the deliverer's result:
+  hashes, OCR text (ID and card numbers masked), kind (when the photo had no label), OCR
+  read-out, duplicate flags; tells the sender what is still missing, or asks which it is
+- `discard_document(session, document_id, reason, actor)` — a refused or lost photo
+- `set_document_kind(session, document, kind, actor)` — the household's answer 1/2/3
+- `record_stated(session, claim, actor, out_of_pocket_fen=, discharge_date=)` → claim.stated
+- `submit(session, claim, actor, today)` — `collecting` or `need_documents` → `submitted` once
+  the three kinds are there, with the review due date (scheme claims.review_working_days
+  Chinese working days, core/workdays.py)
+- `progress(session, household, limit=3)` → ([ClaimProgress] newest first, total) for 查询进度
+
+What the claim records hold for the reviewer:
+- `claim.documents`: kind (None while unknown), sha256/phash/size/content_type (None while the
+  photo is being downloaded), ocr_text; the file is `core.media.path_for(DATA_DIR, sha256,
+  content_type)`.
+- `claim.ocr = {"fields": {name: {value, confidence, text, document}}, "consistent": bool|None,
+  "documents": {"<id>": {guess, confidence, seconds, fields}}}` — fields of the settlement sheet:
+  total_fen, fund_paid_fen, out_of_pocket_fen (ints, fen), admission_date, discharge_date (ISO
+  dates), hospital, insurance (resident|employee|uninsured); `ocr_value(claim, name)` reads one.
+- `claim.stated = {"out_of_pocket_fen": int, "discharge_date": "YYYY-MM-DD"}` as typed.
+- `claim.flags["possible_duplicate"] = [other claim numbers]` (same SHA-256, or pHash distance
+  ≤ 4, as a document of another claim), with `flags["duplicate_matches"]` saying how.
+"""
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from core import outbox
 from core.audit import audit
-from core.models import Claim, ClaimStatus as S
-from core.notify import notify_household
+from core.crypto import mask_name, scrub
+from core.media import phash_distance
+from core.messages import render
+from core.models import (BankCard, Claim, ClaimDocument, ClaimStatus as S, DocumentKind,
+                         Enrolment, EnrolmentStatus, Household, Member, SchemeYear, utcnow)
+from core.notify import linked_openids, notify_household
+from core.scheme import scheme_of
+from core.workdays import review_due_date
 
 ALLOWED: dict[S, frozenset[S]] = {
     S.collecting: frozenset({S.submitted}),
@@ -17,7 +63,8 @@ ALLOWED: dict[S, frozenset[S]] = {
     S.approved: frozenset({S.in_payout, S.rejected}),
     S.in_payout: frozenset({S.paid, S.payout_failed}),
     S.payout_failed: frozenset({S.approved}),
-    S.paid: frozenset({S.recovered}),
+    # paid → payout_failed: a transfer the bank returns after /确认发放 (core.payouts)
+    S.paid: frozenset({S.recovered, S.payout_failed}),
     S.rejected: frozenset(),
     S.recovered: frozenset(),
 }
@@ -34,9 +81,12 @@ def can_transition(claim: Claim, to: S) -> bool:
 
 
 def transition(session: Session, claim: Claim, to: S, actor: str, *,
-               notify: str | None = None, detail: dict | None = None, **context) -> Claim:
+               notify: str | None = None, detail: dict | None = None,
+               notify_except: str | None = None, **context) -> Claim:
     """Move a claim to `to`. `notify` names a template (templates/messages/<notify>.j2) sent to
-    every user linked to the household, rendered with `claim` and `context`."""
+    every user linked to the household, rendered with `claim`, `member_name` (masked),
+    `reason_texts` (the claim's reason codes explained), `has_card` and `context`.
+    `notify_except`: an openid that has just been told in its passive reply."""
     if not can_transition(claim, to):
         raise TransitionError(claim, to)
     before = {"status": claim.status.value, "amount_fen": claim.amount_fen}
@@ -44,6 +94,426 @@ def transition(session: Session, claim: Claim, to: S, actor: str, *,
     audit(session, actor, f"claim.{to.value}", "claim", claim.number, before,
           {"status": to.value, "amount_fen": claim.amount_fen, **(detail or {})})
     if notify:
-        notify_household(session, claim.household_id, notify, claim=claim, **context)
+        ctx = {**notify_context(session, claim), **context}
+        if notify_except is None:
+            notify_household(session, claim.household_id, notify, claim=claim, **ctx)
+        else:
+            text = render(notify, claim=claim, **ctx)
+            for openid in linked_openids(session, claim.household_id):
+                if openid != notify_except:
+                    outbox.send_text(session, openid, text)
     session.flush()
     return claim
+
+
+def notify_context(session: Session, claim: Claim) -> dict:
+    """What every claim notification may use besides `claim`."""
+    from core.adjudication import REASONS
+
+    reasons = [REASONS[c] for c in (claim.reasons or []) if c in REASONS]
+    return {
+        "member_name": mask_name(claim.member.name) if claim.member else "",
+        "reason_texts": [f"{r.title}：{r.text}{r.remedy}" for r in reasons],
+        "has_card": has_bank_card(session, claim.household_id),
+    }
+
+
+def has_bank_card(session: Session, household_id: int) -> bool:
+    return session.scalar(select(BankCard.id).where(BankCard.household_id == household_id,
+                                                    BankCard.active.is_(True)).limit(1)) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents: the three kinds a claim needs
+
+REQUIRED_KINDS = (DocumentKind.discharge_record, DocumentKind.itemized_bill,
+                  DocumentKind.settlement_sheet)
+OPEN_STATUSES = (S.collecting, S.need_documents)
+DUPLICATE_DISTANCE = 4
+
+
+class ClaimError(ValueError):
+    """A claim cannot do this now; `code` says why (for the reply)."""
+
+    def __init__(self, code: str, **info):
+        super().__init__(code)
+        self.code = code
+        self.info = info
+
+
+def is_pending(doc: ClaimDocument) -> bool:
+    """Not downloaded and checked yet."""
+    return doc.sha256 is None
+
+
+def received_kinds(claim: Claim) -> list[DocumentKind]:
+    have = {d.kind for d in claim.documents if d.kind is not None}
+    return [k for k in REQUIRED_KINDS if k in have]
+
+
+def missing_kinds(claim: Claim) -> list[DocumentKind]:
+    have = set(received_kinds(claim))
+    return [k for k in REQUIRED_KINDS if k not in have]
+
+
+def pending_documents(claim: Claim) -> list[ClaimDocument]:
+    return [d for d in claim.documents if is_pending(d)]
+
+
+def unclassified_documents(claim: Claim) -> list[ClaimDocument]:
+    """Downloaded photos whose kind OCR could not tell: the household is asked (1/2/3)."""
+    return [d for d in claim.documents if not is_pending(d) and d.kind is None]
+
+
+def status_context(claim: Claim) -> dict:
+    """For the templates' "what is still missing" block (claim_status.j2)."""
+    return {"claim": claim, "received": received_kinds(claim), "missing": missing_kinds(claim),
+            "processing": len([d for d in pending_documents(claim) if d.kind is None]),
+            "asking": len(unclassified_documents(claim))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting a claim
+
+def _claim_years(session: Session, pool_id: int, today: date) -> list[SchemeYear]:
+    """The scheme year running today (or the last one that ended) and the one before it: a stay
+    that ended late in the previous year may still be claimed early in the next."""
+    rows = list(session.scalars(select(SchemeYear)
+                                .where(SchemeYear.pool_id == pool_id, SchemeYear.start <= today)
+                                .order_by(SchemeYear.start.desc()).limit(2)))
+    return rows
+
+
+def eligibility(session: Session, member: Member,
+                today: date) -> tuple[SchemeYear | None, str | None]:
+    """(the scheme year the member may claim under, None), or (None, why not): "unpaid" (the
+    member's enrolment is not paid yet) or "not_enrolled". Only a paid enrolment may claim."""
+    years = _claim_years(session, member.household.pool_id, today)
+    unpaid = False
+    for year in years:
+        enrolment = session.scalar(select(Enrolment).where(Enrolment.member_id == member.id,
+                                                           Enrolment.scheme_year_id == year.id))
+        if enrolment is None:
+            continue
+        if enrolment.status is EnrolmentStatus.paid:
+            return year, None
+        if enrolment.status is EnrolmentStatus.pending and year is years[0]:
+            unpaid = True
+    return None, "unpaid" if unpaid else "not_enrolled"
+
+
+def new_claim_number(session: Session) -> str:
+    """C + 8 random digits (unguessable; checked unique, and the column is unique too)."""
+    while True:
+        number = f"C{secrets.randbelow(90_000_000) + 10_000_000}"
+        if session.scalar(select(Claim.id).where(Claim.number == number)) is None:
+            return number
+
+
+def start_claim(session: Session, household: Household, member: Member, actor: str,
+                today: date) -> Claim:
+    if member.household_id != household.id:
+        raise ClaimError("not_member")
+    year, why = eligibility(session, member, today)
+    if year is None:
+        raise ClaimError(why)
+    claim = Claim(number=new_claim_number(session), household_id=household.id,
+                  member_id=member.id, scheme_year_id=year.id, status=S.collecting,
+                  stated={}, ocr={}, flags={}, reasons=[], trace=[], created_by=actor)
+    session.add(claim)
+    session.flush()
+    audit(session, actor, "claim.collecting", "claim", claim.number, None,
+          {"status": S.collecting.value, "member_id": member.id, "scheme_year_id": year.id})
+    return claim
+
+
+def open_claim(session: Session, member: Member) -> Claim | None:
+    """The member's claim still collecting photos, if any (the newest)."""
+    return session.scalar(select(Claim).where(Claim.member_id == member.id,
+                                              Claim.status == S.collecting)
+                          .order_by(Claim.id.desc()).limit(1))
+
+
+def claims_needing_documents(session: Session, household_id: int) -> list[Claim]:
+    return list(session.scalars(select(Claim).where(Claim.household_id == household_id,
+                                                    Claim.status == S.need_documents)
+                                .order_by(Claim.id)))
+
+
+def collecting_claims(session: Session, household_id: int) -> list[Claim]:
+    return list(session.scalars(select(Claim).where(Claim.household_id == household_id,
+                                                    Claim.status == S.collecting)
+                                .order_by(Claim.id.desc())))
+
+
+def lock(session: Session, claim_id: int) -> Claim:
+    """The claim, row-locked on PostgreSQL (FOR NO KEY UPDATE: photos may still be added to it
+    meanwhile); SQLite write transactions are serial already."""
+    return session.get(Claim, claim_id, with_for_update={"key_share": True},
+                       populate_existing=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Photos
+
+def add_document(session: Session, claim: Claim, *, kind: DocumentKind | None,
+                 media_id: str | None, source_key: str | None,
+                 actor: str | None) -> tuple[ClaimDocument, bool]:
+    """Record a photo and queue its download. The same inbound message (source_key) twice gives
+    the one document it gave the first time."""
+    if source_key:
+        existing = session.scalar(select(ClaimDocument)
+                                  .where(ClaimDocument.source_key == source_key))
+        if existing is not None:
+            return existing, False
+    if claim.status not in OPEN_STATUSES:
+        raise ClaimError("closed", status=claim.status.value)
+    doc = ClaimDocument(claim=claim, kind=kind, media_id=media_id, source_key=source_key)
+    session.add(doc)
+    session.flush()
+    audit(session, actor or "system", "claim.document_added", "claim", claim.number, None,
+          {"document_id": doc.id, "kind": kind.value if kind else None})
+    outbox.enqueue(session, "media.download", {"document_id": doc.id, "media_id": media_id,
+                                               "openid": actor})
+    return doc, True
+
+
+def set_document_kind(session: Session, doc: ClaimDocument, kind: DocumentKind,
+                      actor: str) -> None:
+    before = doc.kind.value if doc.kind else None
+    doc.kind = kind
+    claim = doc.claim
+    audit(session, actor, "claim.document_kind", "claim", claim.number,
+          {"document_id": doc.id, "kind": before}, {"document_id": doc.id, "kind": kind.value})
+    if kind is DocumentKind.settlement_sheet:
+        _promote_fields(claim, doc.id)
+    session.flush()
+
+
+def _promote_fields(claim: Claim, document_id: int) -> None:
+    """The settlement sheet's read-out becomes the claim's (the newest sheet wins per field)."""
+    ocr = dict(claim.ocr or {})
+    doc_entry = (ocr.get("documents") or {}).get(str(document_id))
+    if not doc_entry or not doc_entry.get("fields"):
+        return
+    fields = dict(ocr.get("fields") or {})
+    for name, value in doc_entry["fields"].items():
+        fields[name] = {**value, "document": document_id}
+    ocr["fields"] = fields
+    ocr["consistent"] = _consistent(fields)
+    claim.ocr = ocr
+
+
+def _consistent(fields: dict) -> bool | None:
+    try:
+        t, f, o = (fields[k]["value"] for k in ("total_fen", "fund_paid_fen", "out_of_pocket_fen"))
+    except KeyError:
+        return None
+    return t == f + o
+
+
+def ocr_value(claim: Claim, name: str):
+    """One field of the OCR read-out (None when not read)."""
+    entry = ((claim.ocr or {}).get("fields") or {}).get(name)
+    return entry.get("value") if entry else None
+
+
+def find_duplicates(session: Session, doc: ClaimDocument) -> list[dict]:
+    """Documents of OTHER claims with the same SHA-256 or a pHash within 4 bits."""
+    if doc.sha256 is None:
+        return []
+    rows = session.execute(
+        select(ClaimDocument.id, ClaimDocument.sha256, ClaimDocument.phash, Claim.number)
+        .join(Claim, Claim.id == ClaimDocument.claim_id)
+        .where(ClaimDocument.claim_id != doc.claim_id,
+               or_(ClaimDocument.sha256 == doc.sha256, ClaimDocument.phash.is_not(None)))
+        .order_by(ClaimDocument.id))
+    matches = []
+    for other_id, sha, ph, number in rows:
+        if sha == doc.sha256:
+            matches.append({"claim": number, "document": other_id, "match": "sha256"})
+        elif ph and doc.phash:
+            distance = int(phash_distance(ph, doc.phash))
+            if distance <= DUPLICATE_DISTANCE:
+                matches.append({"claim": number, "document": other_id, "match": "phash",
+                                "distance": distance})
+    return matches
+
+
+def _flag_duplicates(session: Session, claim: Claim, doc: ClaimDocument, actor: str) -> None:
+    matches = find_duplicates(session, doc)
+    if not matches:
+        return
+    flags = dict(claim.flags or {})
+    numbers = list(flags.get("possible_duplicate") or [])
+    for m in matches:
+        if m["claim"] not in numbers:
+            numbers.append(m["claim"])
+    detail = list(flags.get("duplicate_matches") or [])
+    detail += [{**m, "own_document": doc.id} for m in matches]
+    flags["possible_duplicate"] = numbers
+    flags["duplicate_matches"] = detail
+    claim.flags = flags
+    audit(session, actor, "claim.flagged", "claim", claim.number, None,
+          {"possible_duplicate": numbers, "document_id": doc.id})
+
+
+def document_stored(session: Session, document_id: int, *, sha256: str, phash: str, size: int,
+                    content_type: str, ocr_text: str | None, guess_kind: str | None,
+                    guess_confidence: float, fields: dict, ocr_seconds: float | None,
+                    actor: str | None) -> str:
+    """Record a downloaded photo. Returns what happened: "stored", "repeated" (the same photo
+    is already in this claim: dropped), or "gone" / "done" (nothing to do). Pushes to `actor`
+    the kind and what is still missing when the photo had no label, or asks which it is."""
+    doc = session.get(ClaimDocument, document_id)
+    if doc is None:
+        return "gone"
+    claim = lock(session, doc.claim_id)
+    session.refresh(doc)
+    if doc.sha256 is not None:
+        return "done"
+    same = [d for d in claim.documents if d.id != doc.id and d.sha256 == sha256]
+    if same:
+        claim.documents.remove(doc)
+        session.delete(doc)
+        session.flush()
+        if actor:
+            outbox.send_text(session, actor, render("claim_photo_repeated",
+                                                    **status_context(claim)))
+        return "repeated"
+    labelled = doc.kind is not None
+    doc.sha256, doc.phash, doc.size, doc.content_type = sha256, phash, size, content_type
+    # a settlement sheet prints the patient's ID number: never stored unmasked
+    doc.ocr_text = scrub(ocr_text) if ocr_text else ocr_text
+    fields = {name: {**f, "text": scrub(f.get("text") or "")} for name, f in fields.items()}
+    if not labelled and guess_kind:
+        doc.kind = DocumentKind(guess_kind)
+    ocr = dict(claim.ocr or {})
+    documents = dict(ocr.get("documents") or {})
+    documents[str(doc.id)] = {"guess": guess_kind, "confidence": guess_confidence,
+                              "seconds": round(ocr_seconds, 3) if ocr_seconds else None,
+                              "fields": fields}
+    ocr["documents"] = documents
+    claim.ocr = ocr
+    if doc.kind is DocumentKind.settlement_sheet:
+        _promote_fields(claim, doc.id)
+    _flag_duplicates(session, claim, doc, actor or "system")
+    session.flush()
+    if actor and not labelled:
+        if doc.kind is None:
+            text = render("claim_photo_ask_kind", **status_context(claim))
+        else:
+            text = render("claim_photo_classified", kind=doc.kind, **status_context(claim))
+        outbox.send_text(session, actor, text)
+    return "stored"
+
+
+def discard_document(session: Session, document_id: int, reason: str,
+                     actor: str | None, *, tell: bool = True) -> bool:
+    """Drop a photo that was refused (reason: empty, too_large, not_image, unsupported_type),
+    could not be downloaded ("lost") or that the household did not want ("deleted"); with
+    `tell`, the sender is told why and what is still missing."""
+    doc = session.get(ClaimDocument, document_id)
+    if doc is None:
+        return False
+    claim = lock(session, doc.claim_id)
+    action = "claim.document_deleted" if reason == "deleted" else "claim.document_refused"
+    audit(session, actor or "system", action, "claim", claim.number,
+          {"document_id": doc.id, "kind": doc.kind.value if doc.kind else None},
+          {"reason": reason})
+    if doc in claim.documents:
+        claim.documents.remove(doc)
+    session.delete(doc)
+    session.flush()
+    if actor and tell:
+        outbox.send_text(session, actor, render("claim_photo_refused", reason=reason,
+                                                **status_context(claim)))
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# What the household typed, and submitting
+
+def record_stated(session: Session, claim: Claim, actor: str, *,
+                  out_of_pocket_fen: int | None = None,
+                  discharge_date: date | None = None) -> None:
+    stated = dict(claim.stated or {})
+    if out_of_pocket_fen is not None:
+        stated["out_of_pocket_fen"] = int(out_of_pocket_fen)
+    if discharge_date is not None:
+        stated["discharge_date"] = discharge_date.isoformat()
+    audit(session, actor, "claim.stated", "claim", claim.number, dict(claim.stated or {}), stated)
+    claim.stated = stated
+    session.flush()
+
+
+def review_days(session: Session, claim: Claim) -> int:
+    """The scheme's claims.review_working_days (5 in every preset)."""
+    year = session.get(SchemeYear, claim.scheme_year_id) if claim.scheme_year_id else None
+    return scheme_of(year).claims.review_working_days if year else 5
+
+
+def check_submittable(claim: Claim) -> None:
+    """Raise ClaimError("processing" | "unclassified" | "missing" | "closed") unless ready."""
+    if claim.status not in OPEN_STATUSES:
+        raise ClaimError("closed", status=claim.status.value)
+    if pending_documents(claim):
+        raise ClaimError("processing", count=len(pending_documents(claim)))
+    if unclassified_documents(claim):
+        raise ClaimError("unclassified", count=len(unclassified_documents(claim)))
+    if missing_kinds(claim):
+        raise ClaimError("missing", missing=missing_kinds(claim))
+
+
+def submit(session: Session, claim: Claim, actor: str, today: date, *,
+           notify_except: str | None = None) -> Claim:
+    """`collecting` → `submitted` (or back from `need_documents`), due in the scheme's review
+    working days; the household's other linked users are told."""
+    claim = lock(session, claim.id)
+    check_submittable(claim)
+    resubmitted = claim.status is S.need_documents
+    claim.submitted_at = utcnow()
+    claim.due_date = review_due_date(today, review_days(session, claim))
+    transition(session, claim, S.submitted, actor, notify="claim_submitted",
+               notify_except=notify_except, resubmitted=resubmitted,
+               detail={"due_date": claim.due_date.isoformat(), "resubmitted": resubmitted})
+    return claim
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress (查询进度)
+
+@dataclass(frozen=True)
+class ClaimProgress:
+    number: str
+    member_name: str  # masked
+    status: str
+    amount_fen: int | None  # when decided
+    due_date: date | None
+    missing: tuple[str, ...]  # document kinds still missing (collecting)
+    note: str | None
+    reasons: tuple[str, ...]  # titles of the reasons (rejected)
+    has_card: bool
+    created_at: object
+
+
+DECIDED = (S.approved, S.in_payout, S.paid, S.payout_failed, S.recovered)
+
+
+def progress(session: Session, household: Household,
+             limit: int = 3) -> tuple[list[ClaimProgress], int]:
+    """The household's newest claims (at most `limit`) and how many there are in all."""
+    from core.adjudication import REASONS
+
+    claims = list(session.scalars(select(Claim).where(Claim.household_id == household.id)
+                                  .order_by(Claim.created_at.desc(), Claim.id.desc())))
+    card = has_bank_card(session, household.id)
+    out = []
+    for c in claims[:limit]:
+        out.append(ClaimProgress(
+            number=c.number, member_name=mask_name(c.member.name), status=c.status.value,
+            amount_fen=c.amount_fen if c.status in DECIDED else None, due_date=c.due_date,
+            missing=tuple(k.value for k in missing_kinds(c)) if c.status is S.collecting else (),
+            note=c.note, reasons=tuple(REASONS[r].title for r in (c.reasons or []) if r in REASONS),
+            has_card=card, created_at=c.created_at))
+    return out, len(claims)
