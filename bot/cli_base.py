@@ -57,6 +57,11 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_admin_invite)
 
+    p = sub.add_parser("menu", help="the official account's custom menu")
+    msub = p.add_subparsers(dest="menu_command", required=True)
+    msub.add_parser("push", help="create the custom menu of SPEC through the WeChat API") \
+        .set_defaults(func=cmd_menu_push)
+
     p = sub.add_parser("outbox", help="outgoing messages")
     osub = p.add_subparsers(dest="outbox_command", required=True)
     q = osub.add_parser("list", help="messages by status")
@@ -114,16 +119,31 @@ def cmd_emulator(args) -> int:
     app = create_emulator_app(cfg.data_dir / "emulator")
     print(f"emulator on http://{args.host}:{args.port} — set HUZHU_WECHAT_API_BASE, "
           f"HUZHU_PAY_API_BASE and HUZHU_WECOM_WEBHOOK_BASE to this URL", flush=True)
+    from bot.emulator.pay import keys_of  # WeChat Pay: the emulator's own keys (bot/pay.py)
+    print("WeChat Pay callbacks are signed with the emulator's key; configure the bot with:\n  "
+          + "\n  ".join(keys_of(app).env_lines()), flush=True)
     serve(app, host=args.host, port=args.port, threads=8)
     return 0
 
 
 def cmd_chat(args) -> int:
+    import requests
+
     from bot.chat import Villager
 
     cfg = load_config()
     v = Villager(args.server or cfg.PUBLIC_URL, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID,
                  cfg.WECHAT_AES_KEY, args.emulator or cfg.WECHAT_API_BASE)
+    try:
+        return _chat(v, args)
+    except requests.ConnectionError as exc:
+        url = exc.request.url.split("?")[0] if exc.request is not None else v.server
+        print(f"huzhu: cannot reach {url} — is it running? (`huzhu serve`, `huzhu emulator`)",
+              file=sys.stderr)
+        return 1
+
+
+def _chat(v, args) -> int:
     wait = args.wait
     if args.text is not None:
         r = v.text(args.openid, args.text, wait=wait)
@@ -169,6 +189,16 @@ def cmd_admin_invite(args) -> int:
     else:
         print(f"{code}\nthe administrator sends “/绑定 {code}” to the official account "
               f"(one use, valid 7 days)")
+    return 0
+
+
+def cmd_menu_push(args) -> int:
+    from bot.wechat import WeChat
+    from handlers.menu import custom_menu
+
+    x = app_context()
+    WeChat(x.cfg, x.db).create_menu(custom_menu())
+    print("custom menu created")
     return 0
 
 

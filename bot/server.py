@@ -6,6 +6,7 @@ exercise the same path.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 
 from waitress.server import create_server
@@ -60,6 +61,8 @@ class Running:
         if self.loop is not None:
             self.loop.start()
         log.info("serving on %s", self.url)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         try:
             self._serve()
         finally:

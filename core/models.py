@@ -9,7 +9,7 @@ import enum
 from datetime import date, datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Enum, ForeignKey, Index, Integer,
-                        String, Text, UniqueConstraint)
+                        String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -311,7 +311,7 @@ class Household(Base):
 class Member(Base):
     __tablename__ = "member"
     id: Mapped[int] = mapped_column(primary_key=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     id_number_enc: Mapped[str] = mapped_column(String(255))
     id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
@@ -349,6 +349,7 @@ class HouseholdLink(Base):
     household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
     openid: Mapped[str] = mapped_column(String(64), index=True)
     role: Mapped[LinkRole] = mapped_column(_enum(LinkRole, "link_role"))
+    label: Mapped[str | None] = mapped_column(String(32))  # what the head calls a proxy: 儿子小明
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     household: Mapped[Household] = relationship()
@@ -363,6 +364,7 @@ class ProxyCode(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime]
     used_by: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(32))  # copied to the proxy's link
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,6 +386,10 @@ class PaymentOrder(Base):
     paid_at: Mapped[datetime | None]
 
     household: Mapped[Household] = relationship()
+    # one open order per household and scheme year (migration payments_01)
+    __table_args__ = (Index("ux_payment_order_open", "household_id", "scheme_year_id", unique=True,
+                            sqlite_where=text("status = 'open'"),
+                            postgresql_where=text("status = 'open'")),)
 
 
 class Payment(Base):
@@ -409,6 +415,17 @@ class PaymentException(Base):
     detail: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
+
+
+class PaymentReminder(Base):
+    """A payment-deadline reminder sent to a household (days_before: 7 or 1), sent once."""
+    __tablename__ = "payment_reminder"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("household.id"))
+    scheme_year_id: Mapped[int] = mapped_column(ForeignKey("scheme_year.id"))
+    days_before: Mapped[int] = mapped_column(Integer)
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (UniqueConstraint("household_id", "scheme_year_id", "days_before"),)
 
 
 class JournalEntry(Base):
@@ -447,7 +464,8 @@ class Claim(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
     scheme_year_id: Mapped[int | None] = mapped_column(ForeignKey("scheme_year.id"))
     status: Mapped[ClaimStatus] = mapped_column(_enum(ClaimStatus, "claim_status"),
-                                                default=ClaimStatus.collecting)
+                                                default=ClaimStatus.collecting,
+                                                index=True)  # ix_claim_status: payouts_01
     submitted_at: Mapped[datetime | None]
     due_date: Mapped[date | None] = mapped_column(Date)
     # facts as recorded by the reviewer (/核定) and as stated by the household
@@ -505,6 +523,9 @@ class BankCard(Base):
     holder_member_id: Mapped[int] = mapped_column(ForeignKey("member.id"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # one active card per household (migration payouts_01)
+    __table_args__ = (Index("uq_bank_card_active_household", "household_id", unique=True,
+                            sqlite_where=text("active"), postgresql_where=text("active")),)
 
 
 class PayoutBatch(Base):
@@ -540,7 +561,11 @@ class PayoutLine(Base):
 
     batch: Mapped[PayoutBatch] = relationship(back_populates="lines")
     claim: Mapped[Claim] = relationship()
-    __table_args__ = (UniqueConstraint("batch_id", "claim_id"),)
+    # a claim is in one live (pending or paid) line at most (migration payouts_01)
+    __table_args__ = (UniqueConstraint("batch_id", "claim_id"),
+                      Index("uq_payout_line_live_claim", "claim_id", unique=True,
+                            sqlite_where=text("status <> 'failed'"),
+                            postgresql_where=text("status <> 'failed'")))
 
 
 class Objection(Base):

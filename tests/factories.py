@@ -24,7 +24,7 @@ _hh = itertools.count(900001)
 def make_id(birth: date = date(1960, 5, 17), area: str = "320582") -> str:
     """A valid 18-digit resident ID number (MOD 11-2) for a birth date."""
     body = f"{area}{birth:%Y%m%d}{next(_seq) % 1000:03d}"
-    return body + ric.calc_check_digit(body)
+    return body + ric.calc_check_digit(body + "0")  # it reads the first 17 digits
 
 
 @dataclass
@@ -66,3 +66,36 @@ def make_household(session, vault: PersonalDataVault, members: list[M] | None = 
         session.add(HouseholdLink(household_id=hh.id, openid=openid, role=LinkRole.head))
     session.flush()
     return hh
+
+
+_claim_seq = itertools.count(70000001)
+ALL_KINDS = ("discharge_record", "itemized_bill", "settlement_sheet")
+
+
+def make_claim(session, household: Household, member: Member | None = None,
+               status: str = "submitted", documents=ALL_KINDS, due_date: date | None = None,
+               **fields):
+    """A claim made directly with the models (the photo dialogue is not under test): one
+    document per kind in `documents` (with a made-up sha256), submitted now, due in a week unless
+    `due_date` is given; `fields` set any other Claim column (ocr, flags, stated, amount_fen…)."""
+    import hashlib
+    from datetime import timedelta
+
+    from core.models import Claim, ClaimDocument, ClaimStatus, DocumentKind
+
+    member = member or household.members[0]
+    number = f"C{next(_claim_seq):08d}"
+    year = scheme_year_on(session, household.pool_id, date.today())
+    claim = Claim(number=number, household_id=household.id, member_id=member.id,
+                  scheme_year_id=year.id if year else None, status=ClaimStatus(status),
+                  submitted_at=utcnow() if status != "collecting" else None,
+                  due_date=due_date or date.today() + timedelta(days=7), **fields)
+    session.add(claim)
+    session.flush()
+    for i, kind in enumerate(documents):
+        digest = hashlib.sha256(f"{number}:{kind}:{i}".encode()).hexdigest()
+        session.add(ClaimDocument(claim_id=claim.id, kind=DocumentKind(kind),
+                                  media_id=f"media-{number}-{i}", sha256=digest, size=1000,
+                                  content_type="image/jpeg", source_key=f"test:{number}:{i}"))
+    session.flush()
+    return claim
