@@ -710,6 +710,10 @@ def confirm_batch(session: Session, number: str, actor: str, today: date) -> Con
     audit(session, actor, "payout.confirm", "payout_batch", batch.number, {"status": "exported"},
           {"status": "confirmed", "paid": len(items), "paid_fen": total, "failed": failed})
     session.flush()
+    # the month's public disclosure goes out with the confirmation (SPEC: monthly, after a batch)
+    from core.disclosure import publish
+
+    publish(session, batch.pool_id, batch.month, actor=actor)
     return ConfirmResult(batch.number, batch.pool_id, False, len(items), total, failed)
 
 

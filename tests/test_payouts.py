@@ -237,8 +237,19 @@ def test_approval_card_scheduled_run_confirm_and_notifications(villager, db, app
 
     with db.session() as s:
         before = ledger.balance(s, pid(s))
+        from core.groups import add_group
+        from core.models import OutboxMessage, Village
+        add_group(s, s.scalar(select(Village).where(Village.full_name == "示范镇/东村")),
+                  "dongcun-group-key", "cli:test")
     since = villager.last_call_id()
     reply = villager.text(ADMIN, f"/确认发放 {r.batch}").reply
+    # the confirmation publishes the month's disclosure to the village group, names masked
+    with db.session() as s:
+        posts = [o.payload for o in s.scalars(select(OutboxMessage).where(
+            OutboxMessage.kind == "wecom.post"))]
+    assert posts and any("王*山" in p.get("markdown", "") and "8,000.00" in p.get("markdown", "")
+                         for p in posts)
+    assert not any("王大山" in str(p) for p in posts)
     assert "已确认" in reply and "1 笔" in reply and "8,000.00 元" in reply
     assert claim_status(db, number) is ClaimStatus.paid
     told = pushed(villager, VILLAGER, since)
