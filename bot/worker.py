@@ -11,7 +11,6 @@ import os
 import socket
 import threading
 
-from sqlalchemy import select
 
 from core import outbox
 from core.models import OutboxMessage, OutboxStatus, WorkerHeartbeat, utcnow

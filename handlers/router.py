@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import unicodedata
 
-from sqlalchemy import select
 
 from core.messages import render
 from core.models import Village

@@ -139,3 +139,9 @@ def safe_bot(tmp_path, db, db_url, emulator):
     running = start_bot(x)
     yield running, Villager(running.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, AES_KEY, emulator)
     running.stop()
+
+
+@pytest.fixture
+def rules_db(db):
+    """The migrated database, for the rules' tests (scheme store, catalogue import)."""
+    return db

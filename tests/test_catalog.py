@@ -1,13 +1,10 @@
 """The DRG catalogue: parsing both formats, importing (all or nothing), ICD-10 search."""
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from core.catalog import (SAMPLE_CATALOG, CatalogError, group_names, import_catalog,
                           parse_catalog, search_icd)
@@ -19,35 +16,6 @@ needs_shared = pytest.mark.skipif(not SHARED_DRG.is_dir(),
                                   reason=f"CHS-DRG 1.1 data not found at {SHARED_DRG}")
 
 
-# A database on SQLite, and on PostgreSQL too when HUZHU_TEST_DATABASE_URL is set (each test in
-# its own schema there, so runs sharing the database do not meet).
-def _backends() -> list[str]:
-    return ["sqlite"] + (["postgresql"] if os.environ.get("HUZHU_TEST_DATABASE_URL") else [])
-
-
-@pytest.fixture(params=_backends())
-def rules_db(request, tmp_path):
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path}/t.db")
-        db.upgrade()
-        yield db
-        db.dispose()
-        return
-    base = make_url(os.environ["HUZHU_TEST_DATABASE_URL"])
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    db = Database(url.render_as_string(hide_password=False))
-    try:
-        db.upgrade()
-        yield db
-    finally:
-        db.dispose()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 def groups_in(db: Database) -> dict[str, str]:

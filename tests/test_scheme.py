@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 from core.catalog import SAMPLE_CATALOG, import_catalog, parse_catalog
 from core.config import SCHEMES_DIR
-from core.db import Database
 from core.models import AuditLog, Pool, Quota, SchemeYear, Village
 from core.scheme import (SchemeError, current_scheme_year, enrolment_scheme_year, load_scheme,
                          previous_scheme_year, scheme_from_rules, scheme_of, scheme_year_on,
@@ -27,36 +23,6 @@ SHARED_DRG = Path(__file__).resolve().parents[2] / "shared" / "data" / "chs-drg-
 
 
 # ---------------------------------------------------------------------------------------------
-# A database on SQLite, and on PostgreSQL too when HUZHU_TEST_DATABASE_URL is set (each test in
-# its own schema there, so runs sharing the database do not meet).
-
-def _backends() -> list[str]:
-    return ["sqlite"] + (["postgresql"] if os.environ.get("HUZHU_TEST_DATABASE_URL") else [])
-
-
-@pytest.fixture(params=_backends())
-def rules_db(request, tmp_path):
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path}/t.db")
-        db.upgrade()
-        yield db
-        db.dispose()
-        return
-    base = make_url(os.environ["HUZHU_TEST_DATABASE_URL"])
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    db = Database(url.render_as_string(hide_password=False))
-    try:
-        db.upgrade()
-        yield db
-    finally:
-        db.dispose()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 # ---------------------------------------------------------------------------------------------
