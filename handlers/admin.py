@@ -13,6 +13,7 @@ import yaml
 
 from core.admins import AdminError, Scope, bind, scope_of
 from core.audit import audit
+from core.crypto import scrub
 from core.config import TEMPLATES_DIR
 from core.messages import render
 from core.models import AdminRole, Village
@@ -81,13 +82,13 @@ def handle(ctx: Ctx, text: str) -> list[Reply]:
         return cmd.run(ctx, scope, args)
     except Refused as r:
         audit(ctx.session, ctx.openid, "admin.refused", "command", name, None,
-              {"args": args, "why": r.template})
+              {"args": [scrub(a) for a in args], "why": r.template})
         return [Reply(render(r.template, **r.context))]
 
 
 def _refuse(ctx: Ctx, why: str, name: str, args: list[str]) -> list[Reply]:
     audit(ctx.session, ctx.openid, "admin.refused", "command", name, None,
-          {"args": args, "why": why})
+          {"args": [scrub(a) for a in args], "why": why})
     return [Reply(render("admin_refused", why=why, name=name))]
 
 

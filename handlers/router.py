@@ -38,6 +38,9 @@ def handle(ctx: Ctx, msg: Incoming) -> list[Reply]:
         if len(text) > MAX_TEXT:
             return [Reply(render("text_too_long", length=len(text), limit=MAX_TEXT))]
         if text.startswith(("/", "／")):
+            # the words after the command, as typed (punctuation and line breaks kept: /公告)
+            parts = (msg.text or "").strip().lstrip("/／").split(maxsplit=1)
+            ctx.extra["command_text"] = parts[1] if len(parts) > 1 else ""
             return admin.handle(ctx, text)
         if text in menu.CANCEL_WORDS:
             had = dialogue.clear_state(ctx)

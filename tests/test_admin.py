@@ -86,3 +86,12 @@ def _env(cfg) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUZHU_")}
     env.update({f"HUZHU_{k}": str(v) for k, v in cfg.values.items()})
     return env
+
+
+def test_a_refused_command_audits_its_arguments_masked(villager, db):
+    villager.text("o_leak", "/收款 11010519491231002X 6222021234567890123")
+    with db.session() as s:
+        row = s.scalar(select(AuditLog).where(AuditLog.actor == "o_leak"))
+    text = json.dumps(row.after, ensure_ascii=False)
+    assert "11010519491231002X" not in text and "6222021234567890123" not in text
+    assert "1101**********002X" in text

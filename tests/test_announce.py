@@ -63,8 +63,8 @@ def outbox_kinds(db) -> list[str]:
 
 def test_a_village_admin_reaches_only_its_villages(app_ctx, villager, emulator, villages):
     admin(app_ctx.db, "o_east", "village_admin", village="示范镇/东村")
-    preview = villager.text("o_east", "/公告 明天上午9点在村委会办理缴费").reply
-    assert "明天上午9点在村委会办理缴费" in preview
+    preview = villager.text("o_east", "/公告 明天上午9点，在村委会办理缴费。").reply
+    assert "明天上午9点，在村委会办理缴费。" in preview
     assert "东村（1 个群，1 位关注者）" in preview and "西村" not in preview
     assert "回复“确认”发出" in preview
     assert outbox_kinds(app_ctx.db) == []  # nothing before 确认
@@ -73,7 +73,7 @@ def test_a_village_admin_reaches_only_its_villages(app_ctx, villager, emulator, 
     posts = wait_for(emulator, SEND, 1)
     assert [c["query"]["key"] for c in posts] == [villages["keys"]["东村"]]
     content = posts[0]["json"]["markdown"]["content"]
-    assert "## 互助公告" in content and "明天上午9点在村委会办理缴费" in content
+    assert "## 互助公告" in content and "明天上午9点，在村委会办理缴费。" in content
     assert "东村互助管理员" in content
     mass = wait_for(emulator, MASS, 1)
     # the emulator keeps its tags for the whole session: other tests' followers may be in it
@@ -81,7 +81,7 @@ def test_a_village_admin_reaches_only_its_villages(app_ctx, villager, emulator, 
     assert mass[0]["json"]["filter"]["tag_id"] == tag_id(emulator, "示范镇/东村")
     assert not {f"o_fan_{villages['ids'][v]}" for v in ("西村", "南村")} & set(
         mass[0]["recipients"])
-    assert "【互助公告】明天上午9点在村委会办理缴费" in mass[0]["json"]["text"]["content"]
+    assert "【互助公告】明天上午9点，在村委会办理缴费。" in mass[0]["json"]["text"]["content"]
     with app_ctx.db.session() as s:
         sent = s.scalar(select(AuditLog).where(AuditLog.action == "announce.sent"))
         assert sent.actor == "o_east" and sent.after["villages"] == ["示范镇/东村"]
