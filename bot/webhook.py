@@ -26,6 +26,7 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature, random_string
 
+from bot.wechat import PUSHES_PER_INBOUND, WINDOW
 from bot.wxml import BadXml, parse_flat
 from core import outbox
 from core.messages import render
@@ -160,9 +161,10 @@ class Webhook:
                         InboundMessage.dedupe_key == msg.key)) is not None:
                     raise _Retry()  # WeChat retried a message already answered
                 user = _user(s, msg.openid)
+                if _may_have_held(user):
+                    outbox.wake(s, msg.openid)
                 user.last_inbound_at = utcnow()
                 user.pushes_since_inbound = 0
-                outbox.wake(s, msg.openid)
                 ctx = Ctx(session=s, cfg=self.x.cfg, vault=self.x.vault, user=user,
                           now=datetime.now(self.x.cfg.tz), extra={"app": self.x})
                 replies = router.handle(ctx, msg)
@@ -219,6 +221,16 @@ def _passive_texts(session, openid: str, replies: list[Reply]) -> list[str]:
             else:
                 outbox.send_text(session, openid, r.text)
     return texts
+
+
+def _may_have_held(user: WechatUser) -> bool:
+    """Whether messages may be held for this user. A message is held only while the 48-hour
+    window is closed or its 5 pushes are used up, and every inbound message wakes what is held;
+    so if the previous inbound message is within 48 hours and fewer than 5 pushes followed it,
+    nothing can be held and the look-up is skipped."""
+    last = user.last_inbound_at
+    return (last is None or utcnow() - outbox.as_utc(last) >= WINDOW
+            or (user.pushes_since_inbound or 0) >= PUSHES_PER_INBOUND)
 
 
 class _Retry(Exception):
