@@ -14,6 +14,16 @@ def print_json(doc) -> None:
     sys.stdout.write("\n")
 
 
+def subcommands(sub, name: str, help: str):
+    """The sub-commands of `huzhu <name>`. Several areas add to one group (`report`, `claims`),
+    so the group is made by whichever module registers first and found by the others."""
+    parser = sub.choices.get(name) or sub.add_parser(name, help=help)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+
+
 def app_context(args=None, migrate: bool = True):
     """Configuration, database (migrated), logging: what most commands start with."""
     from bot import logs

@@ -12,14 +12,13 @@ import sys
 from datetime import date, datetime
 from pathlib import Path
 
-from bot.cli import app_context, print_json
+from bot.cli import app_context, print_json, subcommands
 from core.models import ClaimStatus
 from core.money import format_yuan
 
 
 def register(sub) -> None:
-    p = sub.add_parser("claims", help="claims for subsidy")
-    csub = p.add_subparsers(dest="claims_command", required=True)
+    csub = subcommands(sub, "claims", "claims for subsidy")
     q = csub.add_parser("list", help="claims with their decision (masked names)")
     q.add_argument("--status", choices=[s.value for s in ClaimStatus])
     q.add_argument("--pool", help="pool code")

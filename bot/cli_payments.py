@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import getpass
 import sys
 import uuid
@@ -17,27 +16,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from bot.cli import app_context, print_json
+from bot.cli import app_context, print_json, subcommands
 
 SOURCES = ("personal", "collective", "charity", "government", "donor", "interest")
 
 
-def group(sub, name: str, help: str):
-    """The sub-commands of `huzhu <name>`, shared with other areas' modules (`report` has
-    several owners): the existing group when another module made it first."""
-    parser = sub.choices.get(name)
-    if parser is None:
-        parser = sub.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    nested = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
-    nested.required = True
-    return nested
-
-
 def register(sub) -> None:
-    g = group(sub, "payments", "household payments")
+    g = subcommands(sub, "payments", "household payments")
     p = g.add_parser("record", help="record an offline payment (cash or bank transfer)")
     p.add_argument("household", metavar="HOUSEHOLD")
     p.add_argument("amount", metavar="AMOUNT", help="yuan, e.g. 150.00: exactly what is due")
@@ -53,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--note", required=True)
     p.set_defaults(func=cmd_payments_resolve)
 
-    g = group(sub, "funds", "income that is not a household's payment")
+    g = subcommands(sub, "funds", "income that is not a household's payment")
     p = g.add_parser("add", help="record a donation, top-up, grant or interest")
     p.add_argument("--pool", required=True)
     p.add_argument("--source", required=True, choices=SOURCES)
@@ -61,11 +46,11 @@ def register(sub) -> None:
     p.add_argument("--note", default="")
     p.set_defaults(func=cmd_funds_add)
 
-    g = group(sub, "ledger", "the fund's double-entry ledger")
+    g = subcommands(sub, "ledger", "the fund's double-entry ledger")
     g.add_parser("check", help="prove every journal entry balances").set_defaults(
         func=cmd_ledger_check)
 
-    g = group(sub, "report", "reports")
+    g = subcommands(sub, "report", "reports")
     p = g.add_parser("fund", help="the pool's income by source, payouts, fees and balance")
     p.add_argument("--pool", required=True)
     p.add_argument("--json", action="store_true")

@@ -11,27 +11,16 @@
 """
 from __future__ import annotations
 
-import argparse
 import getpass
 import sys
 from datetime import datetime
 
-from bot.cli import app_context, print_json
+from bot.cli import app_context, print_json, subcommands
 from core.money import format_yuan
 
 
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
-
-
-def subcommands(sub, name: str, help: str, dest: str):
-    """The sub-command group `name` (e.g. `claims`, shared with bot/cli_claims.py) and its
-    sub-parsers, made here if no other module made it first."""
-    parser = sub.choices.get(name) or sub.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=dest, required=True)
 
 
 def register(sub) -> None:
@@ -62,7 +51,7 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_fee)
 
-    csub = subcommands(sub, "claims", "claims for subsidy", "claims_command")
+    csub = subcommands(sub, "claims", "claims for subsidy")
     q = csub.add_parser("recover", help="追回: a paid subsidy to be paid back")
     q.add_argument("claim")
     q.add_argument("--reason", help="why (told to the household); required unless only "

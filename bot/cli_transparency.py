@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import getpass
 import sys
 from datetime import date, datetime
@@ -18,23 +17,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bot.cli import app_context, print_json
-
-
-def _parser(sub, name: str, help: str) -> argparse.ArgumentParser:
-    return sub.choices.get(name) or sub.add_parser(name, help=help)
-
-
-def _subparsers(parser: argparse.ArgumentParser, dest: str):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=dest, required=True)
+from bot.cli import app_context, print_json, subcommands
 
 
 def register(sub) -> None:
-    g = _subparsers(_parser(sub, "groups", "village group chats (WeCom group bots)"),
-                    "groups_command")
+    g = subcommands(sub, "groups", "village group chats (WeCom group bots)")
     q = g.add_parser("add", help="store a village's WeCom group-bot key")
     q.add_argument("--village", required=True, help="镇/村 or the village's own name")
     q.add_argument("--key", required=True, help="the key of the bot's webhook URL (…?key=KEY)")
@@ -43,7 +30,7 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_groups_list)
 
-    r = _subparsers(_parser(sub, "report", "reports"), "report_command")
+    r = subcommands(sub, "report", "reports")
     q = r.add_parser("disclosure", help="a pool's monthly disclosure (公示)")
     q.add_argument("--pool", required=True)
     q.add_argument("--month", required=True, help="YYYY-MM")

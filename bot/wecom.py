@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 
 from core.config import Config
+from core.messages import cut_utf8
 
 MARKDOWN_LIMIT = 4096  # bytes of UTF-8
 TEXT_LIMIT = 2048
@@ -27,19 +28,6 @@ class WeComError(Exception):
         self.retryable = retryable
 
 
-def _cut(line: str, limit: int) -> list[str]:
-    """A line longer than the limit, cut between characters."""
-    pieces, piece, size = [], [], 0
-    for ch in line:
-        n = len(ch.encode())
-        if size + n > limit:
-            pieces.append("".join(piece))
-            piece, size = [], 0
-        piece.append(ch)
-        size += n
-    return pieces + ["".join(piece)]
-
-
 def split_markdown(content: str, limit: int = MARKDOWN_LIMIT) -> list[str]:
     """Parts of at most `limit` UTF-8 bytes, cut at line ends ("\\n".join(parts) == content
     unless a single line is longer than the limit)."""
@@ -47,7 +35,7 @@ def split_markdown(content: str, limit: int = MARKDOWN_LIMIT) -> list[str]:
     current: list[str] = []
     size = -1  # bytes of "\n".join(current)
     for line in content.split("\n"):
-        pieces = _cut(line, limit) if len(line.encode()) > limit else [line]
+        pieces = cut_utf8(line, limit) if len(line.encode()) > limit else [line]
         for piece in pieces:
             n = len(piece.encode())
             if current and size + 1 + n > limit:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from core import outbox
 from core.audit import audit
+from core.messages import cut_utf8
 from core.models import GroupChat, OutboxMessage, OutboxStatus, Village, utcnow
 from core.outbox import as_utc
 
@@ -140,7 +141,7 @@ def split_parts(blocks: list[str], limit: int = MARKDOWN_LIMIT,
     current: list[str] = []
     size = -1
     for block in blocks:
-        pieces = _cut(block, room) if len(block.encode()) > room else [block]
+        pieces = cut_utf8(block, room) if len(block.encode()) > room else [block]
         for piece in pieces:
             n = len(piece.encode())
             if current and size + 1 + n > room:
@@ -151,18 +152,6 @@ def split_parts(blocks: list[str], limit: int = MARKDOWN_LIMIT,
     if current:
         parts.append(current)
     return parts
-
-
-def _cut(text: str, limit: int) -> list[str]:
-    pieces, piece, size = [], [], 0
-    for ch in text:
-        n = len(ch.encode())
-        if size + n > limit:
-            pieces.append("".join(piece))
-            piece, size = [], 0
-        piece.append(ch)
-        size += n
-    return pieces + ["".join(piece)]
 
 
 # -- village tags ---------------------------------------------------------------------------

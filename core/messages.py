@@ -32,3 +32,17 @@ def environment() -> Environment:
 def render(template: str, /, **context) -> str:
     """Render templates/messages/<template>.j2 and strip surrounding blank lines."""
     return environment().get_template(f"messages/{template}.j2").render(**context).strip()
+
+
+def cut_utf8(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` UTF-8 bytes, cut between characters (for one line too long
+    for a group-bot message)."""
+    pieces, piece, size = [], [], 0
+    for ch in text:
+        n = len(ch.encode())
+        if size + n > limit:
+            pieces.append("".join(piece))
+            piece, size = [], 0
+        piece.append(ch)
+        size += n
+    return pieces + ["".join(piece)]
