@@ -163,8 +163,6 @@ class Webhook:
                 user = _user(s, msg.openid)
                 if _may_have_held(user):
                     outbox.wake(s, msg.openid)
-                user.last_inbound_at = utcnow()
-                user.pushes_since_inbound = 0
                 ctx = Ctx(session=s, cfg=self.x.cfg, vault=self.x.vault, user=user,
                           now=datetime.now(self.x.cfg.tz), extra={"app": self.x})
                 replies = router.handle(ctx, msg)
@@ -174,6 +172,9 @@ class Webhook:
                         for t in texts:
                             outbox.send_text(s, msg.openid, t)
                     ticket.committing = True
+                # set last, so the user's update goes out in the one flush below
+                user.last_inbound_at = utcnow()
+                user.pushes_since_inbound = 0
                 s.add(InboundMessage(dedupe_key=msg.key, openid=msg.openid, msg_type=msg.kind,
                                      reply=texts, done=True))
                 try:
