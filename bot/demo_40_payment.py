@@ -3,7 +3,7 @@ a neighbour pays cash to the village administrator (/收款), and the fund repor
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 
 import requests
 from sqlalchemy import select
@@ -22,7 +22,7 @@ def _household(x, openid: str, village: str, people: list[tuple[str, str, str, s
         hh = Household(number=number, pool_id=v.pool_id, village_id=v.id, phone="13800000000")
         s.add(hh)
         s.flush()
-        year = enrolment_scheme_year(s, v.pool_id, date.today())
+        year = enrolment_scheme_year(s, v.pool_id, datetime.now(x.cfg.tz).date())
         for name, id_number, relation, category in people:
             m = Member(household_id=hh.id, name=name, id_number_enc=x.vault.encrypt(id_number),
                        id_number_hash=x.vault.lookup_hash(id_number),
@@ -94,6 +94,6 @@ def scene(t, x, state: dict) -> None:
 
     with x.db.session() as s:
         pool = s.scalar(select(Pool).where(Pool.code == "demo"))
-        report = fund_report(s, pool, date.today())
+        report = fund_report(s, pool, datetime.now(x.cfg.tz).date())
     print("\n$ huzhu report fund --pool demo --json")
     print(json.dumps(report, ensure_ascii=False, indent=2))

@@ -42,7 +42,7 @@ def _household(s, x, openid: str):
                insurance=InsuranceType.resident)
     s.add(m)
     s.flush()
-    year = scheme_year_on(s, village.pool_id, date.today())
+    year = scheme_year_on(s, village.pool_id, datetime.now(x.cfg.tz).date())
     s.add(Enrolment(member_id=m.id, scheme_year_id=year.id, id_number_hash=m.id_number_hash,
                     status=EnrolmentStatus.paid, paid_at=utcnow()))
     s.add(HouseholdLink(household_id=hh.id, openid=openid, role=LinkRole.head))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from stdnum.cn import ric
@@ -16,6 +17,12 @@ from core.crypto import PersonalDataVault, mask_id
 from core.models import (Enrolment, EnrolmentStatus, Household, HouseholdLink, InsuranceType,
                          LinkRole, Member, Relation, SchemeYear, Village, utcnow)
 from core.scheme import scheme_year_on
+
+def local_today() -> date:
+    """Today in the product's time zone (config TIMEZONE default), which is what the bot uses:
+    the machine's own date is UTC and is a day behind between 16:00 and 24:00 UTC."""
+    return datetime.now(ZoneInfo("Asia/Shanghai")).date()
+
 
 _seq = itertools.count(101)
 _hh = itertools.count(900001)
@@ -47,7 +54,7 @@ def make_household(session, vault: PersonalDataVault, members: list[M] | None = 
     hh = Household(number=f"H{next(_hh)}", pool_id=v.pool_id, village_id=v.id, phone="13800000000")
     session.add(hh)
     session.flush()
-    year = year or scheme_year_on(session, v.pool_id, today or date.today())
+    year = year or scheme_year_on(session, v.pool_id, today or local_today())
     for m in members:
         idn = m.id_number or make_id(m.birth)
         mem = Member(household_id=hh.id, name=m.name, id_number_enc=vault.encrypt(idn),
@@ -85,11 +92,11 @@ def make_claim(session, household: Household, member: Member | None = None,
 
     member = member or household.members[0]
     number = f"C{next(_claim_seq):08d}"
-    year = scheme_year_on(session, household.pool_id, date.today())
+    year = scheme_year_on(session, household.pool_id, local_today())
     claim = Claim(number=number, household_id=household.id, member_id=member.id,
                   scheme_year_id=year.id if year else None, status=ClaimStatus(status),
                   submitted_at=utcnow() if status != "collecting" else None,
-                  due_date=due_date or date.today() + timedelta(days=7), **fields)
+                  due_date=due_date or local_today() + timedelta(days=7), **fields)
     session.add(claim)
     session.flush()
     for i, kind in enumerate(documents):

@@ -16,7 +16,7 @@ from core.admins import create_invite
 from core.bankcards import BankCardError, validate_bank, validate_number
 from core.models import (AdminGrant, AuditLog, BankCard, DialogueState, Household,
                          InboundMessage, OutboxMessage)
-from tests.factories import M, make_claim, make_household
+from tests.factories import local_today, M, make_claim, make_household
 
 VILLAGER = "o_vil_card"
 
@@ -229,7 +229,7 @@ def _approve(villager, db, home) -> str:
         number = make_claim(s, hh, status="submitted").number
     if code:
         assert "绑定成功" in villager.text(REVIEWER, f"/绑定 {code}").reply
-    today = date.today()
+    today = local_today()
     adm, dis = today - timedelta(days=20), today - timedelta(days=12)
     r = villager.text(REVIEWER, f"/核定 {number} FM19 12000.00 {adm} {dis} 居民医保")
     assert "8,000.00 元" in r.reply, r.reply

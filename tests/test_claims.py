@@ -23,7 +23,7 @@ from core.models import (AuditLog, Claim, ClaimDocument, ClaimStatus as S, Docum
                          Enrolment, EnrolmentStatus, Household, HouseholdLink, LinkRole,
                          OutboxMessage, OutboxStatus, WechatUser, utcnow)
 from core.workdays import review_due_date
-from tests.factories import M, make_household
+from tests.factories import local_today, M, make_household
 
 K = DocumentKind
 NUMBER = re.compile(r"C\d{8,}")
@@ -161,7 +161,7 @@ def test_full_claim_dialogue_through_webhook_and_emulator(app_ctx, villager, db,
     since = villager.last_call_id()
     r = villager.text(openid, "提交")
     number = NUMBER.search(r.reply).group(0)
-    due = review_due_date(date.today(), 5)
+    due = review_due_date(local_today(), 5)
     assert "申请已提交" in r.reply and f"{due.year}年{due.month}月{due.day}日前" in r.reply
 
     claim = claim_of(db, number=number)
@@ -277,7 +277,7 @@ def test_refusals_change_nothing(app_ctx, villager, db, docs):
     assert "还差：出院记录、费用清单、结算单" in r.reply and "收齐后再回复" in r.reply
     assert "没有看懂“你好”" in villager.text(openid, "你好").reply
     assert "金额不对" in villager.text(openid, "0.5").reply
-    tomorrow = date.today() + timedelta(days=1)
+    tomorrow = local_today() + timedelta(days=1)
     assert "日期不对" in villager.text(openid, f"{tomorrow:%Y-%m-%d}").reply
     assert "日期不对" in villager.text(openid, "2025-02-30").reply
     assert "现在没有要选的序号" in villager.text(openid, "2").reply
@@ -404,7 +404,7 @@ def test_perceptual_hash_catches_a_resaved_copy_but_not_another_sheet(app_ctx, d
     def claim_with(hh_id, path, key):
         with db.session() as s:
             h = s.get(Household, hh_id)
-            c = svc.start_claim(s, h, h.members[0], "test", date.today())
+            c = svc.start_claim(s, h, h.members[0], "test", local_today())
             doc, _ = svc.add_document(s, c, kind=K.settlement_sheet, media_id=None,
                                       source_key=key, actor=None)
             ids = c.id, c.number, doc.id
@@ -465,7 +465,7 @@ def _claims_in(db, hh_id, statuses):
     with db.session() as s:
         h = s.get(Household, hh_id)
         for status in statuses:
-            c = svc.start_claim(s, h, h.members[0], "test", date.today())
+            c = svc.start_claim(s, h, h.members[0], "test", local_today())
             c.status = status
             if status in (S.approved, S.paid):
                 c.amount_fen = 456789
@@ -525,7 +525,7 @@ def _submitted_claim(app_ctx, openid):
     household(app_ctx, openid)
     with app_ctx.db.session() as s:
         hh = s.scalar(select(HouseholdLink).where(HouseholdLink.openid == openid)).household
-        c = svc.start_claim(s, hh, hh.members[0], openid, date.today())
+        c = svc.start_claim(s, hh, hh.members[0], openid, local_today())
         c.status = S.submitted
         return c.number
 
@@ -689,7 +689,7 @@ def test_each_status_change_template_tells_the_household(app_ctx, db):
             (S.in_payout, "正在发放"), (S.paid, "已转到您的银行卡"), (S.recovered, "需要退回")]
     with db.session() as s:
         h = s.get(Household, hh_id)
-        claim = svc.start_claim(s, h, h.members[0], "test", date.today())
+        claim = svc.start_claim(s, h, h.members[0], "test", local_today())
         claim.due_date, claim.amount_fen = date(2026, 12, 1), 800000
         number = claim.number
         for status, words in path:
@@ -706,7 +706,7 @@ def test_each_status_change_template_tells_the_household(app_ctx, db):
                 assert "8,000.00 元" in text
     with db.session() as s:  # a rejection explains its reasons
         h = s.get(Household, hh_id)
-        claim = svc.start_claim(s, h, h.members[0], "test", date.today())
+        claim = svc.start_claim(s, h, h.members[0], "test", local_today())
         claim.status, claim.reasons = S.submitted, ["below_threshold"]
         svc.transition(s, claim, S.rejected, "o_reviewer", notify="claim_rejected",
                        text="结算单金额不足")

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 
 from core.models import AuditLog, Claim, DrgGroup, Household, OutboxMessage
 from core.review import Facts, approve, record, reject
-from tests.factories import M, make_claim, make_household
+from tests.factories import local_today, M, make_claim, make_household
 
 SHARED_DRG = Path(__file__).resolve().parents[2] / "shared" / "data" / "chs-drg-1.1"
-TODAY = date.today()
+TODAY = local_today()
 
 
 def run(cfg, *args: str) -> subprocess.CompletedProcess:

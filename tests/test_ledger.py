@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from bot.cli import main as cli
 from core import ledger, payments
 from core.models import Household, JournalEntry, JournalLine, Pool, SchemeYear
-from tests.factories import M, make_household
+from tests.factories import local_today, M, make_household
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ def report(capsys) -> dict:
 
 
 def test_post_is_idempotent_by_ref_and_refuses_unbalanced(db, pool_id):
-    today = date.today()
+    today = local_today()
     with db.session() as s:
         e1 = ledger.post(s, pool_id, "funds", "t:1", ledger.funds_lines("donor", 500), today)
         e2 = ledger.post(s, pool_id, "funds", "t:1", ledger.funds_lines("donor", 900), today)
@@ -120,7 +120,7 @@ def test_fund_report_carries_the_previous_balance_over(app_ctx, db, pool_id, cli
         year = s.scalar(select(SchemeYear))
         before_year = year.start - timedelta(days=10)
         ledger.post(s, pool_id, "funds", "old:1", ledger.funds_lines("donor", 70000), before_year)
-        ledger.post(s, pool_id, "funds", "new:1", ledger.funds_lines("charity", 5000), date.today())
+        ledger.post(s, pool_id, "funds", "new:1", ledger.funds_lines("charity", 5000), local_today())
     doc = report(capsys)
     assert doc["carried_over_fen"] == 70000
     assert doc["income_fen"] == {"charity": 5000}
@@ -129,11 +129,11 @@ def test_fund_report_carries_the_previous_balance_over(app_ctx, db, pool_id, cli
 
 def test_ledger_check_names_the_unbalanced_entry(app_ctx, db, pool_id, cli_env, capsys):
     with db.session() as s:
-        ledger.post(s, pool_id, "funds", "good:1", ledger.funds_lines("donor", 100), date.today())
+        ledger.post(s, pool_id, "funds", "good:1", ledger.funds_lines("donor", 100), local_today())
     assert cli(["ledger", "check"]) == 0
     assert "ledger ok" in capsys.readouterr().out
     with db.session() as s:  # corrupt the books behind the ledger's back
-        bad = JournalEntry(pool_id=pool_id, booked_on=date.today(), kind="funds", ref="broken:7")
+        bad = JournalEntry(pool_id=pool_id, booked_on=local_today(), kind="funds", ref="broken:7")
         bad.lines = [JournalLine(account=ledger.CASH, amount_fen=100),
                      JournalLine(account="income:donor", amount_fen=-90)]
         s.add(bad)

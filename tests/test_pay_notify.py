@@ -25,7 +25,7 @@ from core.models import (AuditLog, Enrolment, EnrolmentStatus, JournalEntry, Ord
                          OutboxMessage, Payment, PaymentException, PaymentOrder, SchemeYear,
                          Village, WechatUser)
 from tests.conftest import make_cfg, start_bot
-from tests.factories import M, make_household
+from tests.factories import local_today, M, make_household
 
 OPENID = "o_pay_villager"
 
@@ -327,7 +327,7 @@ def _close_window(db, days_ago=1):
     """Move the payment deadline into the past (the enrolments were made before it)."""
     with db.session() as s:
         for year in s.scalars(select(SchemeYear)):
-            year.enrolment_closes = date.today() - timedelta(days=days_ago)
+            year.enrolment_closes = local_today() - timedelta(days=days_ago)
         for e in s.scalars(select(Enrolment)):
             e.created_at = e.created_at - timedelta(days=days_ago + 5)
 

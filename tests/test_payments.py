@@ -15,7 +15,7 @@ from core.admins import bind, create_invite
 from core.models import (AuditLog, Enrolment, EnrolmentStatus, Household, JournalEntry,
                          OrderStatus, OutboxMessage, Payment, PaymentOrder, Pool, SchemeYear)
 from tests.conftest import start_bot
-from tests.factories import M, make_household
+from tests.factories import local_today, M, make_household
 
 OPENID = "o_payer"
 
@@ -198,7 +198,7 @@ def test_already_paid_household(villager, app_ctx, db):
 
 def test_after_the_deadline_no_order_is_made(villager, app_ctx, db):
     household(app_ctx)
-    set_deadline(db, date.today() - timedelta(days=1))
+    set_deadline(db, local_today() - timedelta(days=1))
     before = snapshot(db)
     reply = villager.text(OPENID, "2").reply
     assert "截止后不再接受缴费" in reply and "回复 0" in reply
@@ -345,9 +345,9 @@ def test_orders_expire_only_after_the_deadline(app_ctx, db):
     number, _ = household(app_ctx)
     with db.session() as s:
         payments.order_for(s, get_household(s, number), "test", now(app_ctx))
-    set_deadline(db, date.today(), backdate_enrolments=True)
+    set_deadline(db, local_today(), backdate_enrolments=True)
     assert expire(app_ctx) == 0  # the deadline day itself still takes payments
-    set_deadline(db, date.today() - timedelta(days=1))
+    set_deadline(db, local_today() - timedelta(days=1))
     late, _ = household(app_ctx, [M("王小宝", "child")], openid="o_late")  # after the deadline
     assert expire(app_ctx) == 1
     assert expire(app_ctx) == 0
@@ -365,9 +365,9 @@ def test_reminders_7_and_1_days_before_once_each(villager, app_ctx, db):
     for who in ("o_unpaid", "o_paid"):
         villager.text(who, "0")
     since = villager.last_call_id()
-    set_deadline(db, date.today() + timedelta(days=10))
+    set_deadline(db, local_today() + timedelta(days=10))
     assert remind(app_ctx) == 0
-    set_deadline(db, date.today() + timedelta(days=7))
+    set_deadline(db, local_today() + timedelta(days=7))
     assert remind(app_ctx) == 1
     assert remind(app_ctx) == 0  # idempotent per household and reminder
     texts = [(c["json"] or {}).get("text", {}).get("content", "")
@@ -375,10 +375,10 @@ def test_reminders_7_and_1_days_before_once_each(villager, app_ctx, db):
     assert len(texts) == 1 and "还有 7 天" in texts[0] and "150.00 元" in texts[0]
     assert unpaid in texts[0] and "回复 2 缴费" in texts[0]
     assert villager.calls(touser="o_paid", since=since) == []
-    set_deadline(db, date.today() + timedelta(days=1))
+    set_deadline(db, local_today() + timedelta(days=1))
     assert remind(app_ctx) == 1
     assert remind(app_ctx) == 0
-    set_deadline(db, date.today())
+    set_deadline(db, local_today())
     assert remind(app_ctx) == 0  # the 1-day reminder was sent already
     texts = [(c["json"] or {}).get("text", {}).get("content", "")
              for c in villager.wait_pushes("o_unpaid", since, 6)]

@@ -20,6 +20,7 @@ from core.models import (BatchStatus, Claim, ClaimStatus, PayoutBatch, PayoutLin
                          PayoutLineStatus, utcnow)
 from core.payouts import confirm_batch, month_of
 from tests.test_payouts import env_of, fund, household_with_card, invariants, run
+from tests.factories import local_today
 
 KILLS = 15
 CLAIMS_PER_ROUND = 1000
@@ -129,7 +130,7 @@ def test_sigkill_at_random_points_leaves_nothing_or_a_whole_batch(db, app_ctx, c
     assert len(numbers) == len(used)
     for number in numbers:
         with db.session() as s:
-            confirm_batch(s, number, "test", date.today())
+            confirm_batch(s, number, "test", local_today())
     with db.session() as s:
         counts = dict(s.execute(select(Claim.number, func.count(PayoutLine.id))
                                 .join(PayoutLine, PayoutLine.claim_id == Claim.id)
@@ -181,7 +182,7 @@ def test_two_runs_started_at_once_make_one_batch(db, app_ctx, cfg):
     assert sorted(per_claim) == sorted(claims + more) and set(per_claim.values()) == {1}
     for number in batches:
         with db.session() as s:
-            confirm_batch(s, number, "test", date.today() - timedelta(days=1))
+            confirm_batch(s, number, "test", local_today() - timedelta(days=1))
     with db.session() as s:
         assert s.scalar(select(func.count(Claim.id))
                         .where(Claim.status != ClaimStatus.paid)) == 0

@@ -26,12 +26,12 @@ from core.models import (AuditLog, BatchStatus, Claim, ClaimStatus, Household,
                          PayoutLineStatus, Pool, SchemeYear)
 from core.payouts import (batch_number, confirm_batch, month_of, plan, record_failure,
                           run_payout)
-from tests.factories import M, make_claim, make_household
+from tests.factories import local_today, M, make_claim, make_household
 
 VILLAGER = "o_vil_pay"
 ADMIN = "o_pool_admin"
 REVIEWER = "o_rev_pay"
-TODAY = date.today()
+TODAY = local_today()
 _cards = itertools.count(10_000_001)
 
 

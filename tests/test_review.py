@@ -15,9 +15,9 @@ from core.models import (AuditLog, Claim, ClaimStatus, Enrolment, EnrolmentStatu
                          OutboxMessage, SchemeYear, utcnow)
 from core.scheme import load_scheme, scheme_year_on, store_scheme
 from core.config import SCHEMES_DIR
-from tests.factories import M, make_claim, make_household
+from tests.factories import local_today, M, make_claim, make_household
 
-TODAY = date.today()
+TODAY = local_today()
 ADMISSION = TODAY - timedelta(days=20)
 DISCHARGE = TODAY - timedelta(days=12)
 VILLAGER = "o_vil_review"

@@ -14,7 +14,7 @@ from core.households import personal_due_fen
 from core.models import (AuditLog, DialogueState, Enrolment, EnrolmentStatus, Household,
                          HouseholdLink, LinkRole, Member, SchemeYear, Village, WechatUser)
 from core.scheme import scheme_of
-from tests.factories import M, make_household, make_id
+from tests.factories import local_today, M, make_household, make_id
 
 HEAD = "王大山"
 SPOUSE = "李小花"
@@ -120,7 +120,7 @@ def test_each_bad_answer_re_asks_and_changes_nothing(villager, db, ids):
         ("1", ["9", "北京村"], "没有"),
         (HEAD, ["12345", "确认", "王大山1"], "姓名"),
         (ids["head"], ["123", ids["head"][:-1] + ("0" if ids["head"][-1] != "0" else "1"),
-                       make_id(date.today() + timedelta(days=3))], "身份证号"),
+                       make_id(local_today() + timedelta(days=3))], "身份证号"),
         ("13800138000", ["1234", "电话"], "手机号"),
         ("1", ["4", "医保"], "1、2 或 3"),
         ("1", ["3", "好的"], "1 或 2"),
@@ -177,7 +177,7 @@ def test_village_from_the_qr_code_is_not_asked(villager, db, ids):
 
 
 def _close_window(db, days_ago: int = 1):
-    today = date.today()
+    today = local_today()
     with db.session() as s:
         s.execute(update(SchemeYear).values(enrolment_opens=today - timedelta(days=80),
                                             enrolment_closes=today - timedelta(days=days_ago)))
@@ -185,7 +185,7 @@ def _close_window(db, days_ago: int = 1):
 
 def test_outside_the_window_says_the_dates_and_whom_to_ask(villager, db, ids):
     _close_window(db)
-    today = date.today()
+    today = local_today()
     o = "o_signup_closed"
     villager.subscribe(o)
     r = villager.text(o, "1").reply  # village first (no QR code), then the window
@@ -343,7 +343,7 @@ def test_only_the_head_adds_members_and_only_when_enrolled(villager, db, app_ctx
 def test_renewal_for_a_new_scheme_year(villager, db, app_ctx, ids):
     """Last year's household enrols again with the same members, one 确认."""
     o = "o_renew"
-    today = date.today()
+    today = local_today()
     with db.session() as s:
         year = s.scalar(select(SchemeYear))
         old = SchemeYear(pool_id=year.pool_id, start=year.start - timedelta(days=365),

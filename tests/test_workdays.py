@@ -10,7 +10,7 @@ from sqlalchemy import select
 from core import claims as svc
 from core.models import AuditLog, ClaimDocument, ClaimStatus as S, DocumentKind, SchemeYear
 from core.workdays import add_working_days, is_workday, review_due_date
-from tests.factories import M, make_household
+from tests.factories import local_today, M, make_household
 
 
 @pytest.mark.parametrize("submitted, due", [
@@ -48,7 +48,7 @@ def test_a_year_the_calendar_does_not_know_yet_counts_weekdays_less_fixed_holida
 
 def _ready_claim(session, vault, openid):
     hh = make_household(session, vault, [M("周大福")], openid=openid)
-    claim = svc.start_claim(session, hh, hh.members[0], openid, date.today())
+    claim = svc.start_claim(session, hh, hh.members[0], openid, local_today())
     for i, kind in enumerate(svc.REQUIRED_KINDS):
         session.add(ClaimDocument(claim=claim, kind=kind, sha256=f"{i:064x}", phash="0" * 16,
                                   size=1, content_type="image/jpeg"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from datetime import date, datetime, timezone
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -13,6 +12,7 @@ from core import ledger
 from core.models import (BatchStatus, Claim, ClaimStatus, Household, PayoutBatch, PayoutLine,
                          PayoutLineStatus, SchemeYear)
 from core.scheme import scheme_year_on
+from tests.factories import local_today
 
 _claims = itertools.count(1)
 
@@ -33,7 +33,7 @@ def contribute(session, household: Household, personal_fen: int, collective_fen:
 def make_claim(session, household: Household, amount_fen: int, drg: str = "FC19",
                status: ClaimStatus = ClaimStatus.approved, member: int = 0,
                out_of_pocket_fen: int | None = None, today: date | None = None) -> Claim:
-    year = scheme_year_on(session, household.pool_id, today or date.today())
+    year = scheme_year_on(session, household.pool_id, today or local_today())
     claim = Claim(number=claim_number(), household_id=household.id,
                   member_id=household.members[member].id,
                   scheme_year_id=year.id if year else None, status=status, drg_code=drg,
@@ -73,10 +73,6 @@ def pay_claim(session, claim: Claim, month: str, confirmed_at: datetime | None =
                 {"expense:subsidy": claim.amount_fen, "fund:cash": -claim.amount_fen},
                 booked_on or local_today())
     return line
-
-
-def local_today() -> date:
-    return datetime.now(ZoneInfo("Asia/Shanghai")).date()
 
 
 def this_month() -> str:
