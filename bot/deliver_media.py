@@ -67,7 +67,7 @@ def process(ctx: Context, document_id: int, data: bytes, openid: str | None) -> 
         log.info("media document=%s refused: %s", document_id, exc)
         _discard(ctx, document_id, exc.reason, openid)
         return f"refused:{exc.reason}"
-    reading = ocr.read(stored.image)
+    reading = ocr.read_photo(stored.sha256, stored.image)
     guess = ocr.classify(reading)
     fields = ocr.read_settlement(reading) if reading is not None else {}
     with ctx.db.session() as s:

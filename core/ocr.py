@@ -7,6 +7,8 @@ level is set. The engine is built once, lazily, under a lock; calls run one at a
 machine's cores are better spent on one image than shared by two). Without rapidocr installed
 (`pip install huzhu[ocr]`), `read()` returns None and every unlabelled photo is asked about.
 
+- `read_photo(sha256, image) -> Reading | None`: `read`, once per photo content in this process:
+  the same photo again (a resend, the copy in another claim) reuses its reading.
 - `read(image) -> Reading | None`: the text as rows (boxes on one visual line joined left to
   right, after undoing a slight rotation), each with the recogniser's confidence.
 - `classify(reading) -> Guess`: discharge_record, itemized_bill or settlement_sheet from keywords
@@ -24,6 +26,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -35,6 +38,8 @@ log = logging.getLogger("huzhu.ocr")
 _engine: Any = None
 _engine_lock = threading.Lock()
 _run_lock = threading.Lock()
+_readings: OrderedDict[str, "Reading"] = OrderedDict()  # by photo SHA-256, newest last
+_READINGS_KEPT = 256
 
 
 @lru_cache(maxsize=1)
@@ -161,6 +166,25 @@ def read(image) -> Reading | None:
                                              for b in result.boxes]
     rows = rows_from(boxes, list(result.txts or ()), list(result.scores or ()))
     return Reading(rows, time.perf_counter() - started)
+
+
+def read_photo(sha256: str, image) -> Reading | None:
+    """`read` for a stored photo, keyed by its SHA-256: a photo already read in this process is
+    not read again (OCR costs about a second of CPU a photo). A failed reading is not kept."""
+    if not available():
+        return None
+    with _run_lock:
+        kept = _readings.get(sha256)
+        if kept is not None:
+            _readings.move_to_end(sha256)
+            return kept
+    reading = read(image)
+    if reading is not None and reading.rows:
+        with _run_lock:
+            _readings[sha256] = reading
+            while len(_readings) > _READINGS_KEPT:
+                _readings.popitem(last=False)
+    return reading
 
 
 def reading_from_text(text: str, score: float = 1.0) -> Reading:
