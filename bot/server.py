@@ -80,6 +80,10 @@ class Running:
 
     def stop(self) -> None:
         self._stopping.set()
+        try:
+            self.server.trigger.pull_trigger()  # wake the loop's poll now, not at its timeout
+        except OSError:
+            pass  # already closed
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
         if self.loop is not None:

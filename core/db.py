@@ -84,7 +84,19 @@ def alembic_config(engine: Engine):
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (every branch head)."""
+    """Bring the schema to the newest revision (every branch head). A database already there is
+    left alone without starting Alembic's migration environment (a command's start-up cost)."""
+    from alembic.script import ScriptDirectory
+
+    cfg = alembic_config(engine)
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    try:
+        with engine.connect() as conn:
+            current = {r[0] for r in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
+    except Exception:  # no schema yet (or no version table): migrate
+        current = set()
+    if current == heads:
+        return
     from alembic import command
 
-    command.upgrade(alembic_config(engine), "heads")
+    command.upgrade(cfg, "heads")

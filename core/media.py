@@ -17,7 +17,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -95,6 +94,8 @@ def _write_once(path: Path, data: bytes) -> None:
 
 
 def phash(img: Image.Image) -> str:
+    import imagehash  # numpy and SciPy: loaded when a photo is first hashed, not at every start
+
     return str(imagehash.phash(img))
 
 

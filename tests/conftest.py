@@ -51,9 +51,14 @@ def _pg_migrated():
 
 
 def _truncate_all(db: Database) -> None:
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    """Empty every table and restart every sequence, as TRUNCATE … RESTART IDENTITY would:
+    DELETEs children first, in one round trip, are some thirty times faster than a TRUNCATE of
+    thirty mostly empty tables (which PostgreSQL pays for per table, about 0.1 s a test)."""
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)] + ["scheduler_job"]
     with db.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names}, scheduler_job RESTART IDENTITY CASCADE"))
+        seqs = conn.execute(text("SELECT schemaname || '.' || sequencename FROM pg_sequences"))
+        conn.exec_driver_sql("; ".join([f'DELETE FROM "{t}"' for t in tables]
+                                       + [f"ALTER SEQUENCE {q} RESTART" for (q,) in seqs]))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from core.payouts import confirm_batch, month_of
 from tests.test_payouts import env_of, fund, household_with_card, invariants, run
 from tests.factories import local_today
 
-KILLS = 15
+KILLS = 10
 CLAIMS_PER_ROUND = 1000
 _numbers = iter(range(80_000_001, 89_999_999))
 
