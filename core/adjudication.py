@@ -50,6 +50,12 @@ class ReasonText:
     remedy: str
     detail: str | None = None
 
+    @cached_property
+    def fields(self) -> frozenset[str]:
+        """The values `detail` shows, read once."""
+        return frozenset(name for _, name, _, _ in string.Formatter().parse(self.detail or "")
+                         if name)
+
 
 def _load_texts():
     with open(TEMPLATES_DIR / "messages" / "reasons.yaml", encoding="utf-8") as fh:
@@ -86,9 +92,9 @@ def explain(code: str, **values) -> str:
     reason = REASONS[code]
     text = reason.text
     if reason.detail:
-        fields = {name for _, name, _, _ in string.Formatter().parse(reason.detail) if name}
+        fields = reason.fields
         if fields <= values.keys():
-            text = reason.detail.format(**{k: _display(v) for k, v in values.items()})
+            text = reason.detail.format(**{k: _display(values[k]) for k in fields})
     return f"{text}{reason.remedy}"
 
 
@@ -152,6 +158,10 @@ class Rules:
                 "minimum": format_yuan(self.min_per_claim_fen),
                 "maximum": format_yuan(self.max_per_claim_fen),
                 "cap": format_yuan(self.annual_cap_fen),
+                "quotas": {code: format_yuan(q) for code, q in self.quotas_fen.items()},
+                "with_bonus": {code: (b, format_yuan(b)) for code, b in (
+                    (code, round_half_up(q * (Decimal(1) + self.continuous_bonus)))
+                    for code, q in self.quotas_fen.items())},
                 "bonus_factor": Decimal(1) + self.continuous_bonus,
                 "percent": f"{(self.continuous_bonus * 100).normalize():f}"}
 
@@ -295,14 +305,13 @@ def adjudicate(facts: ClaimFacts, rules: Rules, history: History) -> Decision:
 
     # 2. The quota, with the continuous-member bonus. (q_text follows q, formatted on change.)
     q = quota
-    q_text = format_yuan(q)
+    q_text = texts["quotas"][facts.drg_code]
     trace.append(TraceStep("quota", _STEP["quota"].format(drg=facts.drg_code, amount=q_text)))
     if not rules.continuous_bonus:
         step = "bonus_not_in_scheme"
     elif history.enrolled_paid_previous_year:
         step = "bonus_applied"
-        q = round_half_up(q * texts["bonus_factor"])
-        q_text = format_yuan(q)
+        q, q_text = texts["with_bonus"][facts.drg_code]
     else:
         step = "bonus_none"
     trace.append(TraceStep("continuous_bonus", _STEP[step].format(
