@@ -23,7 +23,7 @@ from tests.test_payouts import env_of, fund, household_with_card, invariants, ru
 from tests.factories import local_today
 
 KILLS = 10
-CLAIMS_PER_ROUND = 1000
+CLAIMS_PER_ROUND = 400
 _numbers = iter(range(80_000_001, 89_999_999))
 
 
