@@ -5,6 +5,7 @@ exercise the same path.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -80,10 +81,8 @@ class Running:
 
     def stop(self) -> None:
         self._stopping.set()
-        try:
+        with contextlib.suppress(OSError):  # an already closed trigger: nothing to wake
             self.server.trigger.pull_trigger()  # wake the loop's poll now, not at its timeout
-        except OSError:
-            pass  # already closed
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
         if self.loop is not None:

@@ -162,7 +162,6 @@ class Rules:
                 "with_bonus": {code: (b, format_yuan(b)) for code, b in (
                     (code, round_half_up(q * (Decimal(1) + self.continuous_bonus)))
                     for code, q in self.quotas_fen.items())},
-                "bonus_factor": Decimal(1) + self.continuous_bonus,
                 "percent": f"{(self.continuous_bonus * 100).normalize():f}"}
 
 

@@ -39,6 +39,7 @@ _engine: Any = None
 _engine_lock = threading.Lock()
 _run_lock = threading.Lock()
 _readings: OrderedDict[str, "Reading"] = OrderedDict()  # by photo SHA-256, newest last
+_readings_lock = threading.Lock()  # not _run_lock: a look-up must not wait for a running OCR
 _READINGS_KEPT = 256
 
 
@@ -173,14 +174,14 @@ def read_photo(sha256: str, image) -> Reading | None:
     not read again (OCR costs about a second of CPU a photo). A failed reading is not kept."""
     if not available():
         return None
-    with _run_lock:
+    with _readings_lock:
         kept = _readings.get(sha256)
         if kept is not None:
             _readings.move_to_end(sha256)
             return kept
     reading = read(image)
     if reading is not None and reading.rows:
-        with _run_lock:
+        with _readings_lock:
             _readings[sha256] = reading
             while len(_readings) > _READINGS_KEPT:
                 _readings.popitem(last=False)
