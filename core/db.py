@@ -1,9 +1,10 @@
 """Engine, sessions and schema migration."""
 from __future__ import annotations
 
-import ast
 import contextlib
+import re
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -84,36 +85,33 @@ def alembic_config(engine: Engine):
     return cfg
 
 
-def _revision_ids(value) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
+_REVISION_LINE = re.compile(r"^(revision|down_revision|depends_on)\s*(?::[^=]*)?=\s*(.+?)\s*$",
+                            re.MULTILINE)
+_QUOTED = re.compile(r"""['"]([^'"]+)['"]""")
 
 
-def script_heads() -> set[str]:
+@lru_cache(maxsize=1)
+def script_heads() -> frozenset[str]:
     """The head revisions of the migration scripts, read from their `revision` and
     `down_revision` lines without importing Alembic (whose import, Mako and Pygments included,
-    costs a command some 0.4 s at start). Anything that is not a plain literal: Alembic decides."""
+    costs a command some 0.4 s at start). Plain text matching, not `ast`: CPython 3.11's AST
+    constructor is not safe to call from two threads at once. Anything other than None, a
+    quoted id or a tuple of them — or a `depends_on` — and Alembic decides."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        found = {}
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if (isinstance(node, (ast.Assign, ast.AnnAssign)) and
-                    isinstance(target := (node.targets[0] if isinstance(node, ast.Assign)
-                                          else node.target), ast.Name)
-                    and target.id in ("revision", "down_revision", "depends_on")):
-                try:
-                    found[target.id] = ast.literal_eval(node.value)
-                except ValueError:
-                    found[target.id] = ...
-        if "revision" not in found or ... in found.values() or found.get("depends_on"):
+        found = {key: value for key, value in _REVISION_LINE.findall(path.read_text("utf-8"))}
+        ids = {key: _QUOTED.findall(value) for key, value in found.items()}
+        plain = ("revision" in found and len(ids["revision"]) == 1
+                 and found.get("depends_on", "None") == "None"
+                 and (found.get("down_revision", "None") == "None" or ids["down_revision"]))
+        if not plain:
             from alembic.script import ScriptDirectory
 
-            return set(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
-        revisions.add(found["revision"])
-        parents.update(_revision_ids(found.get("down_revision")))
-    return revisions - parents
+            return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+        revisions.update(ids["revision"])
+        parents.update(ids.get("down_revision", ()))
+    return frozenset(revisions - parents)
 
 
 def upgrade(engine: Engine) -> None:
