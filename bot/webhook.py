@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
@@ -30,7 +30,7 @@ from bot.wechat import PUSHES_PER_INBOUND, WINDOW
 from bot.wxml import BadXml, parse_flat
 from core import outbox
 from core.messages import render
-from core.models import InboundMessage, WechatUser, utcnow
+from core.models import DialogueState, InboundMessage, WechatUser, utcnow
 from handlers import router
 from handlers.types import Ctx, Incoming, Reply
 
@@ -157,14 +157,12 @@ class Webhook:
         db = self.x.db
         try:
             with db.session() as s:
-                if s.scalar(select(InboundMessage.id).where(
-                        InboundMessage.dedupe_key == msg.key)) is not None:
-                    raise _Retry()  # WeChat retried a message already answered
-                user = _user(s, msg.openid)
+                user, state = _user_and_state(s, msg)
                 if _may_have_held(user):
                     outbox.wake(s, msg.openid)
                 ctx = Ctx(session=s, cfg=self.x.cfg, vault=self.x.vault, user=user,
-                          now=datetime.now(self.x.cfg.tz), extra={"app": self.x})
+                          now=datetime.now(self.x.cfg.tz),
+                          extra={"app": self.x, "dialogue_state": state})
                 replies = router.handle(ctx, msg)
                 texts = _passive_texts(s, msg.openid, replies)
                 with ticket.lock:
@@ -172,13 +170,12 @@ class Webhook:
                         for t in texts:
                             outbox.send_text(s, msg.openid, t)
                     ticket.committing = True
-                # set last, so the user's update goes out in the one flush below
-                user.last_inbound_at = utcnow()
-                user.pushes_since_inbound = 0
-                s.add(InboundMessage(dedupe_key=msg.key, openid=msg.openid, msg_type=msg.kind,
-                                     reply=texts, done=True))
                 try:
-                    s.flush()
+                    s.flush()  # whatever the dialogue changed
+                    s.execute(_TOUCH_USER, {"user_id": user.id, "now": utcnow()})
+                    s.execute(_INSERT_INBOUND, {"dedupe_key": msg.key, "openid": msg.openid,
+                                                "msg_type": msg.kind, "reply": texts,
+                                                "done": True})
                 except IntegrityError:
                     # the same message, handled at this very moment by another request, got
                     # its dedupe row in first: all of this transaction is rolled back
@@ -234,20 +231,41 @@ def _may_have_held(user: WechatUser) -> bool:
             or (user.pushes_since_inbound or 0) >= PUSHES_PER_INBOUND)
 
 
+# The statements of every message, built once. The two writes are Core statements: neither
+# row is read back in this transaction, so the ORM's unit of work has nothing to add.
+_SEEN = select(InboundMessage.id).where(InboundMessage.dedupe_key == bindparam("key")).exists()
+_USER_AND_STATE = (select(WechatUser, DialogueState, _SEEN)
+                   .outerjoin(DialogueState, DialogueState.openid == WechatUser.openid)
+                   .where(WechatUser.openid == bindparam("openid")))
+_TOUCH_USER = (update(WechatUser.__table__)
+               .where(WechatUser.__table__.c.id == bindparam("user_id"))
+               .values(last_inbound_at=bindparam("now"), pushes_since_inbound=0))
+_INSERT_INBOUND = InboundMessage.__table__.insert()
+
+
 class _Retry(Exception):
     pass
 
 
-def _user(session, openid: str) -> WechatUser:
-    user = session.scalar(select(WechatUser).where(WechatUser.openid == openid))
-    if user is None:
-        try:
-            with session.begin_nested():
-                user = WechatUser(openid=openid, subscribed=True)
-                session.add(user)
-        except IntegrityError:  # created a moment ago by another message of the same user
-            user = session.scalar(select(WechatUser).where(WechatUser.openid == openid))
-    return user
+def _user_and_state(session, msg: Incoming) -> tuple[WechatUser, DialogueState | None]:
+    """The user (created on a first message) and their dialogue state, in one query that also
+    tells whether this message was answered before (then _Retry). A user not yet there cannot
+    have sent a message already answered: the user is created in that message's transaction."""
+    row = session.execute(_USER_AND_STATE, {"openid": msg.openid, "key": msg.key}).first()
+    if row is not None:
+        if row[2]:
+            raise _Retry()  # WeChat retried a message already answered
+        return row[0], row[1]
+    try:
+        with session.begin_nested():
+            user = WechatUser(openid=msg.openid, subscribed=True)
+            session.add(user)
+    except IntegrityError:  # created a moment ago by another message of the same user
+        user = session.scalar(select(WechatUser).where(WechatUser.openid == msg.openid))
+        if session.scalar(_SEEN.select(), {"key": msg.key}):
+            raise _Retry()
+        return user, session.get(DialogueState, msg.openid)
+    return user, None
 
 
 def _short(openid: str) -> str:

@@ -68,9 +68,27 @@ def find_entry(text: str, include_numbers: bool = True) -> Dialogue | None:
     return None
 
 
+_UNREAD = object()
+
+
+def _row(ctx: Ctx) -> DialogueState | None:
+    """The user's dialogue state row as this message knows it: read once (the webhook reads it
+    with the user, in one query) and kept up to date by the functions below, which are the only
+    ones that change it — so a user outside any dialogue costs no second look-up."""
+    row = ctx.extra.get("dialogue_state", _UNREAD)
+    if row is _UNREAD:
+        row = ctx.session.get(DialogueState, ctx.openid)
+        ctx.extra["dialogue_state"] = row
+    return row
+
+
+def _set_row(ctx: Ctx, row: DialogueState | None) -> None:
+    ctx.extra["dialogue_state"] = row
+
+
 def load_state(ctx: Ctx) -> tuple[DialogueState | None, bool]:
     """The user's dialogue state and whether it had timed out (then it is deleted)."""
-    row = ctx.session.get(DialogueState, ctx.openid)
+    row = _row(ctx)
     if row is None:
         return None, False
     dialogue = REGISTRY.get(row.dialogue)
@@ -78,16 +96,18 @@ def load_state(ctx: Ctx) -> tuple[DialogueState | None, bool]:
     if dialogue is None or utcnow() - as_utc(row.updated_at) > timeout:
         ctx.session.delete(row)
         ctx.session.flush()
+        _set_row(ctx, None)
         return None, True
     return row, False
 
 
 def clear_state(ctx: Ctx) -> bool:
-    row = ctx.session.get(DialogueState, ctx.openid)
+    row = _row(ctx)
     if row is None:
         return False
     ctx.session.delete(row)
     ctx.session.flush()
+    _set_row(ctx, None)
     return True
 
 
@@ -95,12 +115,14 @@ def _save(ctx: Ctx, dialogue: Dialogue, step: Step, row: DialogueState | None) -
     if step.state is END:
         if row is not None:
             ctx.session.delete(row)
+            _set_row(ctx, None)
         return
     if step.state not in dialogue.states:
         raise KeyError(f"dialogue {dialogue.name} has no state {step.state}")
     if row is None:
         row = DialogueState(openid=ctx.openid, dialogue=dialogue.name)
         ctx.session.add(row)
+        _set_row(ctx, row)
     row.dialogue = dialogue.name
     row.state = step.state
     row.data = dict(step.data)
@@ -108,7 +130,7 @@ def _save(ctx: Ctx, dialogue: Dialogue, step: Step, row: DialogueState | None) -
 
 
 def start(ctx: Ctx, dialogue: Dialogue, msg: Incoming, data: dict | None = None) -> list[Reply]:
-    row = ctx.session.get(DialogueState, ctx.openid)
+    row = _row(ctx)
     step = dialogue.entry(ctx, msg, dict(data or {}))
     _save(ctx, dialogue, step, row)
     return step.replies
