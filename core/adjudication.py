@@ -6,7 +6,9 @@ rules (`Rules.from_scheme(scheme)`) and the member's history (enrolment in this 
 scheme year, the member's other claims); the decision carries the status, the amount, every
 reason code and a trace of each rule applied with its numbers, in Chinese.
 
-Texts come from templates/messages/trace.yaml and reasons.yaml, read once at import.
+Texts come from templates/messages/trace.yaml and reasons.yaml, read once at import. The scheme's
+own numbers (its dates and amounts, each DRG group's quota with and without the bonus) are written
+into them once per `Rules` (`Rules._texts`); a claim's own numbers are filled in by position.
 """
 from __future__ import annotations
 
@@ -98,6 +100,59 @@ def explain(code: str, **values) -> str:
     return f"{text}{reason.remedy}"
 
 
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _positional(template: str, *names: str) -> str:
+    """`template` with its fields renumbered by their place in `names`: {0}, {1}, … so that
+    `_positional(t, *names).format(*values)` is `t.format(**dict(zip(names, values)))`, filled
+    by position (cheaper than by keyword). A field not in `names` raises KeyError at once."""
+    parts = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        parts.append(_escape(literal))
+        if name is not None:
+            if name not in names:
+                raise KeyError(f"{name!r} in {template!r}")
+            parts.append("{%d%s%s}" % (names.index(name), f"!{conversion}" if conversion else "",
+                                       f":{spec}" if spec else ""))
+    return "".join(parts)
+
+
+#: the values adjudicate() gives explain() for a rejection, in the order of _EXPLANATIONS' fields
+_EXPLAINED = ("out_of_pocket", "threshold", "insurance", "admission", "start", "end", "drg", "cap",
+              "used", "other")
+
+
+def _explanation(reason: ReasonText) -> str:
+    """explain(code, **values) as a template over the _EXPLAINED values, by position."""
+    if reason.detail and reason.fields <= set(_EXPLAINED):
+        return _positional(reason.detail, *_EXPLAINED) + _escape(reason.remedy)
+    return _escape(f"{reason.text}{reason.remedy}")
+
+
+_EXPLANATIONS = {code: _explanation(REASONS[code]) for code in COMPUTED_REASONS}
+
+# the trace's texts, their values filled by position in the order named
+_YEAR_IN = _positional(_STEP["year_ok"], "admission", "start", "end")
+_YEAR_OUT = _positional(_STEP["year_failed"], "admission", "start", "end")
+_THRESHOLD_REACHED = _positional(_STEP["threshold_ok"], "out_of_pocket", "insurance", "threshold")
+_THRESHOLD_NOT_REACHED = _positional(_STEP["threshold_failed"], "out_of_pocket", "insurance",
+                                     "threshold")
+_KNOWN_DRG = _positional(_STEP["drg_ok"], "drg")
+_UNKNOWN_DRG = _positional(_STEP["drg_failed"], "drg")
+_OTHER_CLAIM = _positional(_TRACE["other_claim"], "number")
+_OVERLAP = _positional(_STEP["duplicate_failed"], "other", "admission", "discharge")
+_QUOTA = _positional(_STEP["quota"], "drg", "amount")
+_BONUS = {step: _positional(_STEP[step], "percent", "amount")
+          for step in ("bonus_applied", "bonus_none", "bonus_not_in_scheme")}
+_MINIMUM = _positional(_STEP["minimum"], "minimum", "amount")
+_MAXIMUM = _positional(_STEP["maximum"], "maximum", "out_of_pocket", "amount")
+_ANNUAL_CAP = _positional(_STEP["annual_cap"], "cap", "used", "remaining", "amount")
+_APPROVED = _positional(_STEP["approved"], "amount")
+_REJECTED = _positional(_STEP["rejected"], "reasons")
+
+
 # ---------------------------------------------------------------------------------------------
 # Inputs and output
 
@@ -151,18 +206,40 @@ class Rules:
                    b.continuous_bonus, frozenset(scheme.claims.exclusions))
 
     @cached_property
-    def _texts(self) -> dict:
-        """The rules' own numbers as displayed in the trace, formatted once."""
-        return {"start": format_date(self.year_start), "end": format_date(self.year_end),
-                "thresholds": {k: format_yuan(v) for k, v in self.thresholds_fen.items()},
-                "minimum": format_yuan(self.min_per_claim_fen),
-                "maximum": format_yuan(self.max_per_claim_fen),
-                "cap": format_yuan(self.annual_cap_fen),
-                "quotas": {code: format_yuan(q) for code, q in self.quotas_fen.items()},
-                "with_bonus": {code: (b, format_yuan(b)) for code, b in (
-                    (code, round_half_up(q * (Decimal(1) + self.continuous_bonus)))
-                    for code, q in self.quotas_fen.items())},
-                "percent": f"{(self.continuous_bonus * 100).normalize():f}"}
+    def _texts(self) -> _SchemeTexts:
+        """The rules' own numbers as the trace shows them, written once."""
+        return _SchemeTexts(self)
+
+
+class _Threshold(NamedTuple):
+    fen: int
+    insurance: str  # the insurance type's name, e.g. 居民医保
+    text: str  # the threshold, e.g. "3,500.00 元"
+
+
+class _SchemeTexts:
+    """The scheme's own numbers as its decisions' traces and explanations show them."""
+    __slots__ = ("start", "end", "thresholds", "quotas", "quotas_continuous", "percent",
+                 "bonus_new", "bonus_continuing", "minimum", "maximum", "cap")
+
+    def __init__(self, rules: Rules):
+        self.start, self.end = format_date(rules.year_start), format_date(rules.year_end)
+        self.thresholds = {kind: _Threshold(fen, INSURANCE_NAMES[kind], format_yuan(fen))
+                           for kind, fen in rules.thresholds_fen.items()}
+        # DRG group -> (quota, its text); for continuing members with the bonus, if any
+        self.quotas = {code: (q, format_yuan(q)) for code, q in rules.quotas_fen.items()}
+        self.percent = f"{(rules.continuous_bonus * 100).normalize():f}"
+        if rules.continuous_bonus:
+            self.quotas_continuous = {code: (b, format_yuan(b)) for code, b in (
+                (code, round_half_up(q * (Decimal(1) + rules.continuous_bonus)))
+                for code, q in rules.quotas_fen.items())}
+            self.bonus_new, self.bonus_continuing = _BONUS["bonus_none"], _BONUS["bonus_applied"]
+        else:
+            self.quotas_continuous = self.quotas
+            self.bonus_new = self.bonus_continuing = _BONUS["bonus_not_in_scheme"]
+        self.minimum = format_yuan(rules.min_per_claim_fen)
+        self.maximum = format_yuan(rules.max_per_claim_fen)
+        self.cap = format_yuan(rules.annual_cap_fen)
 
 
 class TraceStep(NamedTuple):
@@ -196,149 +273,148 @@ class Decision:
 # ---------------------------------------------------------------------------------------------
 # The rule
 
-def _overlapping(facts: ClaimFacts, others: tuple[OtherClaim, ...]) -> OtherClaim | None:
-    for other in others:
-        if other.status == REJECTED or other.admission_date is None:
-            continue
-        other_end = other.discharge_date or other.admission_date
-        if other.admission_date <= facts.discharge_date and other_end >= facts.admission_date:
-            return other
-    return None
-
-
 _ZERO = format_yuan(0)
 
-# steps whose text has no numbers, built once
+# steps whose text has no numbers of the claim, built once
 _ENROLLED = TraceStep("enrolment", _STEP["enrolment_ok"])
 _NOT_ENROLLED = TraceStep("enrolment", _STEP["enrolment_failed"])
 _NOT_EXCLUDED = TraceStep("exclusion", _STEP["exclusion_none"])
+_EXCLUDED = {kind: TraceStep("exclusion", _STEP["exclusion_failed"].format(kind=name))
+             for kind, name in EXCLUSION_NAMES.items()}
+_EXCLUSION_NOT_IN_SCHEME = {
+    kind: TraceStep("exclusion", _STEP["exclusion_not_in_scheme"].format(kind=name))
+    for kind, name in EXCLUSION_NAMES.items()}
 _NO_OVERLAP = TraceStep("duplicate", _STEP["duplicate_ok"])
+
+def _rejection(codes: list[str], trace: tuple[TraceStep, ...], values: tuple[str, ...]) -> Decision:
+    """Reject for `codes`, after the steps in `trace`; `values` as _EXPLAINED."""
+    titles = "、".join([REASONS[code].title for code in codes])
+    return Decision(REJECTED, None, tuple(codes),
+                    (*trace, TraceStep("decision", _REJECTED.format(titles))),
+                    tuple([_EXPLANATIONS[code].format(*values) for code in codes]))
 
 
 def adjudicate(facts: ClaimFacts, rules: Rules, history: History) -> Decision:
     """Decide one claim (SPEC "Adjudication rule (exact)"). Raises ValueError for facts that are
     not facts: unknown insurance type or exclusion kind, discharge before admission, negative
     out-of-pocket amount."""
-    if facts.insurance not in rules.thresholds_fen:
+    texts = rules._texts
+    threshold = texts.thresholds.get(facts.insurance)
+    if threshold is None:
         raise ValueError(f"unknown insurance type {facts.insurance!r}; "
                          f"use one of {INSURANCE_TYPES}")
-    if facts.exclusion is not None and facts.exclusion not in EXCLUSION_NAMES:
-        raise ValueError(f"unknown exclusion {facts.exclusion!r}; use one of {EXCLUSION_KINDS}")
-    if facts.discharge_date < facts.admission_date:
+    exclusion = facts.exclusion
+    if exclusion is not None and exclusion not in EXCLUSION_NAMES:
+        raise ValueError(f"unknown exclusion {exclusion!r}; use one of {EXCLUSION_KINDS}")
+    admission, discharge = facts.admission_date, facts.discharge_date
+    if discharge < admission:
         raise ValueError("discharge date before admission date")
-    if facts.out_of_pocket_fen < 0:
+    o_fen = facts.out_of_pocket_fen
+    if o_fen < 0:
         raise ValueError("negative out-of-pocket amount")
 
-    trace: list[TraceStep] = []
     reasons: list[str] = []
-    o_fen = facts.out_of_pocket_fen
     o_text = format_yuan(o_fen)
-    texts = rules._texts
+    admission_text = format_date(admission)
+    year_start, year_end = rules.year_start, rules.year_end
 
     # 1. Eligibility: every reason that applies, not only the first.
     if history.enrolled_paid_this_year:
-        trace.append(_ENROLLED)
+        enrolment = _ENROLLED
     else:
         reasons.append("not_enrolled")
-        trace.append(_NOT_ENROLLED)
+        enrolment = _NOT_ENROLLED
 
-    in_year = rules.year_start <= facts.admission_date <= rules.year_end
-    if not in_year:
-        reasons.append("outside_year")
-    trace.append(TraceStep("year", _STEP["year_ok" if in_year else "year_failed"].format(
-        admission=format_date(facts.admission_date), start=texts["start"], end=texts["end"])))
-
-    if facts.exclusion is None:
-        trace.append(_NOT_EXCLUDED)
-    elif facts.exclusion in rules.exclusions:
-        reasons.append(f"excluded_{facts.exclusion}")
-        trace.append(TraceStep("exclusion", _STEP["exclusion_failed"].format(
-            kind=EXCLUSION_NAMES[facts.exclusion])))
+    if year_start <= admission <= year_end:
+        year = TraceStep("year", _YEAR_IN.format(admission_text, texts.start, texts.end))
     else:
-        trace.append(TraceStep("exclusion", _STEP["exclusion_not_in_scheme"].format(
-            kind=EXCLUSION_NAMES[facts.exclusion])))
+        reasons.append("outside_year")
+        year = TraceStep("year", _YEAR_OUT.format(admission_text, texts.start, texts.end))
 
-    threshold = rules.thresholds_fen[facts.insurance]
-    insurance = INSURANCE_NAMES[facts.insurance]
-    reached = o_fen >= threshold
-    if not reached:
+    if exclusion is None:
+        excluded = _NOT_EXCLUDED
+    elif exclusion in rules.exclusions:
+        reasons.append(f"excluded_{exclusion}")
+        excluded = _EXCLUDED[exclusion]
+    else:
+        excluded = _EXCLUSION_NOT_IN_SCHEME[exclusion]
+
+    if o_fen >= threshold.fen:
+        text = _THRESHOLD_REACHED
+    else:
         reasons.append("below_threshold")
-    trace.append(TraceStep("threshold", _STEP["threshold_ok" if reached else "threshold_failed"]
-                           .format(out_of_pocket=o_text, insurance=insurance,
-                                   threshold=texts["thresholds"][facts.insurance])))
+        text = _THRESHOLD_NOT_REACHED
+    reached = TraceStep("threshold", text.format(o_text, threshold.insurance, threshold.text))
 
-    quota = rules.quotas_fen.get(facts.drg_code)
-    if quota is None:
+    drg = facts.drg_code
+    if drg in texts.quotas:
+        known = TraceStep("drg", _KNOWN_DRG.format(drg))
+    else:
         reasons.append("unknown_drg")
-    trace.append(TraceStep("drg", _STEP["drg_failed" if quota is None else "drg_ok"].format(
-        drg=facts.drg_code)))
+        known = TraceStep("drg", _UNKNOWN_DRG.format(drg))
 
-    other = _overlapping(facts, history.other_claims)
+    # The member's other claims, in one pass: the first (not rejected) whose stay overlaps this
+    # one, and the amounts that count against this year's cap (step 4).
+    overlap = None
+    used = 0
+    for other in history.other_claims:
+        admitted = other.admission_date
+        if admitted is None:
+            continue
+        if (other.status in CAP_STATUSES and other.amount_fen
+                and year_start <= admitted <= year_end):
+            used += other.amount_fen
+        if (overlap is None and other.status != REJECTED and admitted <= discharge
+                and (other.discharge_date or admitted) >= admission):
+            overlap = other
+
     other_text = ""
-    if other is None:
-        trace.append(_NO_OVERLAP)
+    if overlap is None:
+        duplicate = _NO_OVERLAP
     else:
         reasons.append("duplicate")
-        other_text = (_TRACE["other_claim"].format(number=other.number) if other.number
+        other_text = (_OTHER_CLAIM.format(overlap.number) if overlap.number
                       else _TRACE["other_claim_unnumbered"])
-        trace.append(TraceStep("duplicate", _STEP["duplicate_failed"].format(
-            other=other_text, admission=format_date(other.admission_date),
-            discharge=format_date(other.discharge_date or other.admission_date))))
+        duplicate = TraceStep("duplicate", _OVERLAP.format(
+            other_text, format_date(overlap.admission_date),
+            format_date(overlap.discharge_date or overlap.admission_date)))
 
-    used = sum(c.amount_fen for c in history.other_claims
-               if c.status in CAP_STATUSES and c.amount_fen
-               and c.admission_date is not None
-               and rules.year_start <= c.admission_date <= rules.year_end)
-
-    def reject(codes: list[str]) -> Decision:
-        values = dict(out_of_pocket=o_fen, threshold=threshold, insurance=insurance,
-                      admission=facts.admission_date, start=rules.year_start, end=rules.year_end,
-                      drg=facts.drg_code, cap=rules.annual_cap_fen, used=used, other=other_text)
-        titles = "、".join(REASONS[code].title for code in codes)
-        trace.append(TraceStep("decision", _STEP["rejected"].format(reasons=titles)))
-        return Decision(REJECTED, None, tuple(codes), tuple(trace),
-                        tuple(explain(code, **values) for code in codes))
-
+    used_text = _ZERO if used == 0 else format_yuan(used)
+    eligibility = (enrolment, year, excluded, reached, known, duplicate)
+    values = (o_text, threshold.text, threshold.insurance, admission_text, texts.start, texts.end,
+              drg, texts.cap, used_text, other_text)
     if reasons:
-        return reject(reasons)
+        return _rejection(reasons, eligibility, values)
 
-    # 2. The quota, with the continuous-member bonus. (q_text follows q, formatted on change.)
-    q = quota
-    q_text = texts["quotas"][facts.drg_code]
-    trace.append(TraceStep("quota", _STEP["quota"].format(drg=facts.drg_code, amount=q_text)))
-    if not rules.continuous_bonus:
-        step = "bonus_not_in_scheme"
-    elif history.enrolled_paid_previous_year:
-        step = "bonus_applied"
-        q, q_text = texts["with_bonus"][facts.drg_code]
+    # 2. The quota, with the continuous-member bonus. (q_text follows q.)
+    q, q_text = texts.quotas[drg]
+    quota = TraceStep("quota", _QUOTA.format(drg, q_text))
+    if history.enrolled_paid_previous_year:
+        q, q_text = texts.quotas_continuous[drg]
+        bonus = TraceStep("continuous_bonus", texts.bonus_continuing.format(texts.percent, q_text))
     else:
-        step = "bonus_none"
-    trace.append(TraceStep("continuous_bonus", _STEP[step].format(
-        percent=texts["percent"], amount=q_text)))
+        bonus = TraceStep("continuous_bonus", texts.bonus_new.format(texts.percent, q_text))
 
     # 3. Minimum, then maximum and the out-of-pocket amount.
     if q < rules.min_per_claim_fen:
-        q, q_text = rules.min_per_claim_fen, texts["minimum"]
-    trace.append(TraceStep("minimum", _STEP["minimum"].format(
-        minimum=texts["minimum"], amount=q_text)))
+        q, q_text = rules.min_per_claim_fen, texts.minimum
+    minimum = TraceStep("minimum", _MINIMUM.format(texts.minimum, q_text))
     if q > rules.max_per_claim_fen:
-        q, q_text = rules.max_per_claim_fen, texts["maximum"]
+        q, q_text = rules.max_per_claim_fen, texts.maximum
     if q > o_fen:
         q, q_text = o_fen, o_text
-    trace.append(TraceStep("maximum", _STEP["maximum"].format(
-        maximum=texts["maximum"], out_of_pocket=o_text, amount=q_text)))
+    maximum = TraceStep("maximum", _MAXIMUM.format(texts.maximum, o_text, q_text))
 
     # 4. What is left of the annual cap.
     remaining = rules.annual_cap_fen - used
-    remaining_text = texts["cap"] if used == 0 else format_yuan(max(remaining, 0))
+    remaining_text = texts.cap if used == 0 else format_yuan(max(remaining, 0))
     if q > remaining:
         q, q_text = remaining, remaining_text
-    trace.append(TraceStep("annual_cap", _STEP["annual_cap"].format(
-        cap=texts["cap"], used=_ZERO if used == 0 else format_yuan(used),
-        remaining=remaining_text, amount=q_text)))
+    trace = (*eligibility, quota, bonus, minimum, maximum,
+             TraceStep("annual_cap", _ANNUAL_CAP.format(texts.cap, used_text, remaining_text,
+                                                        q_text)))
     if q <= 0:
-        return reject(["annual_cap_reached"])
+        return _rejection(["annual_cap_reached"], trace, values)
 
     # 5. Approve.
-    trace.append(TraceStep("decision", _STEP["approved"].format(amount=q_text)))
-    return Decision(APPROVED, q, (), tuple(trace))
+    return Decision(APPROVED, q, (), (*trace, TraceStep("decision", _APPROVED.format(q_text))))

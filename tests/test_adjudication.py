@@ -290,6 +290,42 @@ def test_every_reason_code_has_an_explanation_and_a_remedy():
         assert "{" not in explain(code)  # usable without numbers
 
 
+def test_explanations_are_explain_with_the_claims_numbers():
+    expect = PRESETS["anji-2024"]
+    rules = preset_rules("anji-2024")
+    admission = expect["start"] - timedelta(days=3)
+    earlier = (OtherClaim("paid", 1_234_567, expect["start"] + timedelta(days=9),
+                          expect["start"] + timedelta(days=12), "C00000001"),
+               OtherClaim("submitted", 400_000, admission, admission, "C00000002"))
+    claim = facts(expect, drg_code="ZZ99", out_of_pocket_fen=12_345, admission_date=admission,
+                  discharge_date=admission + timedelta(days=4))
+    decision = adjudicate(claim, rules, History(False, False, earlier))
+    assert decision.reasons == ("not_enrolled", "outside_year", "below_threshold", "unknown_drg",
+                                "duplicate")
+    values = dict(out_of_pocket=12_345, threshold=expect["thresholds"][0], insurance="居民医保",
+                  admission=admission, start=expect["start"], end=expect["end"], drg="ZZ99",
+                  cap=expect["cap"], used=1_234_567, other="申请 C00000002 ")
+    assert decision.explanations == tuple(explain(code, **values) for code in decision.reasons)
+
+    capped = adjudicate(facts(expect), rules, History(True, False, (replace(
+        earlier[0], amount_fen=expect["cap"]),)))
+    assert capped.reasons == ("annual_cap_reached",)
+    assert capped.explanations == (explain("annual_cap_reached", cap=expect["cap"],
+                                           used=expect["cap"]),)
+    assert "100,000.00 元" in capped.explanations[0]
+
+
+def test_positional_templates_read_as_keyword_ones():
+    from core.adjudication import _positional
+    values = {"a": "1,234.56 元", "b": "{x}", "c": "2024年8月1日"}
+    names = ("c", "b", "a")
+    for template in ("{a} → {b}", "{{literal}} {c}：{a}{a}", "{b!r:>12}|{c:.4}", "no fields"):
+        assert (_positional(template, *names).format(*(values[n] for n in names))
+                == template.format(**values))
+    with pytest.raises(KeyError):
+        _positional("{unknown}", *names)
+
+
 def test_orm_enum_values_work_as_inputs():
     expect = PRESETS["anji-2024"]
     rules = preset_rules("anji-2024")
