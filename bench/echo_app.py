@@ -5,6 +5,7 @@ decrypts in safe mode, parses the message and echoes it as a passive text reply 
 """
 from __future__ import annotations
 
+import logging
 import sys
 
 from flask import Flask, Response, request
@@ -38,5 +39,6 @@ def create(token: str, app_id: str, aes_key: str = "") -> Flask:
 if __name__ == "__main__":
     port, token, app_id = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     aes = sys.argv[4] if len(sys.argv) > 4 else ""
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth" under load
     serve(create(token, app_id, aes), host="127.0.0.1", port=port, threads=16,
           connection_limit=256, _quiet=True)

@@ -4,6 +4,12 @@ bare Flask + wechatpy echo app (bench/echo_app.py) started in the same run, at 3
 
     python bench/webhook.py [--seconds 10] [--connections 32] [--modes plain,safe]
                             [--databases sqlite,postgresql] [--pg-url URL]
+                            [--server serve|gunicorn] [--workers 2]
+
+`--server serve` (the default) runs `huzhu serve`: one process, waitress, 16 threads, as the
+embedded default ships. `--server gunicorn` runs the deployment at scale of DESIGN.md: the web app
+under gunicorn (`--workers` processes of 16 threads each) plus one `huzhu worker` process; the
+echo app then runs under the same gunicorn settings, so the ratio still compares like with like.
 
 Each request is a distinct text message (its own MsgId) from one of 500 users, signed (and in
 safe mode encrypted) as WeChat does. The load comes from 2 client processes of 16 threads with
@@ -137,20 +143,54 @@ def load(port: int, connections: int, seconds: float, aes: str, tag: int) -> dic
             "errors": errs}
 
 
-def start_huzhu(port: int, aes: str, db_url: str, data: Path) -> subprocess.Popen:
+class Procs:
+    """The processes of one app under test, stopped together."""
+
+    def __init__(self, *procs: subprocess.Popen):
+        self.procs = procs
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(10)
+
+
+def huzhu_env(aes: str, db_url: str, data: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUZHU_")}
     env.update(HUZHU_DATABASE_URL=db_url, HUZHU_DATA_DIR=str(data), HUZHU_WECHAT_TOKEN=TOKEN,
                HUZHU_WECHAT_APP_ID=APP_ID, HUZHU_WECHAT_AES_KEY=aes,
                HUZHU_WECHAT_API_BASE="http://127.0.0.1:9", HUZHU_LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    return env
 
 
-def start_echo(port: int, aes: str) -> subprocess.Popen:
-    args = [sys.executable, str(ROOT / "bench" / "echo_app.py"), str(port), TOKEN, APP_ID]
+def gunicorn(port: int, app: str, workers: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread",
+                             "--threads", "16", "-b", f"127.0.0.1:{port}", "--log-level",
+                             "warning", app], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+
+
+def start_huzhu(port: int, aes: str, db_url: str, data: Path, args) -> Procs:
+    env = huzhu_env(aes, db_url, data)
+    if args.server == "gunicorn":
+        subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], cwd=ROOT, env=env,
+                       stdout=subprocess.DEVNULL, check=True)
+        worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL)
+        return Procs(gunicorn(port, "bot.app:create_app()", args.workers, env), worker)
+    return Procs(subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
+
+
+def start_echo(port: int, aes: str, args) -> Procs:
+    if args.server == "gunicorn":
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
+        return Procs(gunicorn(port, f"echo_app:create({TOKEN!r}, {APP_ID!r}, {aes!r})",
+                              args.workers, env))
+    cmd = [sys.executable, str(ROOT / "bench" / "echo_app.py"), str(port), TOKEN, APP_ID]
     if aes:
-        args.append(aes)
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
+        cmd.append(aes)
+    return Procs(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL))
 
 
 def reset_pg(url: str) -> None:
@@ -170,17 +210,16 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
         if database == "postgresql":
             reset_pg(args.pg_url)
         results = {}
-        for name, starter in (("echo", lambda p: start_echo(p, aes)),
-                              ("huzhu", lambda p: start_huzhu(p, aes, db_url, tmp))):
+        for name, starter in (("echo", lambda p: start_echo(p, aes, args)),
+                              ("huzhu", lambda p: start_huzhu(p, aes, db_url, tmp, args))):
             port = free_port()
-            proc = starter(port)
+            procs = starter(port)
             try:
                 wait_up(port)
                 load(port, args.connections, 2, aes, tag * 100 + 1)  # warm-up
                 results[name] = load(port, args.connections, args.seconds, aes, tag * 100 + 2)
             finally:
-                proc.terminate()
-                proc.wait(10)
+                procs.stop()
         e, h = results["echo"], results["huzhu"]
         return {"mode": mode, "database": database, "echo": e, "huzhu": h,
                 "ratio": h["rps"] / e["rps"] if e["rps"] else None}
@@ -195,16 +234,19 @@ def main() -> int:
     ap.add_argument("--modes", default="plain,safe")
     ap.add_argument("--databases", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1/huzhu_bench")
+    ap.add_argument("--server", choices=("serve", "gunicorn"), default="serve")
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn processes (--server gunicorn)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows = []
     tag = 1
+    server = args.server if args.server == "serve" else f"gunicorn×{args.workers}"
     for database in args.databases.split(","):
         for mode in args.modes.split(","):
             rows.append(run_one(mode, database, args, tag))
             tag += 1
             r = rows[-1]
-            print(f"{r['database']:<10} {r['mode']:<5}  echo {r['echo']['rps']:7.0f} msg/s "
+            print(f"{r['database']:<10} {r['mode']:<5} {server:<10} echo {r['echo']['rps']:7.0f} msg/s "
                   f"p50 {r['echo']['p50_ms']:6.1f} ms p99 {r['echo']['p99_ms']:6.1f} ms | "
                   f"huzhu {r['huzhu']['rps']:7.0f} msg/s p50 {r['huzhu']['p50_ms']:6.1f} ms "
                   f"p99 {r['huzhu']['p99_ms']:6.1f} ms (errors {r['huzhu']['errors']}) | "

@@ -21,9 +21,11 @@ def format_date(value: date | datetime | None) -> str:
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
+    """Templates are read once per process (no file check on every reply): a changed template
+    takes effect when the bot restarts."""
     env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
-                      autoescape=False)
+                      autoescape=False, auto_reload=False)
     env.filters["yuan"] = format_yuan
     env.filters["cndate"] = format_date
     return env
