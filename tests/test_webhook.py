@@ -209,6 +209,24 @@ def test_retry_storm_gives_one_state_change_and_the_same_reply(villager, db, cou
             InboundMessage.dedupe_key == "msg:777000111")) == 1
 
 
+def test_a_new_users_first_message_retried_at_once_makes_one_user_and_one_reply(villager, db):
+    xml = villager.text_xml("o_first_storm", "帮助", msg_id=777000222)
+    results, threads = [], []
+    for _ in range(4):
+        t = threading.Thread(target=lambda: results.append(villager.post("o_first_storm", xml)))
+        threads.append(t)
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r in results] == [200] * 4
+    assert len({r.reply for r in results}) == 1 and "1 参加互助" in results[0].reply
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(WechatUser).where(
+            WechatUser.openid == "o_first_storm")) == 1
+        assert s.scalar(select(func.count()).select_from(InboundMessage).where(
+            InboundMessage.dedupe_key == "msg:777000222")) == 1
+
+
 def test_event_retries_are_dropped_by_sender_and_time(villager, db):
     xml = villager._xml("o_evt_retry", "event", {"Event": "subscribe"}, create_time=1700000000)
     first = villager.post("o_evt_retry", xml)
