@@ -14,7 +14,7 @@ from core.adjudication import (CAP_STATUSES, REASON_CODES, REASONS, ClaimFacts, 
                                OtherClaim, Rules, adjudicate, explain)
 from core.config import SCHEMES_DIR
 from core.models import ClaimStatus, InsuranceType
-from core.money import round_half_up
+from core.money import format_yuan, parse_yuan, round_half_up
 from core.scheme import EXCLUSION_KINDS, load_scheme
 
 ALL_EXCLUSIONS = set(EXCLUSION_KINDS)
@@ -324,6 +324,24 @@ def test_positional_templates_read_as_keyword_ones():
                 == template.format(**values))
     with pytest.raises(KeyError):
         _positional("{unknown}", *names)
+
+
+@pytest.mark.parametrize("fen, text", [
+    (0, "0.00"), (5, "0.05"), (100, "1.00"), (99_999, "999.99"), (100_000, "1,000.00"),
+    (444_096, "4,440.96"), (100_000_000, "1,000,000.00"), (123_456_789, "1,234,567.89"),
+    (-5, "-0.05"), (-123_456_789, "-1,234,567.89"), (10**20, "1,000,000,000,000,000,000.00")])
+def test_yuan_text_of_fen(fen, text):
+    assert format_yuan(fen, unit=False) == text
+    assert format_yuan(fen) == f"{text} 元"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(-10**15, 10**15))
+def test_yuan_text_reads_back_as_the_same_fen(fen):
+    text = format_yuan(fen, unit=False)
+    assert text == f"{'-' if fen < 0 else ''}{abs(fen) // 100:,}.{abs(fen) % 100:02d}"
+    if 0 <= fen < 10**14:  # parse_yuan reads up to 12 digits of yuan
+        assert parse_yuan(text) == fen
 
 
 def test_orm_enum_values_work_as_inputs():
