@@ -21,8 +21,10 @@ in chunks, bulk inserts with ids reserved up front (no per-row round trips).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
+import gc
 import hashlib
 import json
 import re
@@ -33,7 +35,7 @@ from datetime import date
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sqlalchemy import insert, select
+from sqlalchemy import JSON, insert, select
 from sqlalchemy.orm import Session
 
 from core.crypto import PersonalDataVault, mask_name
@@ -50,6 +52,8 @@ REQUIRED = ("村", "户主姓名", "姓名", "身份证号", "与户主关系", 
 SHEET = "名单"
 CHUNK = 5000  # rows per bulk insert and per look-up query
 MAX_ERRORS = 10000  # errors kept (the report says how many more)
+SQLITE_CACHE_KIB = 64 * 1024  # SQLite page cache while importing (the default is 2 MiB)
+GC_THRESHOLD = (50_000, 20, 100)  # while importing: fewer collections of a heap of row tuples
 
 ID_ERROR_TEXT = {
     "length": "身份证号应为18位", "format": "身份证号只能是数字，最后一位可以是X",
@@ -542,6 +546,7 @@ class _Group:
     rows: list[tuple]
     household_id: int | None = None  # an existing household
     number: str | None = None
+    states: list | None = None  # per row: _NEW, _UNCHANGED or a known member's id
 
 
 def _chunks(items: list, n: int = CHUNK) -> Iterator[list]:
@@ -611,22 +616,67 @@ def _check_groups(ck: _Checker, rows: list[tuple]) -> list[_Group]:
 
 GROUP_CHUNK = 2000  # households per look-up / write round
 
+# what writing a checked row means (_Group.states): a new member, or nothing (already enrolled
+# in that household this year); a positive number is the id of a known member of the household
+# who gets this year's enrolment
+_NEW, _UNCHANGED = None, 0
 
-def _bulk_insert(session: Session, table, rows: list[dict]) -> None:
-    """executemany; on PostgreSQL COPY (several times faster), in the session's transaction."""
+# the columns each bulk insert fills, in the order of its row tuples
+_HOUSEHOLD_COLUMNS = ("id", "number", "pool_id", "village_id", "phone", "status", "created_at")
+_MEMBER_COLUMNS = ("id", "household_id", "name", "id_number_enc", "id_number_hash",
+                   "id_number_masked", "birth_date", "relation", "insurance", "category",
+                   "created_at")
+_ENROLMENT_COLUMNS = ("member_id", "scheme_year_id", "id_number_hash", "status", "created_at")
+_AUDIT_COLUMNS = ("at", "actor", "action", "entity", "entity_id", "before", "after")
+
+
+def _memo(process: Callable) -> Callable:
+    """A column's bind processor, remembering its results (dates, enums, the import's time)."""
+    done: dict = {}
+
+    def run(value):
+        try:
+            return done[value]
+        except KeyError:
+            done[value] = out = process(value)
+            return out
+    return run
+
+
+def _bulk_insert(session: Session, table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Insert tuples of `columns` values, in the session's transaction: on PostgreSQL with COPY
+    (several times faster than INSERT), on SQLite with one executemany of the DB-API driver,
+    the values converted by the columns' own SQLAlchemy types first (what Core would do per
+    row and per parameter, done here per column and per distinct value)."""
     if not rows:
         return
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(table), rows)
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        raw = session.connection().connection.driver_connection
+        with raw.cursor() as cur:
+            with cur.copy(f'COPY "{table.name}" ({", ".join(columns)}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row([v.value if isinstance(v, enum.Enum) else
+                                    (json.dumps(v, ensure_ascii=False, default=str)
+                                     if isinstance(v, dict) else v) for v in row])
         return
-    cols = list(rows[0])
-    raw = session.connection().connection.driver_connection
-    with raw.cursor() as cur:
-        with cur.copy(f'COPY "{table.name}" ({", ".join(cols)}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row([v.value if isinstance(v, enum.Enum) else
-                                (json.dumps(v, ensure_ascii=False, default=str)
-                                 if isinstance(v, dict) else v) for v in row.values()])
+    if dialect.paramstyle != "qmark":  # not SQLite: Core's executemany
+        session.execute(insert(table), [dict(zip(columns, row)) for row in rows])
+        return
+    processors = []
+    for name in columns:
+        type_ = table.c[name].type
+        process = type_.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None and not isinstance(type_, JSON):
+            process = _memo(process)
+        processors.append(process)
+    if any(processors):
+        values = zip(*rows)
+        rows = list(zip(*[map(p, v) if p else v for p, v in zip(processors, values)]))
+    q = dialect.identifier_preparer
+    sql = (f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(c) for c in columns)}) "
+           f"VALUES ({', '.join('?' * len(columns))})")
+    session.connection().exec_driver_sql(sql, rows)
 
 
 def _existing_for(ck: _Checker, groups: list[_Group]) -> tuple[dict, dict]:
@@ -660,15 +710,32 @@ def _existing_for(ck: _Checker, groups: list[_Group]) -> tuple[dict, dict]:
 
 
 def _check_existing(ck: _Checker, groups: list[_Group]) -> None:
-    """Refuse people enrolled this year in another household (a chunk at a time)."""
+    """Refuse people enrolled this year in another household, and note what writing each row
+    means (`_Group.states`) and where it differs from what is on file (a chunk at a time; the
+    only look-ups of the import's people, so writing needs none)."""
+    result, error = ck.result, ck.error
     for chunk in _chunks(groups, GROUP_CHUNK):
-        enrolled, _members = _existing_for(ck, chunk)
+        enrolled, members = _existing_for(ck, chunk)
         for g in chunk:
+            hid, states = g.household_id, []
             for r in g.rows:
-                e = enrolled.get(r[_R_HASH])
-                if e is not None and e[0] != g.household_id:
-                    ck.error(r[_R_ROW], "身份证号",
-                             f"这个人本年度已经登记在户号 {e[2]}，一个人一年只能在一户参加")
+                h = r[_R_HASH]
+                e = enrolled.get(h)
+                m = members.get((hid, h)) if hid is not None else None
+                if e is not None:
+                    if e[0] != hid:
+                        error(r[_R_ROW], "身份证号",
+                              f"这个人本年度已经登记在户号 {e[2]}，一个人一年只能在一户参加")
+                    states.append(_UNCHANGED)
+                elif m is not None:
+                    states.append(m[2])
+                else:
+                    states.append(_NEW)
+                if m is not None:
+                    _differences(result, r, m)
+            g.states = states
+    if result.errors:
+        result.differences.clear()  # only a file that is imported says what it left alone
 
 
 # ---------------------------------------------------------------------------------------------
@@ -689,67 +756,55 @@ def _write(ck: _Checker, groups: list[_Group], actor: str, file_name: str,
     encrypt, pending = vault.encrypt, EnrolmentStatus.pending
     done_rows = 0
     for chunk in _chunks(groups, GROUP_CHUNK):
-        enrolled, members = _existing_for(ck, chunk)
         households, new_members, enrolments, audits = [], [], [], []
         for g in chunk:
             head = next((r for r in g.rows if r[_R_REL] is Relation.head), g.rows[0])
-            year = ck.year(pool_of[head[_R_VILLAGE]])
+            year_id = ck.year(pool_of[head[_R_VILLAGE]]).id
             if g.household_id in new_ids:
                 phone = head[_R_PHONE] or next((r[_R_PHONE] for r in g.rows if r[_R_PHONE]),
                                                None)
-                households.append({"id": g.household_id, "number": g.number,
-                                   "pool_id": pool_of[head[_R_VILLAGE]],
-                                   "village_id": head[_R_VILLAGE], "phone": phone,
-                                   "status": "active", "created_at": now})
+                households.append((g.household_id, g.number, pool_of[head[_R_VILLAGE]],
+                                   head[_R_VILLAGE], phone, "active", now))
             added = renewed = 0
-            for r in g.rows:
-                h = r[_R_HASH]
-                m = members.get((g.household_id, h))
-                if h in enrolled:
-                    result.unchanged += 1
-                elif m is not None:
-                    enrolments.append((m[2], h, year.id))
+            for r, state in zip(g.rows, g.states):
+                if state is _NEW:
+                    new_members.append((r, g.household_id, year_id))
+                    added += 1
+                elif state:
+                    enrolments.append((state, year_id, r[_R_HASH], pending, now))
                     renewed += 1
                 else:
-                    new_members.append((r, g.household_id, year.id))
-                    added += 1
-                if m is not None:
-                    _differences(result, r, m)
+                    result.unchanged += 1
             if added or renewed:
                 if g.household_id not in new_ids:
                     result.households_renewed += 1
-                audits.append({
-                    "at": now, "actor": actor,
-                    "action": ("household.import" if g.household_id in new_ids
-                               else "household.import_update"),
-                    "entity": "household", "entity_id": g.number, "before": None,
-                    "after": {"file": file_name, "scheme_year_id": year.id,
-                              "village": village_name[head[_R_VILLAGE]],
-                              "members_new": added, "enrolments_renewed": renewed,
-                              "enrolment": "pending"}})
+                audits.append((
+                    now, actor,
+                    "household.import" if g.household_id in new_ids else "household.import_update",
+                    "household", g.number, None,
+                    {"file": file_name, "scheme_year_id": year_id,
+                     "village": village_name[head[_R_VILLAGE]],
+                     "members_new": added, "enrolments_renewed": renewed,
+                     "enrolment": "pending"}))
         if households:
-            _bulk_insert(s, Household.__table__, households)
+            _bulk_insert(s, Household.__table__, _HOUSEHOLD_COLUMNS, households)
             result.households_new += len(households)
         member_ids = reserve_ids(s, Member.__table__, len(new_members))
         rows = []
         for mid, (r, hid, year_id) in zip(member_ids, new_members):
             n = r[_R_ID]
-            rows.append({"id": mid, "household_id": hid, "name": r[_R_NAME],
-                         "id_number_enc": encrypt(n), "id_number_hash": r[_R_HASH],
-                         "id_number_masked": n[:4] + "*" * 10 + n[-4:],
-                         "birth_date": r[_R_BIRTH], "relation": r[_R_REL],
-                         "insurance": r[_R_INS], "category": r[_R_CAT], "created_at": now})
-            enrolments.append((mid, r[_R_HASH], year_id))
+            rows.append((mid, hid, r[_R_NAME], encrypt(n), r[_R_HASH],
+                         n[:4] + "*" * 10 + n[-4:], r[_R_BIRTH], r[_R_REL], r[_R_INS],
+                         r[_R_CAT], now))
+            enrolments.append((mid, year_id, r[_R_HASH], pending, now))
         if rows:
-            _bulk_insert(s, Member.__table__, rows)
+            _bulk_insert(s, Member.__table__, _MEMBER_COLUMNS, rows)
             result.members_new += len(rows)
         if enrolments:
-            _bulk_insert(s, Enrolment.__table__, [
-                {"member_id": mid, "scheme_year_id": year_id, "id_number_hash": h,
-                 "status": pending, "created_at": now} for mid, h, year_id in enrolments])
+            _bulk_insert(s, Enrolment.__table__, _ENROLMENT_COLUMNS, enrolments)
             result.enrolments_new += len(enrolments)
         if audits:
-            _bulk_insert(s, AuditLog.__table__, audits)
+            _bulk_insert(s, AuditLog.__table__, _AUDIT_COLUMNS, audits)
         done_rows += sum(len(g.rows) for g in chunk)
         if progress and (done_rows // (GROUP_CHUNK * 3)) % 25 == 0:
             progress(f"written {done_rows} of {result.rows} rows")
@@ -775,29 +830,57 @@ def import_households(session: Session, vault: PersonalDataVault, path: str | Pa
                       progress: Callable[[str], None] | None = None) -> ImportResult:
     """Check the whole file; if every row is good, write it (in the caller's transaction).
     Returns the result; `result.errors` non-empty means nothing was written."""
-    from core.audit import audit
-
     path = Path(path)
     result = ImportResult(file=path.name, sha256=_file_sha256(path))
+    with _importing(session):
+        _import(session, vault, path, result, actor, today, year_on, progress)
+    return result
+
+
+@contextlib.contextmanager
+def _importing(session: Session) -> Iterator[None]:
+    """For the import's duration: the cyclic garbage collector runs less often (the import
+    holds a million small tuples and makes few cycles; each full collection walks them all),
+    and on SQLite the connection's page cache is 64 MiB instead of 2 (the indexes on ID hashes
+    are written in random order). Both set back afterwards; durability is not touched."""
+    threshold = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)
+    raw = cache = None
+    try:
+        if session.get_bind().dialect.name == "sqlite":
+            raw = session.connection().connection.driver_connection
+            cache = raw.execute("PRAGMA cache_size").fetchone()[0]
+            raw.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        if raw is not None:
+            raw.execute(f"PRAGMA cache_size={int(cache)}")
+
+
+def _import(session: Session, vault: PersonalDataVault, path: Path, result: ImportResult,
+            actor: str, today: date, year_on: date | None,
+            progress: Callable[[str], None] | None) -> None:
+    from core.audit import audit
+
     ck = _Checker(session, vault, today, year_on, result)
     rows = _check_rows(path, ck)
     if progress:
         progress(f"read {result.rows} rows")
     if result.errors:
-        return result
+        return
     groups = _check_groups(ck, rows)
     del rows
     _check_existing(ck, groups)
     if result.errors:
         result.errors.sort(key=lambda e: e.row)
-        return result
+        return
     if progress:
         progress(f"checked {len(groups)} households")
     _write(ck, groups, actor, path.name, progress)
     if result.changed:
         audit(session, actor, "households.import", "file", result.sha256[:16], None,
               {k: v for k, v in result.to_json().items() if k not in ("errors", "differences")})
-    return result
 
 
 def write_report(result: ImportResult, path: str | Path) -> Path:

@@ -147,6 +147,50 @@ def test_a_later_list_adds_to_known_households(cli, db, tmp_path):
         assert [m.name for m in hh.members][-1] == "王小妹"
 
 
+def test_next_year_s_list_renews_known_members_and_names_differences(cli, db, tmp_path):
+    """Last year's households imported again into a new scheme year: their members get the new
+    year's enrolment (no new member rows), a newcomer is added, and what differs from the file
+    on record is reported, not changed."""
+    from datetime import timedelta
+
+    with db.session() as s:
+        year = s.scalar(select(SchemeYear))
+        length = year.end - year.start
+        start = year.end + timedelta(days=1)
+        s.add(SchemeYear(pool_id=year.pool_id, start=start, end=start + length,
+                         enrolment_opens=start - timedelta(days=30),
+                         enrolment_closes=start + timedelta(days=30), rules=year.rules))
+        first_day = year.start
+    ids = people(6)
+    code, out, err = cli("households", "import", str(write_list(tmp_path / "a.xlsx",
+                                                               good_rows(ids[:5]))),
+                         "--year", first_day.isoformat())
+    assert code == 0, err
+    assert counts(db) == (2, 5, 5)
+    rows = good_rows(ids[:5]) + [["示范镇/西村", "", "赵四", "赵小五", ids[5], "子女", "居民医保",
+                                  "", ""]]
+    rows[1][3] = "李小华"  # a name written differently
+    rows[2][6] = "职工医保"  # insurance changed
+    code, out, err = cli("households", "import", str(write_list(tmp_path / "b.xlsx", rows)),
+                         "--year", start.isoformat(), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["households_new"], doc["households_renewed"], doc["members_new"],
+            doc["enrolments_new"], doc["unchanged"], doc["changed"]) == (0, 2, 1, 6, 0, True)
+    assert [(d["row"], d["column"]) for d in doc["differences"]] == [(3, "姓名"), (4, "医保类型")]
+    assert counts(db) == (2, 6, 11)
+    with db.session() as s:
+        names = [m.name for m in s.scalars(select(Member).order_by(Member.id))]
+        assert names == ["王大山", "李小花", "王小军", "赵四", "钱五", "赵小五"]  # not changed
+        assert s.scalar(select(func.count(AuditLog.id)).where(
+            AuditLog.action == "household.import_update")) == 2
+    code, out, err = cli("households", "import", str(write_list(tmp_path / "b.xlsx", rows)),
+                         "--year", start.isoformat(), "--json")
+    doc = json.loads(out)
+    assert code == 0 and not doc["changed"] and doc["unchanged"] == 6
+    assert counts(db) == (2, 6, 11)
+
+
 def test_bad_rows_are_reported_by_number_and_nothing_is_written(cli, db, app_ctx, tmp_path):
     ids = people(8)
     with db.session() as s:
