@@ -5,10 +5,11 @@
 Generates the file with openpyxl write-only (three members per household on average, spread
 over 30 villages of one pool; not timed), then times `core.importer.import_households` on a
 fresh database (SQLite file by default, or --database-url, e.g. PostgreSQL) in one transaction,
-and reports the time and the peak RSS of the process (resource.getrusage). The generated file
-carries a <dimension> element as Excel writes it (openpyxl's write-only mode leaves it out,
-which would make every reader scan the sheet twice). Then imports the same file again and
-checks that nothing changed. Targets: ≤ 120 s and < 1 GB.
+and reports the time and the peak RSS of the process (resource.getrusage), and the CPU time
+and peak RSS of the helper process the import starts on a machine with two or more cores. The
+generated file carries a <dimension> element as Excel writes it (openpyxl's write-only mode
+leaves it out, which would make every reader scan the sheet twice). Then imports the same file
+again and checks that nothing changed. Targets: ≤ 120 s and < 1 GB (both processes together).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from datetime import date, timedelta
@@ -44,6 +46,58 @@ def _cpu_s() -> float:
     two cores are shared with other work and wall time says little."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of the child processes that have ended (the import's helper ends with it)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class _ChildPeaks:
+    """Peak RSS of the processes this one starts while importing (the helper that reads the
+    sheet and encrypts): their VmHWM read from /proc every 0.2 s (Linux; else none seen)."""
+
+    def __init__(self):
+        self.peak_kib: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "_ChildPeaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> float:
+        return sum(self.peak_kib.values()) / 1024
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for pid in self._children():
+                try:
+                    with open(f"/proc/{pid}/status") as fh:
+                        for line in fh:
+                            if line.startswith("VmHWM:"):
+                                kib = int(line.split()[1])
+                                self.peak_kib[pid] = max(kib, self.peak_kib.get(pid, 0))
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _children() -> list[str]:
+        me = os.getpid()
+        out: list[str] = []
+        try:
+            for tid in os.listdir(f"/proc/{me}/task"):
+                with open(f"/proc/{me}/task/{tid}/children") as fh:
+                    out += fh.read().split()
+        except OSError:
+            pass
+        return out
 
 
 def make_id(rng: random.Random, seq: int, born: date) -> str:
@@ -168,30 +222,35 @@ def main() -> int:
     print(f"database: {db.engine.dialect.name}; peak RSS before import {rss_before:.0f} MB; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
 
-    t, cpu = time.perf_counter(), _cpu_s()
-    with db.session() as s:
+    t, cpu, child_cpu = time.perf_counter(), _cpu_s(), _children_cpu_s()
+    with _ChildPeaks() as children, db.session() as s:
         result = import_households(s, vault, xlsx, actor="bench", today=today,
                                    progress=lambda m: print(f"  {time.perf_counter() - t:6.1f} s"
                                                             f"  {m}", flush=True))
     elapsed = time.perf_counter() - t
-    cpu = _cpu_s() - cpu
-    peak = _rss_mb()
+    cpu, child_cpu = _cpu_s() - cpu, _children_cpu_s() - child_cpu
+    peak, child_peak = _rss_mb(), children.mb
     ok = result.ok and result.members_new == args.members
-    print(f"first import: {elapsed:.1f} s wall, {cpu:.1f} s CPU, {result.households_new} households, "
+    print(f"first import: {elapsed:.1f} s wall, {cpu:.1f} s CPU (+ {child_cpu:.1f} s in the "
+          f"helper process), {result.households_new} households, "
           f"{result.members_new} members, {result.enrolments_new} enrolments, "
-          f"errors {len(result.errors)}; peak RSS {peak:.0f} MB")
+          f"errors {len(result.errors)}; peak RSS {peak:.0f} MB (+ {child_peak:.0f} MB helper)")
 
-    t, cpu2 = time.perf_counter(), _cpu_s()
-    with db.session() as s:
+    t, cpu2, child_cpu2 = time.perf_counter(), _cpu_s(), _children_cpu_s()
+    with _ChildPeaks() as children2, db.session() as s:
         again = import_households(s, vault, xlsx, actor="bench", today=today)
     elapsed2, cpu2 = time.perf_counter() - t, _cpu_s() - cpu2
-    print(f"second import of the same file: {elapsed2:.1f} s wall, {cpu2:.1f} s CPU, "
-          f"changed={again.changed}, "
-          f"unchanged={again.unchanged}; peak RSS {_rss_mb():.0f} MB")
+    child_cpu2 = _children_cpu_s() - child_cpu2
+    print(f"second import of the same file: {elapsed2:.1f} s wall, {cpu2:.1f} s CPU "
+          f"(+ {child_cpu2:.1f} s helper), changed={again.changed}, "
+          f"unchanged={again.unchanged}; peak RSS {_rss_mb():.0f} MB "
+          f"(+ {children2.mb:.0f} MB helper)")
     loaded = os.getloadavg()[0] > (os.cpu_count() or 1)
-    fast = elapsed <= 120 or (loaded and cpu <= 120)
-    verdict = ok and not again.changed and fast and peak < 1024
-    print("PASS" if verdict else "FAIL", f"(target: ≤ 120 s, < 1024 MB; {args.members} members"
+    # on a loaded machine the time judged is the CPU time of both processes together
+    fast = elapsed <= 120 or (loaded and cpu + child_cpu <= 120)
+    verdict = ok and not again.changed and fast and peak + child_peak < 1024
+    print("PASS" if verdict else "FAIL", f"(target: ≤ 120 s, < 1024 MB for the importing "
+          f"process and its helper together; {args.members} members"
           + ("; the machine is loaded, so the time judged is CPU time)" if loaded and
              elapsed > 120 else ")"))
     db.dispose()
