@@ -30,6 +30,7 @@ import enum
 import gc
 import hashlib
 import json
+import logging
 import operator
 import os
 import pickle
@@ -53,6 +54,7 @@ from core.models import (AuditLog, Enrolment, EnrolmentStatus, Household, Member
                          SchemeYear, Village, utcnow)
 from core.scheme import enrolment_scheme_year, scheme_of, scheme_year_on
 
+log = logging.getLogger("huzhu.importer")
 _OUR_NUMBER = re.compile(r"^H\d{8,}$")
 COLUMNS = ("村", "户号", "户主姓名", "姓名", "身份证号", "与户主关系", "医保类型", "类别", "手机号")
 REQUIRED = ("村", "户主姓名", "姓名", "身份证号", "与户主关系", "医保类型")
@@ -458,11 +460,20 @@ def _use_helper(path: Path) -> bool:
 def _helper_main() -> None:
     """The helper process (`python -c`, see _Helper): read the path and the vault from stdin,
     send the sheet's rows in batches, then encrypt what is asked, until told to stop."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the importing process
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, not into the messages
     inp = os.fdopen(0, "rb")
     gc.set_threshold(*GC_THRESHOLD)
+    try:
+        _helper_work(inp, out)
+    except (BrokenPipeError, EOFError):  # the importing process is gone
+        pass
 
+
+def _helper_work(inp, out) -> None:
     def send(message) -> None:
         pickle.dump(message, out, pickle.HIGHEST_PROTOCOL)
         out.flush()
@@ -485,13 +496,14 @@ def _helper_main() -> None:
         return
     encrypt = vault.encrypt
     while True:
-        try:
-            kind, payload = pickle.load(inp)
-        except EOFError:
-            return
+        kind, payload = pickle.load(inp)
         if kind != "encrypt":
             return
         send(("encrypted", [encrypt(n) for n in payload]))
+
+
+class _HelperGone(RuntimeError):
+    pass
 
 
 class _Helper:
@@ -505,14 +517,19 @@ class _Helper:
         root = str(Path(__file__).resolve().parents[1])
         code = (f"import sys; sys.path.insert(0, {root!r}); "
                 "from core.importer import _helper_main; _helper_main()")
+        self.path = path
         self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE)
         with contextlib.suppress(ImportError, AttributeError, OSError):  # Linux: more room
             import fcntl
 
             fcntl.fcntl(self.process.stdout.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-        self.reading, self.asked = True, 0
-        self._send((str(path), vault))
+        self.reading, self.asked, self.gone = True, 0, False
+        try:
+            self._send((str(path), vault))
+        except OSError:
+            self.close()
+            raise
 
     def _send(self, message) -> None:
         pickle.dump(message, self.process.stdin, pickle.HIGHEST_PROTOCOL)
@@ -522,16 +539,28 @@ class _Helper:
         try:
             kind, payload = pickle.load(self.process.stdout)
         except EOFError:
-            raise RuntimeError(f"the import's helper process stopped "
-                               f"(exit code {self.process.wait(5)})") from None
+            raise _HelperGone(f"the import's helper process stopped "
+                              f"(exit code {self.process.wait(5)})") from None
         if kind == "error":
             raise payload
         assert kind == expected or (expected == "rows" and kind == "end"), kind
         return kind, payload
 
     def rows(self) -> Iterator[tuple[int, tuple]]:
+        """The sheet's rows; read here after all if the helper ends before sending any (it
+        could not start: no such interpreter, no memory…)."""
+        received = False
         while True:
-            kind, batch = self._recv("rows")
+            try:
+                kind, batch = self._recv("rows")
+            except _HelperGone as exc:
+                if received:
+                    raise
+                log.warning("%s before sending anything; the file is read without it", exc)
+                self.reading, self.gone = False, True
+                yield from _sheet_rows(self.path)
+                return
+            received = True
             if kind == "end":
                 self.reading = False
                 return
@@ -554,7 +583,7 @@ class _Helper:
 
         if self.reading or self.asked:  # busy with what this import no longer needs
             self.process.kill()
-        else:
+        elif not self.gone:
             with contextlib.suppress(OSError):
                 self._send(("stop", None))
         with contextlib.suppress(OSError):
@@ -573,7 +602,8 @@ def _helper_for(path: Path, vault: PersonalDataVault) -> Iterator[_Helper | None
     if _use_helper(path):
         try:
             helper = _Helper(path, vault)
-        except OSError:  # no processes to be had: do it all here
+        except (OSError, ValueError) as exc:  # no processes to be had: do it all here
+            log.warning("no helper process for the import (%s); it runs in this one alone", exc)
             helper = None
     try:
         yield helper
@@ -949,6 +979,8 @@ def _write(ck: _Checker, groups: list[_Group], actor: str, file_name: str,
         g.household_id, g.number = hid, household_number(hid)
         new_ids.add(hid)
     encrypt = ck.vault.encrypt
+    if helper is not None and helper.gone:
+        helper = None
     waiting = None  # the chunk prepared before, its ID numbers being encrypted
     done_rows = 0
     for chunk in _chunks(groups, GROUP_CHUNK):

@@ -352,6 +352,29 @@ def test_a_broken_sheet_fails_the_same_with_the_helper(db, app_ctx, tmp_path, mo
     assert counts(db) == (0, 0, 0)
 
 
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"])
+def test_without_a_helper_process_the_import_runs_alone(db, app_ctx, tmp_path, monkeypatch,
+                                                        caplog, executable):
+    """No helper process to be had (it cannot start, or ends at once): the file is read and
+    encrypted in the importing process, with the same result."""
+    import sys
+
+    import core.importer
+    from core.importer import import_households
+
+    monkeypatch.setattr(core.importer, "_use_helper", lambda path: True)
+    monkeypatch.setattr(sys, "executable", executable)
+    ids = people(5)
+    path = write_list(tmp_path / "list.xlsx", good_rows(ids))
+    with db.session() as s:
+        result = import_households(s, app_ctx.vault, path, actor="test", today=date.today())
+    assert result.ok and result.members_new == 5
+    assert "helper process" in caplog.text
+    with db.session() as s:
+        assert sorted(app_ctx.vault.decrypt(m.id_number_enc)
+                      for m in s.scalars(select(Member))) == sorted(ids)
+
+
 # -- huzhu villages qrcodes ---------------------------------------------------------------------
 
 def test_village_qr_codes_and_posters(cli, db, app_ctx, emulator, tmp_path, villager):
