@@ -43,7 +43,7 @@ from datetime import date
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sqlalchemy import JSON, insert, select
+from sqlalchemy import JSON, insert, select, text
 from sqlalchemy.orm import Session
 
 from core.crypto import PersonalDataVault, mask_name
@@ -62,6 +62,7 @@ SHEET = "名单"
 CHUNK = 5000  # rows per bulk insert and per look-up query
 MAX_ERRORS = 10000  # errors kept (the report says how many more)
 SQLITE_CACHE_KIB = 64 * 1024  # SQLite page cache while importing (the default is 2 MiB)
+ANALYZE_MIN_ROWS = 10_000  # rows written from which PostgreSQL's statistics are renewed
 GC_THRESHOLD = (50_000, 20, 100)  # while importing: fewer collections of a heap of row tuples
 
 ID_ERROR_TEXT = {
@@ -316,14 +317,14 @@ class _FastSheet:
         append, clear = cur.append, cur.clear
         local_of: dict[str, str] = {}
         column_of: dict[str, int] = {}
-        row, col, kind, text, in_is = 0, -1, "n", False, 0
+        row, col, kind, collecting, in_is = 0, -1, "n", False, 0
 
         def local(name):
             local_of[name] = part = name.rpartition(" ")[2]
             return part
 
         def start(name, attrs):
-            nonlocal row, col, kind, text, in_is
+            nonlocal row, col, kind, collecting, in_is
             tag = local_of.get(name) or local(name)
             if tag == "c":
                 ref = attrs.get("r")
@@ -338,7 +339,7 @@ class _FastSheet:
                 kind = attrs.get("t", "n")
                 buf.clear()
             elif tag == "v" or (tag == "t" and in_is):
-                text = True
+                collecting = True
             elif tag == "is":
                 in_is += 1
             elif tag == "row":
@@ -348,7 +349,7 @@ class _FastSheet:
                 row = int(r) if r else row + 1
 
         def end(name):
-            nonlocal text, in_is
+            nonlocal collecting, in_is
             tag = local_of.get(name) or local(name)
             if tag == "c":
                 while len(cur) < col:
@@ -368,14 +369,14 @@ class _FastSheet:
                     value = float(value)
                 append(value)
             elif tag == "v" or tag == "t":
-                text = False
+                collecting = False
             elif tag == "is":
                 in_is -= 1
             elif tag == "row":
                 done.append((row, tuple(cur)))
 
         def chars(data):
-            if text:
+            if collecting:
                 buf.append(data)
 
         p = expat.ParserCreate(namespace_separator=" ")
@@ -1148,6 +1149,15 @@ def _check_and_write(ck: _Checker, path: Path, actor: str,
     if progress:
         progress(f"checked {len(groups)} households")
     _write(ck, groups, actor, path.name, progress, helper)
+    if session.get_bind().dialect.name == "postgresql" and \
+            result.members_new + result.enrolments_new >= ANALYZE_MIN_ROWS:
+        # statistics for what was just loaded, as PostgreSQL advises after a bulk load; without
+        # them (autovacuum off, or not yet run) the next import's look-ups by ID hash scan the
+        # tables, and plans cached while the tables were small (psycopg prepares a statement
+        # run five times) are planned again
+        session.execute(text("ANALYZE " + ", ".join(
+            t.name for t in (Household.__table__, Member.__table__, Enrolment.__table__,
+                             AuditLog.__table__))))
     if result.changed:
         audit(session, actor, "households.import", "file", result.sha256[:16], None,
               {k: v for k, v in result.to_json().items() if k not in ("errors", "differences")})
