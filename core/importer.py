@@ -29,6 +29,7 @@ import csv
 import enum
 import gc
 import hashlib
+import itertools
 import json
 import logging
 import operator
@@ -548,34 +549,43 @@ class _Helper:
         return kind, payload
 
     def rows(self) -> Iterator[tuple[int, tuple]]:
-        """The sheet's rows; read here after all if the helper ends before sending any (it
-        could not start: no such interpreter, no memory…)."""
-        received = False
+        """The sheet's rows. Should the helper end on the way (it could not start, was killed
+        for memory…), the rest is read here: the same reader gives the same rows, so those
+        already received are skipped."""
+        received = 0
         while True:
             try:
                 kind, batch = self._recv("rows")
             except _HelperGone as exc:
-                if received:
-                    raise
-                log.warning("%s before sending anything; the file is read without it", exc)
+                log.warning("%s after %d rows; the rest of the file is read without it",
+                            exc, received)
                 self.reading, self.gone = False, True
-                yield from _sheet_rows(self.path)
+                yield from itertools.islice(_sheet_rows(self.path), received, None)
                 return
-            received = True
             if kind == "end":
                 self.reading = False
                 return
+            received += len(batch)
             yield from batch
 
     def encrypt(self, numbers: list[str]) -> None:
         """Ask for these numbers encrypted, once the answer to the last ask is taken (each
         side writes only while the other reads: no pipe fills up on both ends)."""
         assert not self.reading and not self.asked
-        self._send(("encrypt", numbers))
         self.asked = 1
+        try:
+            self._send(("encrypt", numbers))
+        except OSError:  # gone: encrypted() says so
+            pass
 
-    def encrypted(self) -> list[str]:
-        tokens = self._recv("encrypted")[1]
+    def encrypted(self) -> list[str] | None:
+        """The numbers last asked for, encrypted; None if the helper is gone (`gone` then
+        says so): encrypt them here."""
+        try:
+            tokens = self._recv("encrypted")[1]
+        except _HelperGone as exc:
+            log.warning("%s; the ID numbers are encrypted without it", exc)
+            tokens, self.gone = None, True
         self.asked = 0
         return tokens
 
@@ -980,26 +990,35 @@ def _write(ck: _Checker, groups: list[_Group], actor: str, file_name: str,
         g.household_id, g.number = hid, household_number(hid)
         new_ids.add(hid)
     encrypt = ck.vault.encrypt
+
+    def numbers(prepared: list) -> list[str]:
+        return [r[_R_ID] for r, _hid, _year in prepared[1]]
+
+    def take_encrypted(prepared: list, helper: _Helper) -> None:
+        tokens = helper.encrypted()  # None: the helper is gone
+        prepared.append(tokens if tokens is not None else
+                        [encrypt(n) for n in numbers(prepared)])
+
     if helper is not None and helper.gone:
         helper = None
     waiting = None  # the chunk prepared before, its ID numbers being encrypted
     done_rows = 0
     for chunk in _chunks(groups, GROUP_CHUNK):
         prepared = _prepare(ck, chunk, new_ids, actor, file_name, now)
-        numbers = [r[_R_ID] for r, _hid, _year in prepared[1]]
+        if waiting is not None and helper is not None:
+            take_encrypted(waiting, helper)
+            if helper.gone:
+                helper = None
         if helper is None:
-            prepared.append([encrypt(n) for n in numbers])
-        elif waiting is None:
-            helper.encrypt(numbers)
+            prepared.append([encrypt(n) for n in numbers(prepared)])
         else:
-            waiting.append(helper.encrypted())
-            helper.encrypt(numbers)
+            helper.encrypt(numbers(prepared))
         if waiting is not None:
             done_rows = _insert(ck, waiting, now, done_rows, progress)
         waiting = prepared
     if waiting is not None:
         if helper is not None:
-            waiting.append(helper.encrypted())
+            take_encrypted(waiting, helper)
         _insert(ck, waiting, now, done_rows, progress)
 
 

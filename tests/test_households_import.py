@@ -375,6 +375,49 @@ def test_without_a_helper_process_the_import_runs_alone(db, app_ctx, tmp_path, m
                       for m in s.scalars(select(Member))) == sorted(ids)
 
 
+@pytest.mark.parametrize("when", ["reading", "encrypting"])
+def test_a_helper_that_dies_is_taken_over(db, app_ctx, tmp_path, monkeypatch, caplog, when):
+    """The helper killed on the way (out of memory, say): the importing process reads the rest
+    of the file (no row twice) or encrypts the rest itself, with the same result."""
+    import core.importer
+    from core.importer import import_households
+
+    real = core.importer._Helper
+
+    class Helper(real):
+        killed = False
+
+        def _recv(self, expected):
+            if self.killed:  # what it sent before it died is lost with it
+                raise core.importer._HelperGone("the import's helper process stopped (killed)")
+            out = super()._recv(expected)
+            if when == "reading" and out[0] == "rows":  # the first 2,000 rows
+                self.process.kill()
+                self.process.wait()
+                self.killed = True
+            return out
+
+        def encrypt(self, numbers):
+            super().encrypt(numbers)
+            if when == "encrypting":
+                self.process.kill()
+                self.process.wait()
+    monkeypatch.setattr(core.importer, "_Helper", Helper)
+    monkeypatch.setattr(core.importer, "_use_helper", lambda path: True)
+    ids = [make_id(date(1940 + i % 60, 1 + i % 12, 1 + i % 28)) for i in range(2500)]
+    rows = [["示范镇/东村", str(i), f"王{'一二三四五六七八九十'[i % 10]}", f"王{'一二三四五六七八九十'[i % 10]}",
+             idn, "户主", "居民医保", "", ""] for i, idn in enumerate(ids)]
+    path = write_list(tmp_path / "list.xlsx", rows)
+    with db.session() as s:
+        result = import_households(s, app_ctx.vault, path, actor="test", today=date.today())
+    assert result.ok, result.errors[:3]
+    assert (result.rows, result.members_new) == (2500, 2500)
+    assert "helper process stopped" in caplog.text
+    with db.session() as s:
+        assert sorted(app_ctx.vault.decrypt(m.id_number_enc)
+                      for m in s.scalars(select(Member))) == sorted(ids)
+
+
 # -- huzhu villages qrcodes ---------------------------------------------------------------------
 
 def test_village_qr_codes_and_posters(cli, db, app_ctx, emulator, tmp_path, villager):
