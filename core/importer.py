@@ -36,6 +36,7 @@ import operator
 import os
 import pickle
 import re
+import subprocess
 import sys
 import zipfile
 from xml.parsers import expat
@@ -421,20 +422,22 @@ def _rows(path: Path, source: Iterator[tuple[int, tuple]] | None = None
     if header is None:
         raise ImportError_(f"{path.name}: 表格是空的；请用 huzhu households template 生成的模板")
     names = [_text(h) for h in header]
-    index = {}
+    index: dict[str, int] = {}
     for col in COLUMNS:
         if col in names:
             index[col] = names.index(col)
         elif col in REQUIRED:
             raise ImportError_(f"{path.name} 第1行: 缺少“{col}”列；表头应为："
                                + "、".join(COLUMNS))
-    width = max(index.values()) + 1
-    # a missing optional column reads the cell just past the last column, always None
-    pick = operator.itemgetter(*[index.get(col, width) for col in COLUMNS])
-    padding = (None,) * (width + 1)
+    # A missing optional column reads the cell `absent`, which every row is cut or padded to
+    # have as None (never a cell of another column, such as a 备注 column to the right).
+    missing = any(col not in index for col in COLUMNS)
+    absent = max(index.values()) + 1
+    pick = operator.itemgetter(*[index.get(col, absent) for col in COLUMNS])
+    padding = (None,) * (absent + 1)
     for number, row in it:
-        if len(row) <= width:
-            row = tuple(row) + padding[len(row):]
+        if missing or len(row) <= absent:
+            row = tuple(row[:absent]) + padding[min(len(row), absent):]
         cells = pick(row)
         if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
             continue
@@ -540,9 +543,15 @@ class _Helper:
     def _recv(self, expected: str):
         try:
             kind, payload = pickle.load(self.process.stdout)
-        except EOFError:
-            raise _HelperGone(f"the import's helper process stopped "
-                              f"(exit code {self.process.wait(5)})") from None
+        except (EOFError, pickle.UnpicklingError, OSError):
+            # gone, possibly half-way through a message (a truncated pickle): the caller takes
+            # over from the last whole message
+            self.process.kill()
+            try:
+                code = self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise _HelperGone(f"the import's helper process stopped (exit code {code})") from None
         if kind == "error":
             raise payload
         assert kind == expected or (expected == "rows" and kind == "end"), kind

@@ -375,6 +375,48 @@ def test_without_a_helper_process_the_import_runs_alone(db, app_ctx, tmp_path, m
                       for m in s.scalars(select(Member))) == sorted(ids)
 
 
+def test_a_remark_column_beside_a_list_without_optional_columns_is_ignored(db, app_ctx, tmp_path):
+    """户号, 类别 and 手机号 left out, a 备注 column added on the right: 备注 is nobody's category,
+    phone or household number."""
+    from core.importer import import_households
+
+    ids = [make_id(date(1960, 3, 1)), make_id(date(1962, 4, 2))]
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "名单"
+    ws.append(["村", "户主姓名", "姓名", "身份证号", "与户主关系", "医保类型", "备注"])
+    ws.append(["示范镇/东村", "王大山", "王大山", ids[0], "户主", "居民医保", "低保"])
+    ws.append(["示范镇/东村", "王大山", "李小花", ids[1], "配偶", "居民医保", "13800138000"])
+    wb.save(tmp_path / "remarks.xlsx")
+    with db.session() as s:
+        result = import_households(s, app_ctx.vault, tmp_path / "remarks.xlsx", actor="test",
+                                   today=date.today())
+    assert result.ok and result.members_new == 2
+    with db.session() as s:
+        members = list(s.scalars(select(Member)))
+        assert [m.category for m in members] == [None, None]
+        (household,) = s.scalars(select(Household))
+        assert household.phone is None
+
+
+def test_a_helper_gone_half_way_through_a_message_is_taken_over():
+    """Killed while writing a batch (it waits on a full pipe most of the time): the half
+    message left in the pipe means "gone", as an empty pipe does — not a crash of the import."""
+    import subprocess
+    import sys
+
+    import core.importer
+
+    half = ("import pickle, sys; d = pickle.dumps(('rows', [(2, ('x',) * 9)] * 5000)); "
+            "sys.stdout.buffer.write(d[:len(d) // 2])")
+    helper = object.__new__(core.importer._Helper)
+    helper.process = subprocess.Popen([sys.executable, "-c", half], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE)
+    with pytest.raises(core.importer._HelperGone):
+        helper._recv("rows")
+    assert helper.process.poll() is not None
+
+
 @pytest.mark.parametrize("when", ["reading", "encrypting"])
 def test_a_helper_that_dies_is_taken_over(db, app_ctx, tmp_path, monkeypatch, caplog, when):
     """The helper killed on the way (out of memory, say): the importing process reads the rest
