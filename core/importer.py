@@ -474,7 +474,7 @@ def _helper_main() -> None:
     gc.set_threshold(*GC_THRESHOLD)
     try:
         _helper_work(inp, out)
-    except (BrokenPipeError, EOFError):  # the importing process is gone
+    except (OSError, EOFError):  # the importing process is gone (EINVAL on Windows pipes)
         pass
 
 
