@@ -190,16 +190,22 @@ def counting_dialogue():
     dialogue.REGISTRY.pop("counter", None)
 
 
-def test_retry_storm_gives_one_state_change_and_the_same_reply(villager, db, counting_dialogue):
-    villager.text("o_storm", "计数")
-    xml = villager.text_xml("o_storm", "再来", msg_id=777000111)
+def post_at_once(villager, openid: str, xml: str, copies: int) -> list:
+    """The same message posted by `copies` threads at once, as WeChat's retries may come."""
     results, threads = [], []
-    for _ in range(4):
-        t = threading.Thread(target=lambda: results.append(villager.post("o_storm", xml)))
+    for _ in range(copies):
+        t = threading.Thread(target=lambda: results.append(villager.post(openid, xml)))
         threads.append(t)
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def test_retry_storm_gives_one_state_change_and_the_same_reply(villager, db, counting_dialogue):
+    villager.text("o_storm", "计数")
+    xml = villager.text_xml("o_storm", "再来", msg_id=777000111)
+    results = post_at_once(villager, "o_storm", xml, copies=4)
     assert [r.status for r in results] == [200] * 4
     assert {r.reply for r in results} == {"第2条"}
     from core.models import DialogueState
@@ -211,13 +217,7 @@ def test_retry_storm_gives_one_state_change_and_the_same_reply(villager, db, cou
 
 def test_a_new_users_first_message_retried_at_once_makes_one_user_and_one_reply(villager, db):
     xml = villager.text_xml("o_first_storm", "帮助", msg_id=777000222)
-    results, threads = [], []
-    for _ in range(4):
-        t = threading.Thread(target=lambda: results.append(villager.post("o_first_storm", xml)))
-        threads.append(t)
-        t.start()
-    for t in threads:
-        t.join()
+    results = post_at_once(villager, "o_first_storm", xml, copies=4)
     assert [r.status for r in results] == [200] * 4
     assert len({r.reply for r in results}) == 1 and "1 参加互助" in results[0].reply
     with db.session() as s:
