@@ -9,7 +9,7 @@ import requests
 from sqlalchemy import func, select
 
 from bot.chat import Villager, sign
-from core.models import AuditLog, InboundMessage, OutboxMessage, WechatUser
+from core.models import InboundMessage, WechatUser
 from handlers import dialogue
 from handlers.dialogue import Dialogue, say
 
@@ -177,7 +177,7 @@ def test_bad_input_leaves_only_a_masked_log_line(bot, cfg, villager, db, caplog)
 def counting_dialogue():
     """A dialogue that counts the messages it gets, to see state changes."""
     def entry(ctx, msg, data):
-        return say(f"第1条", state="counting", data={"n": 1})
+        return say("第1条", state="counting", data={"n": 1})
 
     def counting(ctx, msg, data):
         if msg.text == "慢":
