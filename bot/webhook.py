@@ -14,13 +14,14 @@ import hashlib
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
+from queue import Empty, SimpleQueue
+from typing import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.replies import TextReply
@@ -30,7 +31,8 @@ from bot.wechat import PUSHES_PER_INBOUND, WINDOW
 from bot.wxml import BadXml, parse_flat
 from core import outbox
 from core.messages import render
-from core.models import DialogueState, InboundMessage, WechatUser, utcnow
+from core.inbox import Answered, Conflict, Inbox, Sender, Stored
+from core.models import InboundMessage, WechatUser, utcnow
 from handlers import router
 from handlers.types import Ctx, Incoming, Reply
 
@@ -76,7 +78,10 @@ class Webhook:
         self.token = cfg.WECHAT_TOKEN
         self.crypto = (WeChatCrypto(cfg.WECHAT_TOKEN, cfg.WECHAT_AES_KEY, cfg.WECHAT_APP_ID)
                        if cfg.safe_mode else None)
-        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="huzhu-msg")
+        # administrator commands, and messages handled again one by one
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="huzhu-msg")
+        self.inbox = Inbox(app_ctx.db)
+        self.line = _Line(self.handle_batch)
 
     # -- HTTP -------------------------------------------------------------------------------
     def signature_ok(self, signature: str, timestamp: str, nonce: str) -> bool:
@@ -141,7 +146,10 @@ class Webhook:
     def dispatch(self, msg: Incoming) -> list[str]:
         """The passive reply's texts, or [] for `success` (nothing to say, or it comes late)."""
         ticket = _Ticket()
-        future = self.pool.submit(self._process, msg, ticket)
+        if _is_command(msg):
+            future = self.pool.submit(self._process, msg, ticket)
+        else:
+            future = self.line.submit(msg, ticket)
         try:
             return future.result(timeout=self.x.cfg.REPLY_BUDGET_SECONDS)
         except FutureTimeout:
@@ -154,35 +162,24 @@ class Webhook:
             return future.result()
 
     def _process(self, msg: Incoming, ticket: _Ticket) -> list[str]:
-        db = self.x.db
         try:
-            with db.session() as s:
-                user, state = _user_and_state(s, msg)
-                if _may_have_held(user):
-                    outbox.wake(s, msg.openid)
-                ctx = Ctx(session=s, cfg=self.x.cfg, vault=self.x.vault, user=user,
-                          now=datetime.now(self.x.cfg.tz),
-                          extra={"app": self.x, "dialogue_state": state})
-                replies = router.handle(ctx, msg)
-                texts = _passive_texts(s, msg.openid, replies)
+            with self.inbox.unit() as unit:
+                sender = unit.sender(msg.openid, msg.key)
+                if _may_have_held(sender):
+                    unit.woke_held = outbox.wake(unit.session, msg.openid) > 0
+                texts = self._route(msg, sender, unit, state_known=True)
                 with ticket.lock:
                     if ticket.late:
                         for t in texts:
-                            outbox.send_text(s, msg.openid, t)
+                            outbox.send_text(unit.session, msg.openid, t)
                     ticket.committing = True
-                try:
-                    s.flush()  # whatever the dialogue changed
-                    s.execute(_TOUCH_USER, {"user_id": user.id, "now": utcnow()})
-                    s.execute(_INSERT_INBOUND, {"dedupe_key": msg.key, "openid": msg.openid,
-                                                "msg_type": msg.kind, "reply": texts,
-                                                "done": True})
-                except IntegrityError:
-                    # the same message, handled at this very moment by another request, got
-                    # its dedupe row in first: all of this transaction is rolled back
-                    raise _Retry()
-            self.x.wake_outbox()
+                enqueued = unit.finish(sender, msg.openid, msg.key, msg.kind, texts)
+            if enqueued:
+                self.x.wake_outbox()
             return texts
-        except _Retry:
+        except Answered:
+            # a retry of a message already answered, or a copy handled at this very moment
+            # by another request that stored its dedupe row first (this transaction is undone)
             return self._cached_reply(msg, ticket)
         except Exception:
             log.error("handling failed key=%s openid=%s", msg.key, _short(msg.openid),
@@ -190,6 +187,90 @@ class Webhook:
             with ticket.lock:
                 ticket.committing = True
             return [render("internal_error")]
+
+    def _route(self, msg: Incoming, sender: Sender, scope, state_known: bool) -> list[str]:
+        """The router's answer to one message, with `scope.session` as its ORM session; the
+        texts for the passive reply (the rest is queued in the outbox)."""
+        ctx = Ctx(cfg=self.x.cfg, vault=self.x.vault, openid=msg.openid,
+                  now=datetime.now(self.x.cfg.tz), session=lambda: scope.session,
+                  user=lambda: scope.session.get_one(WechatUser, sender.user_id),
+                  extra={"app": self.x})
+        if state_known and not sender.in_dialogue:
+            ctx.extra["dialogue_state"] = None  # nothing to read
+        return _passive_texts(scope, msg.openid, router.handle(ctx, msg))
+
+    def handle_batch(self, items: list["_Queued"]) -> None:
+        """Messages taken together by the line: one transaction, one commit. If the batch as a
+        whole fails (another process touched the same rows, a database error), each message is
+        handled again on its own."""
+        try:
+            results, answered, enqueued = self._batch(items)
+        except Exception as exc:
+            if not isinstance(exc, Conflict):
+                log.error("batch of %d failed; handling them one by one", len(items),
+                          exc_info=True)
+            for item in items:
+                item.future.set_result(self._process(item.msg, item.ticket))
+            return
+        if enqueued:
+            self.x.wake_outbox()
+        for item, texts in results:
+            item.future.set_result(texts)
+        for item in answered:
+            item.future.set_result(self._cached_reply(item.msg, item.ticket))
+
+    def _batch(self, items: list["_Queued"]):
+        results: list[tuple[_Queued, list[str]]] = []
+        answered: list[_Queued] = []
+        with self.inbox.batch() as batch:
+            openids = list(dict.fromkeys(item.msg.openid for item in items))
+            senders, seen = batch.senders(openids, [item.msg.key for item in items])
+            handled: dict[str, tuple[list[str], bool]] = {}  # key → texts, stored
+            done: list[tuple[_Queued, Sender, list[str], bool]] = []
+            users_seen: set[str] = set()
+            for item in items:
+                msg = item.msg
+                if msg.key in seen:
+                    answered.append(item)
+                    continue
+                if msg.key in handled:  # two copies of one message in the same batch
+                    results.append((item, handled[msg.key][0]))
+                    continue
+                sender = senders.get(msg.openid)
+                if sender is None:
+                    sender = senders[msg.openid] = batch.new_user(msg.openid)
+                scope = batch.message()
+                first = msg.openid not in users_seen
+                users_seen.add(msg.openid)
+                try:
+                    if first and _may_have_held(sender):
+                        batch.woke_held |= outbox.wake(scope.session, msg.openid) > 0
+                    # a second message of the same user in this batch reads the state the
+                    # first one left
+                    texts = self._route(msg, sender, scope, state_known=first)
+                    scope.end(ok=True)
+                    ok = True
+                except Exception:
+                    scope.end(ok=False)
+                    log.error("handling failed key=%s openid=%s", msg.key, _short(msg.openid),
+                              exc_info=True)
+                    texts, ok = [render("internal_error")], False
+                handled[msg.key] = (texts, ok)
+                done.append((item, sender, texts, ok))
+            stored, touched = [], set()
+            for item, sender, texts, ok in done:
+                msg, ticket = item.msg, item.ticket
+                with ticket.lock:
+                    if ticket.late and ok:
+                        for t in texts:
+                            outbox.send_text(batch.session, msg.openid, t)
+                    ticket.committing = True
+                if ok:  # a failed message stores nothing: a retry is handled afresh
+                    stored.append(Stored(sender, msg.openid, msg.key, msg.kind, texts))
+                    touched.add(sender.user_id)
+                results.append((item, texts))
+            enqueued = batch.finish(stored, touched)
+        return results, answered, enqueued
 
     def _cached_reply(self, msg: Incoming, ticket: _Ticket) -> list[str]:
         """A retry: the first delivery's reply, once it is committed (or `success`)."""
@@ -202,13 +283,74 @@ class Webhook:
         return []
 
 
-def _passive_texts(session, openid: str, replies: list[Reply]) -> list[str]:
+def _is_command(msg: Incoming) -> bool:
+    """Administrator commands may read a whole pool: they run beside the line, not in it."""
+    return msg.kind in ("text", "voice") and (msg.text or "").lstrip().startswith(("/", "／"))
+
+
+@dataclass
+class _Queued:
+    msg: Incoming
+    ticket: _Ticket
+    future: Future = field(default_factory=Future)
+
+
+class _Line:
+    """The one thread that handles villagers' messages, taking whatever has queued up as one
+    batch. In one process the interpreter runs one thread at a time anyway, and SQLite one
+    writer; handling messages side by side in many threads only made them wait for each
+    other at every database call. Started on the first message; ends after a minute with
+    nothing to do and starts again with the next."""
+
+    MAX_BATCH = 64
+    IDLE_SECONDS = 60.0
+
+    def __init__(self, handle: Callable[[list[_Queued]], None]):
+        self.handle = handle
+        self.queue: SimpleQueue[_Queued] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(self, msg: Incoming, ticket: _Ticket) -> Future:
+        item = _Queued(msg, ticket)
+        self.queue.put(item)
+        with self._lock:
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="huzhu-line", daemon=True).start()
+        return item.future
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self.queue.get(timeout=self.IDLE_SECONDS)
+            except Empty:
+                with self._lock:
+                    if self.queue.empty():
+                        self._running = False
+                        return
+                continue
+            items = [first]
+            while len(items) < self.MAX_BATCH:
+                try:
+                    items.append(self.queue.get_nowait())
+                except Empty:
+                    break
+            try:
+                self.handle(items)
+            except BaseException as exc:  # never leave a request waiting for ever
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+
+
+def _passive_texts(unit, openid: str, replies: list[Reply]) -> list[str]:
     """Texts go in the passive reply (overflow and images through the outbox)."""
     texts: list[str] = []
     size = 0
     for r in replies:
         if r.image_path:
-            outbox.enqueue(session, "wechat.send", {"openid": openid,
+            outbox.enqueue(unit.session, "wechat.send", {"openid": openid,
                                                     "message": {"type": "image",
                                                                 "path": r.image_path}})
         if r.text:
@@ -217,55 +359,18 @@ def _passive_texts(session, openid: str, replies: list[Reply]) -> list[str]:
                 texts.append(r.text)
                 size += n
             else:
-                outbox.send_text(session, openid, r.text)
+                outbox.send_text(unit.session, openid, r.text)
     return texts
 
 
-def _may_have_held(user: WechatUser) -> bool:
+def _may_have_held(sender: Sender) -> bool:
     """Whether messages may be held for this user. A message is held only while the 48-hour
     window is closed or its 5 pushes are used up, and every inbound message wakes what is held;
     so if the previous inbound message is within 48 hours and fewer than 5 pushes followed it,
     nothing can be held and the look-up is skipped."""
-    last = user.last_inbound_at
-    return (last is None or utcnow() - outbox.as_utc(last) >= WINDOW
-            or (user.pushes_since_inbound or 0) >= PUSHES_PER_INBOUND)
-
-
-# The statements of every message, built once. The two writes are Core statements: neither
-# row is read back in this transaction, so the ORM's unit of work has nothing to add.
-_SEEN = select(InboundMessage.id).where(InboundMessage.dedupe_key == bindparam("key")).exists()
-_USER_AND_STATE = (select(WechatUser, DialogueState, _SEEN)
-                   .outerjoin(DialogueState, DialogueState.openid == WechatUser.openid)
-                   .where(WechatUser.openid == bindparam("openid")))
-_TOUCH_USER = (update(WechatUser.__table__)
-               .where(WechatUser.__table__.c.id == bindparam("user_id"))
-               .values(last_inbound_at=bindparam("now"), pushes_since_inbound=0))
-_INSERT_INBOUND = InboundMessage.__table__.insert()
-
-
-class _Retry(Exception):
-    pass
-
-
-def _user_and_state(session, msg: Incoming) -> tuple[WechatUser, DialogueState | None]:
-    """The user (created on a first message) and their dialogue state, in one query that also
-    tells whether this message was answered before (then _Retry). A user not yet there cannot
-    have sent a message already answered: the user is created in that message's transaction."""
-    row = session.execute(_USER_AND_STATE, {"openid": msg.openid, "key": msg.key}).first()
-    if row is not None:
-        if row[2]:
-            raise _Retry()  # WeChat retried a message already answered
-        return row[0], row[1]
-    try:
-        with session.begin_nested():
-            user = WechatUser(openid=msg.openid, subscribed=True)
-            session.add(user)
-    except IntegrityError:  # created a moment ago by another message of the same user
-        user = session.scalar(select(WechatUser).where(WechatUser.openid == msg.openid))
-        if session.scalar(_SEEN.select(), {"key": msg.key}):
-            raise _Retry()
-        return user, session.get(DialogueState, msg.openid)
-    return user, None
+    last = sender.last_inbound_at
+    return (last is None or utcnow() - last >= WINDOW
+            or sender.pushes_since_inbound >= PUSHES_PER_INBOUND)
 
 
 def _short(openid: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -68,6 +68,15 @@ class Database:
                 except BaseException:
                     s.rollback()
                     raise
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a bare connection (no ORM session): committed at the end, rolled
+        back on any error."""
+        with self._writer or contextlib.nullcontext():
+            with self.engine.connect() as conn:
+                with conn.begin():
+                    yield conn
 
     def upgrade(self) -> None:
         upgrade(self.engine)

@@ -1,9 +1,9 @@
 """What a dialogue sees and says, free of any platform."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -33,19 +33,35 @@ class Reply:
     image_path: str | None = None
 
 
-@dataclass
 class Ctx:
-    """Everything a handler may use; the session is the one transaction of this message."""
-    session: "Session"
-    cfg: "Config"
-    vault: "PersonalDataVault"
-    user: "WechatUser"
-    now: datetime  # local time (cfg.tz)
-    extra: dict[str, Any] = field(default_factory=dict)
+    """Everything a handler may use. `session` is the ORM session of this message's one
+    transaction and `user` the sender's WechatUser in it; both are opened on first use, so a
+    message whose handler needs neither (the menu, help) costs no ORM work."""
+
+    def __init__(self, cfg: "Config", vault: "PersonalDataVault", openid: str, now: datetime,
+                 session: "Callable[[], Session]", user: "Callable[[], WechatUser]",
+                 extra: dict[str, Any] | None = None):
+        self.cfg = cfg
+        self.vault = vault
+        self.openid = openid
+        self.now = now  # local time (cfg.tz)
+        self.extra: dict[str, Any] = extra if extra is not None else {}
+        self._open_session = session
+        self._load_user = user
+        self._session: "Session | None" = None
+        self._user: "WechatUser | None" = None
 
     @property
-    def openid(self) -> str:
-        return self.user.openid
+    def session(self) -> "Session":
+        if self._session is None:
+            self._session = self._open_session()
+        return self._session
+
+    @property
+    def user(self) -> "WechatUser":
+        if self._user is None:
+            self._user = self._load_user()
+        return self._user
 
     @property
     def today(self):
