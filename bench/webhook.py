@@ -2,7 +2,7 @@
 signature, decryption, dedupe row, user row, dialogue router, cached reply, commit) against a
 bare Flask + wechatpy echo app (bench/echo_app.py) started in the same run, at 32 connections.
 
-    python bench/webhook.py [--seconds 10] [--connections 32] [--modes plain,safe]
+    python bench/webhook.py [--seconds 10] [--rounds 3] [--connections 32] [--modes plain,safe]
                             [--databases sqlite,postgresql] [--pg-url URL]
                             [--server serve|gunicorn] [--workers 2]
 
@@ -13,7 +13,9 @@ echo app then runs under the same gunicorn settings, so the ratio still compares
 
 Each request is a distinct text message (its own MsgId) from one of 500 users, signed (and in
 safe mode encrypted) as WeChat does. The load comes from 2 client processes of 16 threads with
-keep-alive connections. Targets: ≥ 0.5 × the echo app's throughput, p99 < 50 ms.
+keep-alive connections. Both apps run side by side and are loaded in turn, `--rounds` times,
+the order alternating; every figure printed is the median of its rounds (this machine's speed
+drifts by ±20% within minutes). Targets: ≥ 0.5 × the echo app's throughput, p99 < 50 ms.
 """
 from __future__ import annotations
 
@@ -202,33 +204,54 @@ def reset_pg(url: str) -> None:
 
 
 def run_one(mode: str, database: str, args, tag: int) -> dict:
+    """Both apps up side by side; then `--rounds` pairs of runs, the order alternating (echo
+    first, then huzhu first, …) so that a machine getting faster or slower during the run does
+    not favour either; each figure is the median of its rounds."""
     aes = AES if mode == "safe" else ""
     tmp = Path(tempfile.mkdtemp(prefix="huzhu-bench-"))
+    apps: dict[str, Procs] = {}
     try:
         db_url = f"sqlite:///{tmp}/huzhu.db" if database == "sqlite" else args.pg_url
         if database == "postgresql":
             reset_pg(args.pg_url)
-        results = {}
-        for name, starter in (("echo", lambda p: start_echo(p, aes, args)),
-                              ("huzhu", lambda p: start_huzhu(p, aes, db_url, tmp, args))):
-            port = free_port()
-            procs = starter(port)
-            try:
-                wait_up(port)
-                load(port, args.connections, 2, aes, tag * 100 + 1)  # warm-up
-                results[name] = load(port, args.connections, args.seconds, aes, tag * 100 + 2)
-            finally:
-                procs.stop()
-        e, h = results["echo"], results["huzhu"]
+        ports = {"echo": free_port(), "huzhu": free_port()}
+        apps["echo"] = start_echo(ports["echo"], aes, args)
+        apps["huzhu"] = start_huzhu(ports["huzhu"], aes, db_url, tmp, args)
+        for name, port in ports.items():
+            wait_up(port)
+            load(port, args.connections, 2, aes, tag * 100 + 1)  # warm-up
+        rounds: dict[str, list[dict]] = {"echo": [], "huzhu": []}
+        for r in range(args.rounds):
+            order = ("echo", "huzhu") if r % 2 == 0 else ("huzhu", "echo")
+            for name in order:
+                rounds[name].append(load(ports[name], args.connections, args.seconds, aes,
+                                         tag * 100 + 2 + r))
+        ratios = sorted(h["rps"] / e["rps"] for e, h in zip(rounds["echo"], rounds["huzhu"])
+                        if e["rps"])
+        e, h = median_of(rounds["echo"]), median_of(rounds["huzhu"])
         return {"mode": mode, "database": database, "echo": e, "huzhu": h,
-                "ratio": h["rps"] / e["rps"] if e["rps"] else None}
+                "ratio": ratios[len(ratios) // 2] if ratios else None,
+                "rounds": rounds}
     finally:
+        for procs in apps.values():
+            procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Each figure's median over the rounds (and the errors added up)."""
+    out = {}
+    for key in ("rps", "p50_ms", "p99_ms", "ok"):
+        values = sorted(r[key] for r in runs if r[key] is not None)
+        out[key] = values[len(values) // 2] if values else None
+    out["errors"] = sum(r["errors"] for r in runs)
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="paired runs per setting (medians)")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--modes", default="plain,safe")
     ap.add_argument("--databases", default="sqlite,postgresql")
@@ -250,6 +273,9 @@ def main() -> int:
                   f"huzhu {r['huzhu']['rps']:7.0f} msg/s p50 {r['huzhu']['p50_ms']:6.1f} ms "
                   f"p99 {r['huzhu']['p99_ms']:6.1f} ms (errors {r['huzhu']['errors']}) | "
                   f"ratio {r['ratio']:.2f}", flush=True)
+            per = zip(r["rounds"]["echo"], r["rounds"]["huzhu"])
+            print("    rounds (echo/huzhu msg/s, huzhu p99): " + ", ".join(
+                f"{e['rps']:.0f}/{h['rps']:.0f} {h['p99_ms']:.0f} ms" for e, h in per), flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

@@ -78,11 +78,13 @@ def _until_signal(stop: threading.Event) -> None:
 
 
 def cmd_serve(args) -> int:
-    from bot.server import Running, bootstrap
+    from bot.server import Running, bootstrap, settle_memory
 
     x = app_context(migrate=False)
     bootstrap(x)
-    Running(x, args.host, args.port).serve_forever()
+    running = Running(x, args.host, args.port)
+    settle_memory()
+    running.serve_forever()
     return 0
 
 

@@ -6,6 +6,7 @@ exercise the same path.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -25,6 +26,17 @@ def bootstrap(x: AppContext) -> None:
     from core.bootstrap import ensure_demo
 
     ensure_demo(x.db)
+
+
+def settle_memory() -> None:
+    """For a long-running server process, once everything is loaded: what exists now (modules,
+    the app, mappings, templates) is moved out of the garbage collector's sight
+    (`gc.freeze`), and the young generation is collected after 20,000 allocations rather than
+    700. A full collection then walks only what came since, instead of pausing every thread for
+    tens of milliseconds now and then. Memory is still freed by reference counting as before."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 class Running:
@@ -48,6 +60,7 @@ class Running:
         return f"http://{self.server.effective_host}:{self.server.effective_port}"
 
     def start(self) -> "Running":
+        self.x.db.checkpoint_in_background()
         if self.scheduler is not None:
             self.scheduler.start()
         if self.loop is not None:
@@ -57,6 +70,7 @@ class Running:
         return self
 
     def serve_forever(self) -> None:
+        self.x.db.checkpoint_in_background()
         if self.scheduler is not None:
             self.scheduler.start()
         if self.loop is not None:
@@ -90,3 +104,4 @@ class Running:
         if self.scheduler is not None:
             self.scheduler.shutdown()
         self.app.extensions["huzhu.webhook"].pool.shutdown(wait=False)
+        self.x.db.stop_checkpointer()

@@ -248,13 +248,15 @@ class Webhook:
                     # a second message of the same user in this batch reads the state the
                     # first one left
                     texts = self._route(msg, sender, scope, state_known=first)
-                    scope.end(ok=True)
+                    scope.flush()
                     ok = True
                 except Exception:
-                    scope.end(ok=False)
+                    scope.undo()
                     log.error("handling failed key=%s openid=%s", msg.key, _short(msg.openid),
                               exc_info=True)
                     texts, ok = [render("internal_error")], False
+                finally:
+                    scope.close()
                 handled[msg.key] = (texts, ok)
                 done.append((item, sender, texts, ok))
             stored, touched = [], set()

@@ -31,14 +31,27 @@ if TYPE_CHECKING:
 
 
 _OUTBOX_ADDED = "huzhu.outbox_added"
+_SCOPE = "huzhu.message_scope"
 
 
 @event.listens_for(Session, "before_flush")
-def _note_outbox_rows(session: Session, _context, _instances) -> None:
-    """Remember that a flush wrote outbox rows, so the worker is woken after the commit."""
+def _before_flush(session: Session, _context, _instances) -> None:
+    """A message of a batch is about to write: its SAVEPOINT first. Remember that a flush
+    wrote outbox rows, so the worker is woken after the commit."""
+    scope = session.info.get(_SCOPE)
+    if scope is not None:
+        scope.before_write()
     if not session.info.get(_OUTBOX_ADDED) and any(
             isinstance(o, OutboxMessage) for o in session.new):
         session.info[_OUTBOX_ADDED] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _before_statement(state) -> None:
+    """An UPDATE, INSERT or DELETE through a batch message's session: its SAVEPOINT first."""
+    scope = state.session.info.get(_SCOPE)
+    if scope is not None and (state.is_update or state.is_insert or state.is_delete):
+        scope.before_write()
 
 
 class Answered(Exception):
@@ -233,20 +246,23 @@ class Stored:
 
 class Batch:
     """Several messages handled one after the other in one transaction: a read for all of them
-    at the start, a write for all of them at the end, one commit. A message whose handler uses
-    the ORM session does so inside a SAVEPOINT of its own, so a handler that fails undoes only
-    its own message."""
+    at the start, a write for all of them at the end, one commit. Each message's handler has a
+    session of its own whose writes follow a SAVEPOINT (MessageScope), so a handler that fails
+    undoes only its own message."""
 
     def __init__(self, conn: "Connection", sql: _Sql, bsql: _BatchSql):
         self.conn = conn
         self.sql = sql
         self.bsql = bsql
-        self._cursor = conn.connection.driver_connection.cursor()
+        self.cursor = self._cursor = conn.connection.driver_connection.cursor()
         self._session: Session | None = None
+        self._messages = 0
         self.woke_held = False
+        self.outbox_added = False
 
     @property
     def session(self) -> Session:
+        """A session of the batch's own (the late replies' outbox rows)."""
         if self._session is None:
             self._session = Session(bind=self.conn, expire_on_commit=False)
         return self._session
@@ -284,12 +300,13 @@ class Batch:
         return Sender(created[0], None, 0, False)
 
     def message(self) -> "MessageScope":
-        return MessageScope(self)
+        self._messages += 1
+        return MessageScope(self, self._messages)
 
     def finish(self, stored: list[Stored], touched: set[int]) -> bool:
         """Write the users' last inbound time and the dedupe rows; returns whether anything was
         put in the outbox. A dedupe key stored meanwhile by another process: Conflict."""
-        enqueued = self.woke_held
+        enqueued = self.woke_held or self.outbox_added
         if self._session is not None:
             self._session.flush()
             enqueued = enqueued or bool(self._session.info.get(_OUTBOX_ADDED))
@@ -321,26 +338,47 @@ class Batch:
 
 
 class MessageScope:
-    """One message of a batch: its own SAVEPOINT, opened when its handler first uses the
-    session; `end(ok)` releases it, or rolls it back."""
+    """One message of a batch, with an ORM session of its own on the batch's connection. The
+    first write of that session (a flush, or an UPDATE/INSERT/DELETE through it) sets a
+    SAVEPOINT first, so a message that fails is undone alone with `undo()`; a message that only
+    reads costs no SAVEPOINT."""
 
-    def __init__(self, batch: Batch):
+    def __init__(self, batch: "Batch", number: int):
         self.batch = batch
-        self._nested = None
+        self.name = f"huzhu_message_{number}"
+        self._session: Session | None = None
+        self._savepoint = False
 
     @property
     def session(self) -> Session:
-        if self._nested is None:
-            self._nested = self.batch.session.begin_nested()
-        return self.batch.session
+        if self._session is None:
+            self._session = Session(bind=self.batch.conn, expire_on_commit=False)
+            self._session.info[_SCOPE] = self
+        return self._session
 
-    def end(self, ok: bool) -> None:
-        if self._nested is not None:
-            if ok:
-                self._nested.commit()
-            else:
-                self._nested.rollback()
-            self._nested = None
+    def before_write(self) -> None:
+        if not self._savepoint:
+            self.batch.cursor.execute(f"SAVEPOINT {self.name}")
+            self._savepoint = True
+
+    def flush(self) -> None:
+        """Write what the handler left pending (a failure here fails the message)."""
+        if self._session is not None:
+            self._session.flush()
+            if self._session.info.get(_OUTBOX_ADDED):
+                self.batch.outbox_added = True
+
+    def undo(self) -> None:
+        """Undo everything this message wrote; its session's objects are dropped."""
+        if self._savepoint:
+            self.batch.cursor.execute(f"ROLLBACK TO SAVEPOINT {self.name}")
+        if self._session is not None:
+            self._session.info.pop(_OUTBOX_ADDED, None)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 class Inbox:

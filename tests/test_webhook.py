@@ -279,6 +279,7 @@ def test_messages_queued_together_are_handled_together_and_apart(
     def sometimes_broken(ctx, msg, data):
         if msg.text == "坏":
             ctx.session.get(DialogueState, ctx.openid).data = {"n": 99}  # undone with it
+            ctx.session.flush()  # written before the failure: the SAVEPOINT undoes it
             raise RuntimeError("boom")
         return counting(ctx, msg, data)
 
@@ -352,3 +353,42 @@ def test_a_handler_error_changes_nothing_and_says_so(villager, db, counting_dial
     from core.models import DialogueState
     with db.session() as s:
         assert s.get(DialogueState, "o_err").data == {"n": 1}
+
+
+def test_the_server_copies_the_sqlite_log_into_the_database_file_by_itself(
+        tmp_path, emulator):
+    """Checkpoints run beside the messages (not inside the commit that crosses 1000 pages of
+    log, which made every queued message wait): after a few messages and a moment, the
+    database file alone — without its -wal log — holds them."""
+    import shutil
+    import sqlite3
+
+    from bot.app import AppContext
+    from bot.server import bootstrap
+    from core.db import Database
+    from tests.conftest import make_cfg, start_bot
+
+    path = tmp_path / "own.db"
+    db = Database(f"sqlite:///{path}")
+    cfg = make_cfg(tmp_path, f"sqlite:///{path}", emulator)
+    x = AppContext(cfg=cfg, db=db)
+    bootstrap(x)
+    running = start_bot(x)
+    try:
+        v = Villager(running.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, "", emulator)
+        for i in range(5):
+            assert "1 参加互助" in v.text(f"o_ckpt_{i}", "帮助").reply
+        with db.engine.connect() as conn:  # the server's connections leave it to the thread
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_000
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            shutil.copyfile(path, tmp_path / "copy.db")  # the file without its log
+            with sqlite3.connect(tmp_path / "copy.db") as copy:
+                stored = copy.execute("SELECT count(*) FROM inbound_message").fetchone()[0]
+            if stored == 5:
+                break
+            time.sleep(0.2)
+        assert stored == 5
+    finally:
+        running.stop()
+        db.dispose()
