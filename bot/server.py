@@ -43,7 +43,7 @@ class Running:
     """A server on host:port (port 0: any free one), with the worker and scheduler if asked."""
 
     def __init__(self, x: AppContext, host: str = "127.0.0.1", port: int = 0,
-                 worker: bool = True, scheduler: bool = True, threads: int = 16):
+                 worker: bool = True, scheduler: bool = True, threads: int = 32):
         self.x = x
         self.app = create_app(x)
         self.scheduler = Scheduler(x) if scheduler else None
@@ -103,5 +103,5 @@ class Running:
             self.loop.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
-        self.app.extensions["huzhu.webhook"].pool.shutdown(wait=False)
+        self.app.extensions["huzhu.webhook"].close()
         self.x.db.stop_checkpointer()

@@ -1,12 +1,23 @@
 """The WeChat webhook: verify, decrypt, drop retries, route, answer within WeChat's 5 seconds.
 
-Each accepted message is one database transaction: the user's record, whatever the dialogue
-changes, and the dedupe row (unique key: MsgId, or FromUserName+CreateTime for events) holding
-the passive reply. A retry of the same message gets the cached reply and changes nothing; two
-copies handled at the same moment race for the unique key, and the loser's whole transaction is
-rolled back.
-When handling runs past the budget, the request answers `success` and the reply goes out
-through the outbox instead — decided under a lock, so it goes out exactly once.
+A villager's message is handled by the line: one thread that takes whatever messages have
+queued up and handles them as one batch in one database transaction (core/inbox.py): one read
+for all their senders and dedupe keys, each message's dialogue in a SAVEPOINT of its own when
+it writes, one write for all users' last inbound time and all dedupe rows (unique key: MsgId, or
+FromUserName+CreateTime for events) holding the passive replies, one commit. In one process the
+interpreter runs one thread at a time and SQLite has one writer, so handling messages side by
+side in many threads only made them queue for each other at every database call.
+
+A retry of a message gets the stored reply and changes nothing; copies in one batch are handled
+once; a copy handled by another process at the same moment loses the race for the unique key
+and is answered with the first copy's reply. A message whose handler fails is undone alone and
+stores nothing, so WeChat's retry of it is handled afresh. Administrator commands, which may
+read a whole pool, run one per transaction on a small pool of threads beside the line, as does
+each message of a batch that failed as a whole.
+
+The request's thread waits for its reply at most REPLY_BUDGET_SECONDS; past that it answers
+`success` and the reply goes out through the outbox instead — decided under a lock, so it goes
+out exactly once.
 """
 from __future__ import annotations
 
@@ -82,6 +93,11 @@ class Webhook:
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="huzhu-msg")
         self.inbox = Inbox(app_ctx.db)
         self.line = _Line(self.handle_batch)
+
+    def close(self) -> None:
+        """The server stops: no more threads for commands, the line's connection given back."""
+        self.pool.shutdown(wait=False)
+        self.inbox.close()
 
     # -- HTTP -------------------------------------------------------------------------------
     def signature_ok(self, signature: str, timestamp: str, nonce: str) -> bool:

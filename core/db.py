@@ -98,11 +98,16 @@ class Database:
                     s.rollback()
                     raise
 
+    def writing(self):
+        """SQLite: this process's turn to write (its threads queue here rather than polling
+        the file lock); elsewhere nothing."""
+        return self._writer or contextlib.nullcontext()
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
         """One transaction on a bare connection (no ORM session): committed at the end, rolled
         back on any error."""
-        with self._writer or contextlib.nullcontext():
+        with self.writing():
             with self.engine.connect() as conn:
                 with conn.begin():
                     yield conn

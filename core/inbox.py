@@ -1,20 +1,27 @@
-"""The database side of one inbound message: one transaction, on the driver's own connection.
+"""The database side of inbound messages, on the driver's own connection.
 
 Every message costs the same few statements, so they are written here in the dialect's SQL
-instead of going through the ORM: one SELECT reads the user, whether they are in a dialogue and
-whether this very message was answered before; at the end one UPDATE marks the user's last
-inbound time and one INSERT stores the dedupe row with the reply (on PostgreSQL the two are
-one statement). Values go through the same SQLAlchemy type processors the ORM uses, so the
-rows are the ones the ORM would write.
+instead of going through the ORM, with the values passed through the same SQLAlchemy type
+processors the ORM uses (the rows are the ones the ORM would write):
 
-Whatever the dialogue itself reads or changes goes through an ORM session opened on the same
-connection and transaction — only when a handler asks for it, so a message that only shows the
-menu opens none. The unique dedupe key settles two copies of one message handled at the same
-moment: the loser's INSERT fails and its whole transaction is rolled back.
+- `Batch`: the messages the webhook's line has taken together, in one transaction — one read
+  for all their senders (with whether each is in a dialogue) and for which of their dedupe keys
+  were answered before, one write for all the users' last inbound time and one for all the
+  dedupe rows (on PostgreSQL the two writes are one statement), one commit. Each message's
+  handler gets an ORM session of its own (`MessageScope`); its first write sets a SAVEPOINT, so
+  a message that fails is undone alone.
+- `MessageUnit`: one message in one transaction (administrator commands, and the messages of a
+  batch that failed as a whole): one read for the sender and whether the message was answered
+  before, and at the end the same two writes. Its ORM session is opened only when a handler
+  asks for it.
+
+The unique dedupe key settles two copies of one message handled at the same moment: the
+loser's INSERT fails and its transaction is rolled back.
 """
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Iterator
@@ -125,10 +132,6 @@ class MessageUnit:
             self._session = Session(bind=self.conn, expire_on_commit=False)
         return self._session
 
-    @property
-    def opened_session(self) -> bool:
-        return self._session is not None
-
     def sender(self, openid: str, key: str) -> Sender:
         """The user (created on their first message); Answered if this message was answered
         before. A user who is not there yet cannot have sent a message already answered: the
@@ -205,11 +208,13 @@ class _BatchSql:
         serializer = getattr(dialect, "_json_serializer", None)
         self.dumps = serializer or __import__("json").dumps
         if self.postgres:
+            # one round trip: the senders' rows, then one row per key answered before
             self.senders = (
                 "SELECT u.openid, u.id, u.last_inbound_at, u.pushes_since_inbound, "
-                "d.openid IS NOT NULL FROM wechat_user u "
-                "LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid WHERE u.openid = ANY(%s)")
-            self.seen = "SELECT dedupe_key FROM inbound_message WHERE dedupe_key = ANY(%s)"
+                "d.openid IS NOT NULL, CAST(NULL AS TEXT) FROM wechat_user u "
+                "LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid WHERE u.openid = ANY(%s) "
+                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, dedupe_key FROM inbound_message "
+                "WHERE dedupe_key = ANY(%s)")
             self.finish = (
                 "WITH touched AS (UPDATE wechat_user SET last_inbound_at = %s, "
                 "pushes_since_inbound = 0 WHERE id = ANY(%s)) "
@@ -250,10 +255,12 @@ class Batch:
     session of its own whose writes follow a SAVEPOINT (MessageScope), so a handler that fails
     undoes only its own message."""
 
-    def __init__(self, conn: "Connection", sql: _Sql, bsql: _BatchSql):
+    def __init__(self, conn: "Connection", sql: _Sql, bsql: _BatchSql,
+                 integrity_error: type[Exception]):
         self.conn = conn
         self.sql = sql
         self.bsql = bsql
+        self.integrity_error = integrity_error
         self.cursor = self._cursor = conn.connection.driver_connection.cursor()
         self._session: Session | None = None
         self._messages = 0
@@ -271,10 +278,13 @@ class Batch:
         """The senders already known, by openid, and the keys answered before."""
         cur, sql, b = self._cursor, self.sql, self.bsql
         if b.postgres:
-            cur.execute(b.senders, (openids,))
-            rows = cur.fetchall()
-            cur.execute(b.seen, (keys,))
-            seen = {r[0] for r in cur.fetchall()}
+            cur.execute(b.senders, (openids, keys))
+            rows, seen = [], set()
+            for row in cur.fetchall():
+                if row[5] is not None:
+                    seen.add(row[5])
+                else:
+                    rows.append(row[:5])
         else:
             import json
 
@@ -328,8 +338,6 @@ class Batch:
         except self.integrity_error:
             raise Conflict() from None
         return enqueued
-
-    integrity_error: type[Exception] = Exception
 
     def close(self) -> None:
         if self._session is not None:
@@ -390,17 +398,39 @@ class Inbox:
         self.sql = _Sql(dialect)
         self.bsql = _BatchSql(dialect)
         self.integrity_error = dialect.loaded_dbapi.IntegrityError
+        self._line_lock = threading.Lock()
+        self._line_conn: "Connection | None" = None
 
     @contextlib.contextmanager
     def batch(self) -> Iterator["Batch"]:
-        """Several messages' transaction: committed at the end, rolled back on any error."""
-        with self.db.connection() as conn:
-            batch = Batch(conn, self.sql, self.bsql)
-            batch.integrity_error = self.integrity_error
+        """Several messages' transaction: committed at the end, rolled back on any error. For
+        the one thread that handles batches: its connection is kept from one batch to the next
+        (no pool check-out and, on PostgreSQL, no ping each time) and dropped after any error,
+        so a broken one is replaced by the next batch."""
+        with self._line_lock, self.db.writing():
+            conn = self._line_conn
+            if conn is None:
+                conn = self._line_conn = self.db.engine.connect()
             try:
-                yield batch
-            finally:
-                batch.close()
+                with conn.begin():
+                    batch = Batch(conn, self.sql, self.bsql, self.integrity_error)
+                    try:
+                        yield batch
+                    finally:
+                        batch.close()
+            except BaseException:
+                self._line_conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+
+    def close(self) -> None:
+        """Give back the kept connection (when the server stops)."""
+        with self._line_lock:
+            if self._line_conn is not None:
+                with contextlib.suppress(Exception):
+                    self._line_conn.close()
+                self._line_conn = None
 
     @contextlib.contextmanager
     def unit(self) -> Iterator[MessageUnit]:

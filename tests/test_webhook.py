@@ -392,3 +392,23 @@ def test_the_server_copies_the_sqlite_log_into_the_database_file_by_itself(
     finally:
         running.stop()
         db.dispose()
+
+
+def test_a_dropped_database_connection_costs_no_message(villager, db):
+    """The thread that handles messages keeps its database connection between batches; when
+    the server drops it, the message in hand is handled again on a fresh one and the next
+    batches use a new connection."""
+    if not db.is_postgres:
+        pytest.skip("PostgreSQL ends connections from the server side; SQLite has none to end")
+    assert "1 参加互助" in villager.text("o_dropped", "帮助").reply
+    with db.engine.connect() as conn:
+        ended = conn.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()").scalar()
+    assert ended >= 1
+    for i in range(3):
+        r = villager.text("o_dropped", "帮助" if i % 2 else "0")
+        assert r.status == 200 and "1 参加互助" in r.reply
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(InboundMessage).where(
+            InboundMessage.openid == "o_dropped")) == 4
