@@ -44,7 +44,7 @@ from core import outbox
 from core.messages import render
 from core.inbox import Answered, Conflict, Inbox, Sender, Stored
 from core.models import InboundMessage, WechatUser, utcnow
-from handlers import router
+from handlers import dialogue, router
 from handlers.types import Ctx, Incoming, Reply
 
 log = logging.getLogger("huzhu.webhook")
@@ -162,7 +162,7 @@ class Webhook:
     def dispatch(self, msg: Incoming) -> list[str]:
         """The passive reply's texts, or [] for `success` (nothing to say, or it comes late)."""
         ticket = _Ticket()
-        if _is_command(msg):
+        if _beside_line(msg):
             future = self.pool.submit(self._process, msg, ticket)
         else:
             future = self.line.submit(msg, ticket)
@@ -301,9 +301,17 @@ class Webhook:
         return []
 
 
-def _is_command(msg: Incoming) -> bool:
-    """Administrator commands may read a whole pool: they run beside the line, not in it."""
-    return msg.kind in ("text", "voice") and (msg.text or "").lstrip().startswith(("/", "／"))
+def _beside_line(msg: Incoming) -> bool:
+    """Administrator commands (they may read a whole pool) and messages that start a dialogue
+    calling a service outside (WeChat Pay) run beside the line, one per transaction, so that
+    neither holds up the other villagers' messages."""
+    if msg.kind not in ("text", "voice") and msg.event != "click":
+        return False
+    text = router.normalise(msg.text)
+    if text.startswith(("/", "／")):
+        return True
+    found = dialogue.find_entry(text) if text else None
+    return found is not None and found.calls_out
 
 
 @dataclass

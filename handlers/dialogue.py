@@ -45,6 +45,10 @@ class Dialogue:
     timeout: timedelta = TIMEOUT
     # tried, in order, before the state's handler; the first that returns a Step wins
     fallbacks: tuple[Handler, ...] = ()
+    # its entry calls a service outside (WeChat Pay): the webhook handles the message that
+    # starts it beside the batch of other villagers' messages, so a slow answer out there holds
+    # up no one else
+    calls_out: bool = False
 
 
 REGISTRY: dict[str, Dialogue] = {}

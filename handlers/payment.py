@@ -104,4 +104,4 @@ def _close_quietly(gw, out_trade_no: str) -> None:
         log.info("closing superseded order %s failed: %s", out_trade_no, exc)
 
 
-register(Dialogue(name="payment", entry=_entry, states={}))
+register(Dialogue(name="payment", entry=_entry, states={}, calls_out=True))

@@ -412,3 +412,36 @@ def test_a_dropped_database_connection_costs_no_message(villager, db):
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(InboundMessage).where(
             InboundMessage.openid == "o_dropped")) == 4
+
+
+def test_a_dialogue_that_calls_out_holds_up_no_one_else(villager, db):
+    """The message that starts a dialogue calling a service outside (WeChat Pay's order, for
+    缴费) is handled beside the other villagers' messages: while that service is slow, others
+    are still answered at once — on PostgreSQL. On SQLite the slow dialogue's transaction holds
+    the one write lock, so the others wait for it (as they did before batches); both are
+    answered."""
+    def slow_entry(ctx, msg, data):
+        time.sleep(1.5)  # a slow answer from outside
+        return say("订单好了")
+
+    d = dialogue.register(Dialogue("slow_out", slow_entry, {}, words=("慢付",), calls_out=True))
+    try:
+        slow = {}
+        t = _in_background(lambda: slow.setdefault("r", villager.text("o_pays", "慢付")))
+        time.sleep(0.3)
+        started = time.monotonic()
+        quick = villager.text("o_asks", "帮助")
+        waited = time.monotonic() - started
+        t.join()
+        assert "1 参加互助" in quick.reply and slow["r"].reply == "订单好了"
+        if db.is_postgres:
+            assert waited < 1.0
+    finally:
+        dialogue.REGISTRY.pop(d.name, None)
+
+
+def test_the_payment_dialogue_is_marked_as_calling_out():
+    from handlers import payment  # noqa: F401  (registers the dialogue)
+
+    assert dialogue.REGISTRY["payment"].calls_out
+    assert not dialogue.REGISTRY["balance"].calls_out
