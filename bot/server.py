@@ -90,8 +90,10 @@ class Running:
             while not self._stopping.is_set():
                 s.asyncore.loop(timeout=0.2, map=s._map, use_poll=True, count=1)
         finally:
-            s.close()
+            # Requests still in hand finish first: each wakes the loop through the trigger as it
+            # ends, which must still be open then.
             s.task_dispatcher.shutdown(timeout=2)
+            s.close()
 
     def stop(self) -> None:
         self._stopping.set()
