@@ -48,7 +48,7 @@ def make_context(cfg: Config | None = None, db: Database | None = None) -> AppCo
 def create_app(app_ctx: AppContext | None = None) -> Flask:
     from bot import logs
     from bot.discover import load_handlers, modules
-    from bot.webhook import Webhook
+    from bot.webhook import Webhook, WebhookApp
 
     x = app_ctx or make_context()
     if app_ctx is None:
@@ -56,7 +56,8 @@ def create_app(app_ctx: AppContext | None = None) -> Flask:
     app = Flask("huzhu")
     app.config["MAX_CONTENT_LENGTH"] = None  # the webhook checks sizes itself (400, not 413)
     app.extensions["huzhu"] = x
-    app.extensions["huzhu.webhook"] = Webhook(x)
+    app.extensions["huzhu.webhook"] = hook = Webhook(x)
+    app.wsgi_app = WebhookApp(app.wsgi_app, hook)  # POST /wechat without Flask's machinery
     load_handlers()
     from bot import webhook
     for module in [webhook, *modules("bot", "web_")]:

@@ -15,6 +15,10 @@ stores nothing, so WeChat's retry of it is handled afresh. Administrator command
 read a whole pool, run one per transaction on a small pool of threads beside the line, as does
 each message of a batch that failed as a whole.
 
+`POST /wechat` is answered by `WebhookApp`, a WSGI layer in front of the Flask app, straight
+from the WSGI environ; Flask's request context, URL map and response objects cost about a fifth
+of a message's processor time. The URL check (GET) and everything else go on to Flask.
+
 The request's thread waits for its reply at most REPLY_BUDGET_SECONDS; past that it answers
 `success` and the reply goes out through the outbox instead — decided under a lock, so it goes
 out exactly once.
@@ -27,14 +31,15 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
 from queue import Empty, SimpleQueue
-from typing import Callable
+from typing import Callable, Mapping
+from urllib.parse import parse_qsl
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 from wechatpy.crypto import WeChatCrypto
-from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
+from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature, random_string
 
@@ -53,9 +58,17 @@ bp = Blueprint("wechat", __name__)
 PASSIVE_LIMIT = 2000  # bytes of one passive text reply (WeChat allows 2048)
 
 
-def _bad(status: int, why: str) -> Response:
-    log.warning("webhook refused status=%s why=%s ip=%s", status, why, request.remote_addr)
-    return Response(why, status=status, mimetype="text/plain")
+@dataclass(frozen=True)
+class Answer:
+    """What the webhook answers one POST: status, body, content type (UTF-8)."""
+    status: int
+    body: str
+    content_type: str = "text/plain"
+
+
+def _bad(status: int, why: str, remote_addr: str | None) -> Answer:
+    log.warning("webhook refused status=%s why=%s ip=%s", status, why, remote_addr)
+    return Answer(status, why)
 
 
 @bp.get("/wechat")
@@ -64,14 +77,46 @@ def verify_url():
     args = request.args
     if not hook.signature_ok(args.get("signature", ""), args.get("timestamp", ""),
                              args.get("nonce", "")):
-        return _bad(403, "bad signature")
+        a = _bad(403, "bad signature", request.remote_addr)
+        return Response(a.body, status=a.status, mimetype=a.content_type)
     return Response(args.get("echostr", ""), mimetype="text/plain")
 
 
-@bp.post("/wechat")
-def receive():
-    hook: Webhook = current_app.extensions["huzhu.webhook"]
-    return hook.receive()
+_STATUS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden",
+           500: "500 Internal Server Error"}
+
+
+class WebhookApp:
+    """WSGI in front of the Flask app: `POST /wechat` — every villager's message — is answered
+    here straight from the WSGI environ, without Flask's request context, URL map and response
+    objects (about a fifth of the processor time a message took); every other request goes on
+    to Flask."""
+
+    def __init__(self, flask_wsgi, hook: "Webhook"):
+        self.flask_wsgi = flask_wsgi
+        self.hook = hook
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != "/wechat" or environ.get("REQUEST_METHOD") != "POST":
+            return self.flask_wsgi(environ, start_response)
+        args: dict[str, str] = {}
+        for k, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+            args.setdefault(k, v)  # the first of repeated parameters, as Flask's request.args
+        try:
+            length: int | None = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            length = None
+        try:
+            answer = self.hook.answer(args, environ["wsgi.input"].read, length,
+                                      environ.get("REMOTE_ADDR"))
+        except Exception:
+            log.error("webhook failed", exc_info=True)
+            answer = Answer(500, "internal error")
+        data = answer.body.encode()
+        start_response(_STATUS.get(answer.status, f"{answer.status} Error"),
+                       [("Content-Type", f"{answer.content_type}; charset=utf-8"),
+                        ("Content-Length", str(len(data)))])
+        return [data]
 
 
 @dataclass
@@ -107,56 +152,55 @@ class Webhook:
         except InvalidSignatureException:
             return False
 
-    def receive(self) -> Response:
+    def answer(self, args: Mapping[str, str], read: Callable[[int], bytes],
+               content_length: int | None, remote_addr: str | None) -> Answer:
+        """One POST: its query parameters, a reader of its body and the body's declared
+        length."""
         cfg = self.x.cfg
-        args = request.args
         if not self.signature_ok(args.get("signature", ""), args.get("timestamp", ""),
                                  args.get("nonce", "")):
-            return _bad(403, "bad signature")
-        length = request.content_length
-        if length is not None and length > cfg.MAX_BODY_BYTES:
-            return _bad(400, "body too large")
-        body = request.stream.read(cfg.MAX_BODY_BYTES + 1)
+            return _bad(403, "bad signature", remote_addr)
+        if content_length is not None and content_length > cfg.MAX_BODY_BYTES:
+            return _bad(400, "body too large", remote_addr)
+        body = read(cfg.MAX_BODY_BYTES + 1)
         if len(body) > cfg.MAX_BODY_BYTES:
-            return _bad(400, "body too large")
+            return _bad(400, "body too large", remote_addr)
         try:
             fields = parse_flat(body)
         except BadXml as exc:
-            return _bad(400, f"malformed xml ({exc})")
+            return _bad(400, f"malformed xml ({exc})", remote_addr)
         encrypted = args.get("encrypt_type") == "aes"
         if self.crypto is not None:
             if not encrypted or "Encrypt" not in fields:
-                return _bad(400, "safe mode expects an encrypted message")
+                return _bad(400, "safe mode expects an encrypted message", remote_addr)
             try:
                 inner = self.crypto.decrypt_message(fields, args.get("msg_signature", ""),
                                                     args.get("timestamp", ""), args.get("nonce", ""))
             except InvalidSignatureException:
-                return _bad(403, "bad msg_signature")
-            except (InvalidAppIdException, ValueError, UnicodeDecodeError, KeyError) as exc:
-                return _bad(400, f"cannot decrypt ({type(exc).__name__})")
-            except Exception as exc:  # cryptography raises several kinds on a wrong key
-                return _bad(400, f"cannot decrypt ({type(exc).__name__})")
+                return _bad(403, "bad msg_signature", remote_addr)
+            except Exception as exc:  # a wrong key, bad padding, another app's message, …
+                return _bad(400, f"cannot decrypt ({type(exc).__name__})", remote_addr)
             try:
                 fields = parse_flat(inner.encode() if isinstance(inner, str) else inner)
             except BadXml as exc:
-                return _bad(400, f"malformed xml ({exc})")
+                return _bad(400, f"malformed xml ({exc})", remote_addr)
         elif encrypted:
-            return _bad(400, "encrypted message but safe mode is off")
+            return _bad(400, "encrypted message but safe mode is off", remote_addr)
         msg = to_incoming(fields)
         if msg is None:
-            return _bad(400, "not a WeChat message")
+            return _bad(400, "not a WeChat message", remote_addr)
         started = time.monotonic()
         texts = self.dispatch(msg)
         log.info("inbound type=%s openid=%s key=%s ms=%.1f", msg.kind, _short(msg.openid),
                  msg.key, (time.monotonic() - started) * 1000)
         if not texts:
-            return Response("success", mimetype="text/plain")
+            return Answer(200, "success")
         reply_xml = TextReply(source=fields.get("ToUserName", ""), target=msg.openid,
                               content="\n\n".join(texts)).render()
         if self.crypto is not None:
             reply_xml = self.crypto.encrypt_message(reply_xml, args.get("nonce") or random_string(),
                                                     args.get("timestamp"))
-        return Response(reply_xml, mimetype="application/xml")
+        return Answer(200, reply_xml, "application/xml")
 
     # -- handling ---------------------------------------------------------------------------
     def dispatch(self, msg: Incoming) -> list[str]:

@@ -445,3 +445,92 @@ def test_the_payment_dialogue_is_marked_as_calling_out():
 
     assert dialogue.REGISTRY["payment"].calls_out
     assert not dialogue.REGISTRY["balance"].calls_out
+
+
+# -- the WSGI front of POST /wechat -----------------------------------------------------------
+
+def test_answers_carry_their_content_type_and_other_methods_reach_the_app(bot, cfg, villager):
+    """POST /wechat is answered in front of the Flask app: the reply is XML in UTF-8, a
+    `success` is plain text, GET still verifies the URL, other methods are refused as before."""
+    r = requests.post(f"{bot.url}/wechat", params=signed_params(cfg.WECHAT_TOKEN),
+                      data=villager.text_xml("o_ctype", "帮助").encode(), timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/xml; charset=utf-8"
+    assert "1 参加互助" in r.content.decode("utf-8")
+    assert int(r.headers["Content-Length"]) == len(r.content)
+    gone = requests.post(f"{bot.url}/wechat", params=signed_params(cfg.WECHAT_TOKEN),
+                         data=villager._xml("o_ctype", "event", {"Event": "unsubscribe"}).encode(),
+                         timeout=5)
+    assert gone.text == "success"
+    assert gone.headers["Content-Type"] == "text/plain; charset=utf-8"
+    for method in ("PUT", "DELETE"):
+        assert requests.request(method, f"{bot.url}/wechat", timeout=5).status_code == 405
+    assert requests.post(f"{bot.url}/wechat/", timeout=5).status_code == 404
+
+
+def test_a_repeated_signature_parameter_counts_once_as_the_first(bot, cfg, villager, db):
+    """`?signature=forged&signature=good`: the first one is checked (as the URL verification
+    does), so appending a good signature to a forged request does not get it in."""
+    good = signed_params(cfg.WECHAT_TOKEN)
+    query = (f"timestamp={good['timestamp']}&nonce={good['nonce']}"
+             f"&signature={'0' * 40}&signature={good['signature']}")
+    r = requests.post(f"{bot.url}/wechat?{query}",
+                      data=villager.text_xml("o_twosigs", "帮助").encode(), timeout=5)
+    assert r.status_code == 403
+    assert inbound_count(db) == 0
+
+
+def test_an_unexpected_failure_is_a_plain_500_without_a_trace(bot, cfg, villager, db,
+                                                               monkeypatch, caplog):
+    import bot.webhook as webhook
+
+    def broken(fields):
+        raise RuntimeError(f"boom {ID_NUMBER}")
+
+    monkeypatch.setattr(webhook, "to_incoming", broken)
+    r = _post_raw(bot, cfg, villager.text_xml("o_500", "帮助").encode())
+    assert r.status_code == 500 and r.text == "internal error"
+    assert "Traceback" not in r.text and ID_NUMBER not in r.text
+    assert inbound_count(db) == 0
+    monkeypatch.undo()
+    assert "1 参加互助" in villager.text("o_500", "帮助").reply  # the next one is served
+
+
+# -- durability --------------------------------------------------------------------------------
+
+def test_only_bookkeeping_commits_without_waiting_for_the_disk(db):
+    """On PostgreSQL a batch whose messages only read (their dedupe rows, last inbound times
+    and new users are all it writes) commits without waiting for the disk; a batch in which
+    one message changed anything, or that put anything in the outbox, waits as usual."""
+    if not db.is_postgres:
+        pytest.skip("SQLite commits every transaction the same way (WAL, synchronous=NORMAL)")
+    from core import outbox
+    from core.inbox import Inbox, Stored
+    from core.models import DialogueState
+
+    inbox = Inbox(db)
+
+    def batch_of(openid: str, key: str, change=None) -> str:
+        with inbox.batch() as batch:
+            batch.senders([openid], [key])
+            sender = batch.new_user(openid)
+            scope = batch.message()
+            scope.session.get(WechatUser, sender.user_id)  # a read
+            if change:
+                change(scope.session, openid)
+            scope.flush()
+            scope.close()
+            batch.finish([Stored(sender, openid, key, "text", ["好"])], {sender.user_id})
+            return batch.cursor.execute("SHOW synchronous_commit").fetchone()[0]
+
+    try:
+        assert batch_of("o_dur_read", "msg:dur1") == "off"
+        assert batch_of("o_dur_state", "msg:dur2", lambda s, o: s.add(
+            DialogueState(openid=o, dialogue="counter", state="counting", data={}))) == "on"
+        assert batch_of("o_dur_out", "msg:dur3",
+                        lambda s, o: outbox.send_text(s, o, "稍后的回复")) == "on"
+    finally:
+        inbox.close()
+    with db.session() as s:  # all three committed
+        assert s.scalar(select(func.count()).select_from(InboundMessage).where(
+            InboundMessage.dedupe_key.like("msg:dur%"))) == 3
