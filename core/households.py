@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import Table, bindparam, case, func, select, text
 from sqlalchemy.orm import Session
 
 from core.audit import audit
@@ -180,15 +180,23 @@ def reserve_ids(session: Session, table: Table, n: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # Look-ups.
 
+# Built once: nearly every villager's question starts here, and most askers have no household
+# yet, so the look-up reads one id over the session's connection (no ORM objects) and loads the
+# household only when there is one.
+_HOUSEHOLD_OF = (select(HouseholdLink.household_id)
+                 .where(HouseholdLink.openid == bindparam("openid"))
+                 .order_by(case((HouseholdLink.role == LinkRole.head, 0), else_=1),
+                           HouseholdLink.id.desc())
+                 .limit(1))
+
+
 def household_for_user(session: Session, openid: str) -> Household | None:
     """The household this WeChat user acts for: as its head first, else as a proxy (the newest
     link when a relative helps several households)."""
-    links = list(session.scalars(select(HouseholdLink).where(HouseholdLink.openid == openid)
-                                 .order_by(HouseholdLink.id.desc())))
-    for link in links:
-        if link.role is LinkRole.head:
-            return link.household
-    return links[0].household if links else None
+    if session.autoflush:
+        session.flush()  # links added and not yet written count, as with an ORM query
+    household_id = session.connection().scalar(_HOUSEHOLD_OF, {"openid": openid})
+    return session.get(Household, household_id) if household_id is not None else None
 
 
 def headed_household(session: Session, openid: str) -> Household | None:
