@@ -48,7 +48,12 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No server-side prepared statements (psycopg prepares a query after its 5th run on a
+    # connection): PostgreSQL may then keep one generic plan for it, chosen while the tables
+    # were small — a sequential scan of inbound_message for every batch of messages, ever
+    # slower as it grows, until the next ANALYZE. Planned each time, the dedupe-key index is used.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                         connect_args={"prepare_threshold": None})
 
 
 class Database:

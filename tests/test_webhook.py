@@ -534,3 +534,39 @@ def test_only_bookkeeping_commits_without_waiting_for_the_disk(db):
     with db.session() as s:  # all three committed
         assert s.scalar(select(func.count()).select_from(InboundMessage).where(
             InboundMessage.dedupe_key.like("msg:dur%"))) == 3
+
+
+def test_the_dedupe_look_up_keeps_using_its_index_as_the_table_grows(db):
+    """Each batch looks its dedupe keys up in inbound_message, which grows by every message
+    ever received. The look-up must stay an index look-up: a plan kept from when the table was
+    small (a prepared statement's generic plan) scanned the whole table for every batch, and
+    the bot slowed down message after message until the next ANALYZE."""
+    if not db.is_postgres:
+        pytest.skip("SQLite plans every statement afresh from its indexes")
+    from sqlalchemy import text
+
+    from core.inbox import Inbox
+
+    inbox = Inbox(db)
+
+    def batch_scans(n: int) -> int:
+        """Whole-table scans of inbound_message by one batch's look-up."""
+        scans = ("SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables "
+                 "WHERE relname = 'inbound_message'")
+        with inbox.batch() as batch:
+            before = batch.cursor.execute(scans).fetchone()[0]
+            batch.senders([f"o_grow_{n}_{i}" for i in range(30)],  # a busy moment's batch
+                          [f"msg:grow:{n}:{i}" for i in range(30)])
+            return batch.cursor.execute(scans).fetchone()[0] - before
+
+    try:
+        for n in range(12):  # while the table is small
+            batch_scans(n)
+        with db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO inbound_message (dedupe_key, openid, msg_type, received_at, done) "
+                "SELECT 'msg:old:' || i, 'o_old', 'text', now(), true "
+                "FROM generate_series(1, 50000) AS i"))
+        assert batch_scans(99) == 0
+    finally:
+        inbox.close()
