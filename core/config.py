@@ -113,15 +113,40 @@ def _validate(cfg: Config) -> None:
 
 
 def secret_key(cfg: Config) -> bytes:
-    """The key for personal data at rest: configured, or generated once into DATA_DIR."""
+    """The key for personal data at rest: configured, or generated once into DATA_DIR.
+
+    Several processes may start at once on a new data folder (gunicorn's workers, a worker
+    beside them): each writes its candidate to a file of its own and links it under the one
+    name, which succeeds for exactly one of them; the others read the winner's. No process ever
+    sees the file half written."""
     if cfg.SECRET_KEY:
         return cfg.SECRET_KEY.encode()
     path = cfg.data_dir / "secret.key"
-    if path.exists():
-        return path.read_bytes().strip()
+    try:
+        return _read_secret_key(path)
+    except FileNotFoundError:
+        pass
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
+    candidate = path.with_name(f".secret.key.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(candidate, path)  # atomic, and fails if another process got there first
+        except FileExistsError:
+            return _read_secret_key(path)
+    finally:
+        candidate.unlink(missing_ok=True)
+    return key
+
+
+def _read_secret_key(path: Path) -> bytes:
+    key = path.read_bytes().strip()
+    if not key:
+        raise ConfigError(f"{path}: empty; restore it from the backup (without it the ID and "
+                          "bank-card numbers stored cannot be read)")
     return key

@@ -47,3 +47,41 @@ def test_the_program_stops_with_one_line(tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "HUZHU_WECHAT_AES_KEY" in lines[0] and "43" in lines[0]
+
+
+_RACE = """
+import sys, time
+from core.config import load_config, secret_key
+cfg = load_config({"HUZHU_DATA_DIR": sys.argv[1], "HUZHU_SECRET_KEY": ""})
+while time.time() < float(sys.argv[2]):  # all start generating at the same instant
+    pass
+print(secret_key(cfg).decode())
+"""
+
+
+def test_processes_starting_together_on_a_new_data_folder_agree_on_one_key(tmp_path):
+    """gunicorn's workers and a worker process starting at once on a new data folder: every
+    one gets the same complete key, and only that key is on disk."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUZHU_")}
+    data = tmp_path / "data"
+    start_at = str(time.time() + 2.0)
+    procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(data), start_at],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(8)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    keys = {out.strip() for out, _ in outs}
+    assert len(keys) == 1 and len(keys.pop()) >= 40
+    assert sorted(f.name for f in data.iterdir()) == ["secret.key"]
+    assert (data / "secret.key").read_text().strip() == outs[0][0].strip()
+
+
+def test_an_empty_key_file_stops_with_a_clear_line(tmp_path):
+    from core.config import secret_key
+
+    (tmp_path / "secret.key").write_bytes(b"")
+    cfg = load_config({"HUZHU_DATA_DIR": str(tmp_path), "HUZHU_SECRET_KEY": ""})
+    with pytest.raises(ConfigError, match="secret.key: empty"):
+        secret_key(cfg)
