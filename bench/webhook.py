@@ -163,7 +163,7 @@ def load_wrk(port: int, connections: int, seconds: float, aes: str, tag: int) ->
     tmp = Path(tempfile.mkdtemp(prefix="huzhu-wrk-"))
     try:
         for t in range(2):
-            reqs = build_requests(int(2500 * seconds), aes, seed=tag * 10 + t)
+            reqs = build_requests(int(3500 * seconds), aes, seed=tag * 10 + t)
             rows = ",\n".join("{" + lua_string(path.encode()) + "," + lua_string(body) + "}"
                                for path, body in reqs)
             (tmp / f"reqs_{t}.lua").write_text("return {\n" + rows + "\n}\n")
