@@ -100,7 +100,12 @@ class WebhookApp:
         if environ.get("PATH_INFO") != "/wechat" or environ.get("REQUEST_METHOD") != "POST":
             return self.flask_wsgi(environ, start_response)
         args: dict[str, str] = {}
-        for k, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+        query = environ.get("QUERY_STRING", "")
+        try:  # WSGI hands bytes over as Latin-1 text; the URL's are UTF-8
+            query = query.encode("latin-1").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            pass  # a server that decoded them already
+        for k, v in parse_qsl(query, keep_blank_values=True):
             args.setdefault(k, v)  # the first of repeated parameters, as Flask's request.args
         try:
             length: int | None = int(environ.get("CONTENT_LENGTH") or "")
