@@ -41,27 +41,25 @@ if TYPE_CHECKING:
 
 
 _OUTBOX_ADDED = "huzhu.outbox_added"
-_SCOPE = "huzhu.message_scope"
+_BATCH = "huzhu.batch"
 
 
 @event.listens_for(Session, "before_flush")
 def _before_flush(session: Session, _context, _instances) -> None:
-    """A message of a batch is about to write: its SAVEPOINT first. Remember that a flush
-    wrote outbox rows, so the worker is woken after the commit."""
-    scope = session.info.get(_SCOPE)
-    if scope is not None:
-        scope.before_write()
+    """Remember that a flush writes outbox rows, so the worker is woken after the commit."""
     if not session.info.get(_OUTBOX_ADDED) and any(
             isinstance(o, OutboxMessage) for o in session.new):
         session.info[_OUTBOX_ADDED] = True
 
 
-@event.listens_for(Session, "do_orm_execute")
-def _before_statement(state) -> None:
-    """An UPDATE, INSERT or DELETE through a batch message's session: its SAVEPOINT first."""
-    scope = state.session.info.get(_SCOPE)
-    if scope is not None and (state.is_update or state.is_insert or state.is_delete):
-        scope.before_write()
+def _before_cursor_execute(conn, _cursor, statement, _parameters, _context, _executemany):
+    """Every statement SQLAlchemy sends on the line's connection passes here — ORM flushes,
+    ORM or Core DML, `text()`, bulk inserts, `session.connection()` — so any that is not a
+    plain SELECT counts as a write of the message in hand: its SAVEPOINT is set first, and the
+    batch commits durably. (The batch's own statements go through the driver's cursor.)"""
+    batch = conn.info.get(_BATCH)
+    if batch is not None and statement.lstrip()[:6].upper() != "SELECT":
+        batch.before_write()
 
 
 class Answered(Exception):
@@ -270,7 +268,8 @@ class Batch:
         self._messages = 0
         self.woke_held = False
         self.outbox_added = False
-        self.wrote = False  # a message's handler wrote something (its SAVEPOINT was set)
+        self.wrote = False  # something besides the batch's own bookkeeping was written
+        self.current: "MessageScope | None" = None  # the message being handled
 
     @property
     def session(self) -> Session:
@@ -316,7 +315,15 @@ class Batch:
 
     def message(self) -> "MessageScope":
         self._messages += 1
-        return MessageScope(self, self._messages)
+        self.current = MessageScope(self, self._messages)
+        return self.current
+
+    def before_write(self) -> None:
+        """A statement other than a SELECT is about to run for a message (or for the late
+        replies): the message's SAVEPOINT first."""
+        self.wrote = True
+        if self.current is not None:
+            self.current.before_write()
 
     def finish(self, stored: list[Stored], touched: set[int]) -> bool:
         """Write the users' last inbound time and the dedupe rows; returns whether anything was
@@ -360,9 +367,9 @@ class Batch:
 
 class MessageScope:
     """One message of a batch, with an ORM session of its own on the batch's connection. The
-    first write of that session (a flush, or an UPDATE/INSERT/DELETE through it) sets a
-    SAVEPOINT first, so a message that fails is undone alone with `undo()`; a message that only
-    reads costs no SAVEPOINT."""
+    first statement other than a SELECT sent for it on that connection (however it is sent)
+    sets a SAVEPOINT first, so a message that fails is undone alone with `undo()`; a message
+    that only reads costs no SAVEPOINT."""
 
     def __init__(self, batch: "Batch", number: int):
         self.batch = batch
@@ -374,14 +381,12 @@ class MessageScope:
     def session(self) -> Session:
         if self._session is None:
             self._session = Session(bind=self.batch.conn, expire_on_commit=False)
-            self._session.info[_SCOPE] = self
         return self._session
 
     def before_write(self) -> None:
         if not self._savepoint:
             self.batch.cursor.execute(f"SAVEPOINT {self.name}")
             self._savepoint = True
-            self.batch.wrote = True
 
     def flush(self) -> None:
         """Write what the handler left pending (a failure here fails the message)."""
@@ -398,6 +403,8 @@ class MessageScope:
             self._session.info.pop(_OUTBOX_ADDED, None)
 
     def close(self) -> None:
+        if self.batch.current is self:
+            self.batch.current = None
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -425,12 +432,15 @@ class Inbox:
             conn = self._line_conn
             if conn is None:
                 conn = self._line_conn = self.db.engine.connect()
+                event.listen(conn, "before_cursor_execute", _before_cursor_execute)
             try:
                 with conn.begin():
                     batch = Batch(conn, self.sql, self.bsql, self.integrity_error)
+                    conn.info[_BATCH] = batch
                     try:
                         yield batch
                     finally:
+                        conn.info.pop(_BATCH, None)
                         batch.close()
             except BaseException:
                 self._line_conn = None

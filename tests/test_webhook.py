@@ -504,6 +504,8 @@ def test_only_bookkeeping_commits_without_waiting_for_the_disk(db):
     one message changed anything, or that put anything in the outbox, waits as usual."""
     if not db.is_postgres:
         pytest.skip("SQLite commits every transaction the same way (WAL, synchronous=NORMAL)")
+    from sqlalchemy import text, update
+
     from core import outbox
     from core.inbox import Inbox, Stored
     from core.models import DialogueState
@@ -529,11 +531,62 @@ def test_only_bookkeeping_commits_without_waiting_for_the_disk(db):
             DialogueState(openid=o, dialogue="counter", state="counting", data={}))) == "on"
         assert batch_of("o_dur_out", "msg:dur3",
                         lambda s, o: outbox.send_text(s, o, "稍后的回复")) == "on"
+        # writes that pass no ORM hook: SQL text, and Core on the session's connection
+        assert batch_of("o_dur_text", "msg:dur4", lambda s, o: s.execute(text(
+            "UPDATE wechat_user SET subscribed = false WHERE openid = :o"), {"o": o})) == "on"
+        assert batch_of("o_dur_core", "msg:dur5", lambda s, o: s.connection().execute(
+            update(WechatUser).where(WechatUser.openid == o).values(subscribed=False))) == "on"
     finally:
         inbox.close()
-    with db.session() as s:  # all three committed
+    with db.session() as s:  # all committed
         assert s.scalar(select(func.count()).select_from(InboundMessage).where(
-            InboundMessage.dedupe_key.like("msg:dur%"))) == 3
+            InboundMessage.dedupe_key.like("msg:dur%"))) == 5
+
+
+@pytest.mark.parametrize("how", ["orm", "text", "core"])
+def test_a_failed_message_is_undone_alone_however_it_wrote(db, how):
+    """In a batch, a message whose handler wrote (through the ORM, SQL text or Core on the
+    session's connection) and then failed is undone alone; the next message's write stays."""
+    from sqlalchemy import text, update
+
+    from core.inbox import Inbox, Stored
+
+    with db.session() as s:
+        s.add_all([WechatUser(openid=f"o_undo_{how}_a", subscribed=True),
+                   WechatUser(openid=f"o_undo_{how}_b", subscribed=True)])
+
+    def unsubscribe(session, openid):
+        if how == "orm":
+            session.scalar(select(WechatUser).where(WechatUser.openid == openid)).subscribed = False
+            session.flush()
+        elif how == "text":
+            session.execute(text("UPDATE wechat_user SET subscribed = :f WHERE openid = :o"),
+                            {"f": False, "o": openid})
+        else:
+            session.connection().execute(update(WechatUser).where(WechatUser.openid == openid)
+                                         .values(subscribed=False))
+
+    inbox = Inbox(db)
+    try:
+        with inbox.batch() as batch:
+            senders, _ = batch.senders([f"o_undo_{how}_a", f"o_undo_{how}_b"], [])
+            failed = batch.message()
+            unsubscribe(failed.session, f"o_undo_{how}_a")
+            failed.undo()  # its handler raised after writing
+            failed.close()
+            kept = batch.message()
+            unsubscribe(kept.session, f"o_undo_{how}_b")
+            kept.flush()
+            kept.close()
+            sender = senders[f"o_undo_{how}_b"]
+            batch.finish([Stored(sender, f"o_undo_{how}_b", f"msg:undo:{how}", "text", ["好"])],
+                         {sender.user_id})
+    finally:
+        inbox.close()
+    with db.session() as s:
+        subscribed = dict(s.execute(select(WechatUser.openid, WechatUser.subscribed).where(
+            WechatUser.openid.like(f"o_undo_{how}_%"))).all())
+    assert subscribed == {f"o_undo_{how}_a": True, f"o_undo_{how}_b": False}
 
 
 def test_the_dedupe_look_up_keeps_using_its_index_as_the_table_grows(db):
