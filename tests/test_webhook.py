@@ -623,3 +623,39 @@ def test_the_dedupe_look_up_keeps_using_its_index_as_the_table_grows(db):
         assert batch_scans(99) == 0
     finally:
         inbox.close()
+
+
+def test_the_body_is_read_as_far_as_its_length_and_no_further(bot, cfg, villager):
+    """Whatever the server hands over: the body ends at Content-Length (what follows is not
+    read), and without a length — unless the server says its stream ends by itself — there is
+    no body (400), rather than a read that waits for ever."""
+    import io
+    from urllib.parse import urlencode
+
+    xml = villager.text_xml("o_len", "帮助").encode()
+    answers = []
+
+    def call(body: bytes, **environ) -> tuple[str, str]:
+        env = {"REQUEST_METHOD": "POST", "PATH_INFO": "/wechat", "SCRIPT_NAME": "",
+               "QUERY_STRING": urlencode(signed_params(cfg.WECHAT_TOKEN)),
+               "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1",
+               "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", **environ}
+        out = b"".join(bot.app.wsgi_app(env, lambda status, headers: answers.append(status)))
+        return answers[-1], out.decode()
+
+    status, body = call(xml + b"<junk>", CONTENT_LENGTH=str(len(xml)))
+    assert status == "200 OK" and "1 参加互助" in body
+    status, body = call(xml)  # no length, a stream that may never end
+    assert status == "400 Bad Request" and "malformed xml" in body
+    status, body = call(xml, **{"wsgi.input_terminated": True})  # the server ends it
+    assert status == "200 OK" and "1 参加互助" in body
+
+
+def test_a_chunked_message_and_a_doubled_slash_are_answered_too(bot, cfg, villager):
+    xml = villager.text_xml("o_chunked", "帮助").encode()
+    chunked = requests.post(f"{bot.url}/wechat", params=signed_params(cfg.WECHAT_TOKEN),
+                            data=iter([xml[:40], xml[40:]]), timeout=5)
+    assert chunked.status_code == 200 and "1 参加互助" in chunked.text
+    doubled = requests.post(f"{bot.url}//wechat", params=signed_params(cfg.WECHAT_TOKEN),
+                            data=villager.text_xml("o_doubled", "帮助").encode(), timeout=5)
+    assert doubled.status_code == 200 and "1 参加互助" in doubled.text
