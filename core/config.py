@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,9 +140,42 @@ def secret_key(cfg: Config) -> bytes:
             os.link(candidate, path)  # atomic, and fails if another process got there first
         except FileExistsError:
             return _read_secret_key(path)
+        except OSError:  # a file system without hard links (FAT, some network shares)
+            return _create_secret_key(path, key)
     finally:
         candidate.unlink(missing_ok=True)
+    _sync_folder(path.parent)  # the name itself survives a power cut
     return key
+
+
+def _create_secret_key(path: Path, key: bytes) -> bytes:
+    """Without hard links: create the file under its name, exclusively; a process that loses
+    the race waits for the winner's key to be written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            try:
+                return _read_secret_key(path)
+            except ConfigError:  # still being written
+                time.sleep(0.1)
+        return _read_secret_key(path)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _sync_folder(path.parent)
+    return key
+
+
+def _sync_folder(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_secret_key(path: Path) -> bytes:

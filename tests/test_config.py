@@ -76,6 +76,7 @@ def test_processes_starting_together_on_a_new_data_folder_agree_on_one_key(tmp_p
     assert len(keys) == 1 and len(keys.pop()) >= 40
     assert sorted(f.name for f in data.iterdir()) == ["secret.key"]
     assert (data / "secret.key").read_text().strip() == outs[0][0].strip()
+    assert (data / "secret.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_an_empty_key_file_stops_with_a_clear_line(tmp_path):
@@ -85,3 +86,20 @@ def test_an_empty_key_file_stops_with_a_clear_line(tmp_path):
     cfg = load_config({"HUZHU_DATA_DIR": str(tmp_path), "HUZHU_SECRET_KEY": ""})
     with pytest.raises(ConfigError, match="secret.key: empty"):
         secret_key(cfg)
+
+
+def test_without_hard_links_the_key_is_still_made_once(tmp_path, monkeypatch):
+    """A data folder on a file system without hard links (FAT, some network shares): the key
+    is created under its name directly, readable only by its owner, and kept."""
+    from core.config import secret_key
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    cfg = load_config({"HUZHU_DATA_DIR": str(tmp_path / "fat"), "HUZHU_SECRET_KEY": ""})
+    key = secret_key(cfg)
+    assert len(key) >= 40 and secret_key(cfg) == key
+    path = tmp_path / "fat" / "secret.key"
+    assert sorted(f.name for f in path.parent.iterdir()) == ["secret.key"]
+    assert path.stat().st_mode & 0o777 == 0o600
