@@ -5,12 +5,12 @@ exercise the same path.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import signal
 import threading
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 from bot.app import AppContext, create_app
@@ -54,6 +54,8 @@ class Running:
                                     connection_limit=256, channel_timeout=30)
         self.thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._trigger_lock = threading.Lock()
+        self._trigger_closed = False
 
     @property
     def url(self) -> str:
@@ -90,15 +92,24 @@ class Running:
             while not self._stopping.is_set():
                 s.asyncore.loop(timeout=0.2, map=s._map, use_poll=True, count=1)
         finally:
-            # Requests still in hand finish first: each wakes the loop through the trigger as it
-            # ends, which must still be open then.
-            s.task_dispatcher.shutdown(timeout=2)
-            s.close()
+            # Requests still in hand finish first (within their reply budget): each wakes the
+            # loop through the trigger as it ends, which must still be open then.
+            s.task_dispatcher.shutdown(timeout=self.x.cfg.REPLY_BUDGET_SECONDS + 1)
+            with self._trigger_lock:
+                self._trigger_closed = True
+                if s.task_dispatcher.threads:
+                    # one still running would write to the trigger's file descriptor after it
+                    # closed — by then perhaps another file's: the trigger is left to the
+                    # process's end, only the listening socket is closed
+                    wasyncore.dispatcher.close(s)
+                else:
+                    s.close()
 
     def stop(self) -> None:
         self._stopping.set()
-        with contextlib.suppress(OSError):  # an already closed trigger: nothing to wake
-            self.server.trigger.pull_trigger()  # wake the loop's poll now, not at its timeout
+        with self._trigger_lock:
+            if not self._trigger_closed:
+                self.server.trigger.pull_trigger()  # wake the loop's poll now, not at its timeout
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
         if self.loop is not None:
