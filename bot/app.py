@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
@@ -48,7 +49,7 @@ def make_context(cfg: Config | None = None, db: Database | None = None) -> AppCo
 def create_app(app_ctx: AppContext | None = None) -> Flask:
     from bot import logs
     from bot.discover import load_handlers, modules
-    from bot.webhook import Webhook, WebhookApp
+    from bot.webhook import SWITCH_INTERVAL_SECONDS, Webhook, WebhookApp
 
     x = app_ctx or make_context()
     if app_ctx is None:
@@ -58,6 +59,7 @@ def create_app(app_ctx: AppContext | None = None) -> Flask:
     app.extensions["huzhu"] = x
     app.extensions["huzhu.webhook"] = hook = Webhook(x)
     app.wsgi_app = WebhookApp(app.wsgi_app, hook)  # POST /wechat without Flask's machinery
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the line gets the interpreter back sooner
     load_handlers()
     from bot import webhook
     for module in [webhook, *modules("bot", "web_")]:
