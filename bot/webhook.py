@@ -103,6 +103,18 @@ _STATUS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden",
            500: "500 Internal Server Error"}
 
 
+def _query_text(environ) -> str:
+    """The query string as Flask reads it: WSGI hands the URL's bytes over as Latin-1 text, and
+    they are UTF-8. WeChat's own are plain ASCII, which needs nothing."""
+    query = environ.get("QUERY_STRING", "")
+    if query.isascii():
+        return query
+    try:
+        return query.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a server that decoded the bytes already
+        return query
+
+
 class WebhookApp:
     """WSGI in front of the Flask app: `POST /wechat` — every villager's message — is answered
     here straight from the WSGI environ, without Flask's request context, URL map and response
@@ -117,12 +129,7 @@ class WebhookApp:
         if environ.get("PATH_INFO") != "/wechat" or environ.get("REQUEST_METHOD") != "POST":
             return self.flask_wsgi(environ, start_response)
         args: dict[str, str] = {}
-        query = environ.get("QUERY_STRING", "")
-        try:  # WSGI hands bytes over as Latin-1 text; the URL's are UTF-8
-            query = query.encode("latin-1").decode("utf-8", "replace")
-        except UnicodeEncodeError:
-            pass  # a server that decoded them already
-        for k, v in parse_qsl(query, keep_blank_values=True):
+        for k, v in parse_qsl(_query_text(environ), keep_blank_values=True):
             args.setdefault(k, v)  # the first of repeated parameters, as Flask's request.args
         try:
             # the body as Flask reads it: never past Content-Length, and empty without one

@@ -659,3 +659,30 @@ def test_a_chunked_message_and_a_doubled_slash_are_answered_too(bot, cfg, villag
     doubled = requests.post(f"{bot.url}//wechat", params=signed_params(cfg.WECHAT_TOKEN),
                             data=villager.text_xml("o_doubled", "帮助").encode(), timeout=5)
     assert doubled.status_code == 200 and "1 参加互助" in doubled.text
+
+
+def test_raw_utf8_in_the_query_is_read_as_utf8(bot, cfg, villager, db):
+    """A server that passes raw UTF-8 bytes of the URL on (as WSGI's Latin-1 text; waitress
+    itself refuses such a URL with 400) gets them checked as the text they are: a nonce signed
+    right is answered, one signed for the misread text is refused."""
+    import io
+
+    ts, nonce = str(int(time.time())), "随机"
+    as_wsgi = nonce.encode().decode("latin-1")  # how WSGI hands the bytes over
+    answers = []
+
+    def call(openid: str, signature: str) -> tuple[str, str]:
+        xml = villager.text_xml(openid, "帮助").encode()
+        env = {"REQUEST_METHOD": "POST", "PATH_INFO": "/wechat", "SCRIPT_NAME": "",
+               "QUERY_STRING": f"timestamp={ts}&nonce={as_wsgi}&signature={signature}",
+               "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1",
+               "CONTENT_LENGTH": str(len(xml)), "wsgi.input": io.BytesIO(xml),
+               "wsgi.url_scheme": "http"}
+        out = b"".join(bot.app.wsgi_app(env, lambda status, headers: answers.append(status)))
+        return answers[-1], out.decode()
+
+    before = inbound_count(db)
+    status, _ = call("o_raw_wrong", sign(cfg.WECHAT_TOKEN, ts, as_wsgi))
+    assert status == "403 Forbidden" and inbound_count(db) == before
+    status, body = call("o_raw_right", sign(cfg.WECHAT_TOKEN, ts, nonce))
+    assert status == "200 OK" and "1 参加互助" in body
