@@ -4,7 +4,7 @@ Every status change goes through `transition`, which checks it is allowed, write
 and queues the household's notification — all in the caller's transaction.
 
 The household's side (the claim dialogue, handlers/claim.py, and the photo deliverer,
-bot/deliver_media.py, call these; each works in the caller's transaction):
+bot/outbox/media.py, call these; each works in the caller's transaction):
 
 - `eligibility(session, member, today)` → (scheme year, None) or (None, "unpaid" | "not_enrolled")
 - `start_claim(session, household, member, actor, today)` → a `collecting` Claim (C + 8 digits)

@@ -17,7 +17,7 @@ callbacks and offline cash or transfers), activation, exceptions, the deadline.
   order `paid`, the members' enrolments `paid`, the ledger entry (SPEC "Money": the personal part
   into fund:cash, every other share as receivable:<source>, each as income:<source>), the
   village tag on the payer, audit rows and the household's confirmation through the outbox.
-- **Gateway**: the WeChat Pay adapter lives in bot/pay.py and registers itself here
+- **Gateway**: the WeChat Pay adapter lives in bot/clients/wechatpay.py and registers itself here
   (`register_gateway`), so the dialogue reaches it without importing the bot layer.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ class PaymentError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# The gateway (bot/pay.py registers the WeChat Pay v3 one).
+# The gateway (bot/clients/wechatpay.py registers the WeChat Pay v3 one).
 
 class GatewayError(Exception):
     """The payment service could not be reached or refused the request."""

@@ -493,7 +493,7 @@ def test_posters_without_a_cjk_font_still_have_the_code(tmp_path, monkeypatch):
 
     import qrcode
 
-    from bot import cli_households
+    from bot.cli import households as cli_households
 
     monkeypatch.setattr(cli_households, "CJK_FONTS", (("/nonexistent.ttc", 0),))
     assert cli_households.find_cjk_font() is None

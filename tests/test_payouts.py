@@ -18,7 +18,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 from stdnum import luhn
 
-from bot.jobs_payouts import post_service_fees, run_scheduled_payouts
+from bot.jobs.payouts import post_service_fees, run_scheduled_payouts
 from core import bankcards, ledger
 from core.admins import create_invite
 from core.models import (AuditLog, BatchStatus, Claim, ClaimStatus, Household,
@@ -644,7 +644,7 @@ def test_batch_numbers_fit_and_stay_unique():
 # the schedule
 
 def test_the_jobs_are_scheduled_at_3_and_4_in_the_morning(app_ctx, db):
-    from bot.scheduler import JOBS, Scheduler
+    from bot.jobs.scheduler import JOBS, Scheduler
 
     assert JOBS["payout.monthly"].args == {"hour": 3, "minute": 0}
     assert JOBS["payout.service_fee"].args == {"hour": 4, "minute": 0}

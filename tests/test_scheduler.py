@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, text
 
-from bot.scheduler import JOBS, Scheduler
+from bot.jobs.scheduler import JOBS, Scheduler
 
 
 def test_only_one_scheduler_is_active_and_jobs_are_stored(app_ctx, db):

@@ -1,0 +1,257 @@
+"""Transparency commands: village group chats, the monthly disclosure, the year report.
+
+    huzhu groups add --village V --key KEY     a village's WeCom group-bot key (several allowed)
+    huzhu groups list [--json]                 keys shown masked
+    huzhu report disclosure --pool P --month YYYY-MM [--json] [--post]
+    huzhu report year --pool P [--year YYYY | YYYY-MM-DD] [--json]   xlsx + PNG charts
+
+`report` is shared with other areas (`report fund`): the parser is reused when it exists.
+"""
+from __future__ import annotations
+
+import getpass
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bot.cli import app_context, print_json, subcommands
+
+
+def register(sub) -> None:
+    g = subcommands(sub, "groups", "village group chats (WeCom group bots)")
+    q = g.add_parser("add", help="store a village's WeCom group-bot key")
+    q.add_argument("--village", required=True, help="镇/村 or the village's own name")
+    q.add_argument("--key", required=True, help="the key of the bot's webhook URL (…?key=KEY)")
+    q.set_defaults(func=cmd_groups_add)
+    q = g.add_parser("list", help="the group chats of every village")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_groups_list)
+
+    r = subcommands(sub, "report", "reports")
+    q = r.add_parser("disclosure", help="a pool's monthly disclosure (公示)")
+    q.add_argument("--pool", required=True)
+    q.add_argument("--month", required=True, help="YYYY-MM")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--post", action="store_true",
+                   help="also post it to the groups now (once per month unless it changed)")
+    q.set_defaults(func=cmd_report_disclosure)
+    q = r.add_parser("year", help="the year report: xlsx and PNG charts under DATA_DIR/exports")
+    q.add_argument("--pool", required=True)
+    q.add_argument("--year", help="the scheme year starting in YYYY, or the one holding a date "
+                                  "YYYY-MM-DD (default: the current one)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_report_year)
+
+
+def _fail(message: str) -> int:
+    print(f"huzhu: {message}", file=sys.stderr)
+    return 2
+
+
+def _pool(s, code: str):
+    from core.models import Pool
+
+    return s.scalar(select(Pool).where(Pool.code == code))
+
+
+def cmd_groups_add(args) -> int:
+    from core.admins import find_village
+    from core.groups import GroupError, add_group, mask_key
+
+    x = app_context()
+    try:
+        with x.db.session() as s:
+            village = find_village(s, args.village)
+            if village is None:
+                return _fail(f"no village {args.village!r} (use 镇/村 as in the scheme file)")
+            row = add_group(s, village, args.key, f"cli:{getpass.getuser()}")
+            print(f"group chat {row.id} added to {village.full_name}: key {mask_key(row.key)}")
+    except GroupError as e:
+        return _fail({"bad_key": "the key should be 8 to 128 letters, digits, - or _ "
+                                 "(the part after key= in the webhook URL)",
+                      "exists": "this village already has that group chat"}[e.code])
+    return 0
+
+
+def cmd_groups_list(args) -> int:
+    from core.groups import mask_key
+    from core.models import GroupChat, Village
+
+    x = app_context()
+    with x.db.session() as s:
+        rows = [{"id": g.id, "village": v.full_name, "key": mask_key(g.key),
+                 "created_at": g.created_at}
+                for g, v in s.execute(select(GroupChat, Village)
+                                      .join(Village, Village.id == GroupChat.village_id)
+                                      .order_by(Village.id, GroupChat.id))]
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print("no group chats yet: huzhu groups add --village V --key KEY")
+    else:
+        for r in rows:
+            print(f"{r['id']:>4}  {r['village']:<20} {r['key']}")
+    return 0
+
+
+def cmd_report_disclosure(args) -> int:
+    from core import disclosure
+
+    x = app_context()
+    with x.db.session() as s:
+        pool = _pool(s, args.pool)
+        if pool is None:
+            return _fail(f"no pool {args.pool!r}")
+        try:
+            data = disclosure.build(s, pool.id, args.month, x.cfg.tz)
+        except disclosure.DisclosureError as e:
+            return _fail(str(e))
+        posted = None
+        if args.post:
+            posted = disclosure.publish(s, pool.id, args.month, tz=x.cfg.tz,
+                                        actor=f"cli:{getpass.getuser()}")
+    x.wake_outbox()
+    if args.json:
+        doc = {k: v for k, v in data.items() if k != "digest"}
+        if posted is not None:
+            doc["posted"] = posted
+        print_json(doc)
+        return 0
+    parts = disclosure.markdown_parts(data)
+    for i, part in enumerate(parts, start=1):
+        if len(parts) > 1:
+            print(f"----- {i}/{len(parts)} ({len(part.encode())} bytes) -----")
+        print(part)
+    if posted is not None:
+        print("\n" + (f"queued {posted['messages']} messages to {posted['groups']} group chats"
+                      if posted["posted"] else "already posted for this month: nothing queued"))
+    return 0
+
+
+def _year(s, pool, spec: str | None, tz):
+    from core.models import SchemeYear
+    from core.scheme import scheme_year_on
+    from core.stats import year_for
+
+    if not spec:
+        return year_for(s, pool.id, datetime.now(tz).date())
+    if len(spec) == 4 and spec.isdigit():
+        return s.scalar(select(SchemeYear).where(
+            SchemeYear.pool_id == pool.id, SchemeYear.start >= date(int(spec), 1, 1),
+            SchemeYear.start <= date(int(spec), 12, 31)).order_by(SchemeYear.start).limit(1))
+    return scheme_year_on(s, pool.id, date.fromisoformat(spec))
+
+
+def cmd_report_year(args) -> int:
+    from bot.clients.poster import year_charts
+    from core.stats import year_report
+
+    x = app_context()
+    with x.db.session() as s:
+        pool = _pool(s, args.pool)
+        if pool is None:
+            return _fail(f"no pool {args.pool!r}")
+        try:
+            year = _year(s, pool, args.year, x.cfg.tz)
+        except ValueError:
+            return _fail(f"--year: YYYY or YYYY-MM-DD, got {args.year!r}")
+        if year is None:
+            return _fail(f"pool {pool.code} has no such scheme year")
+        report = year_report(s, pool.id, year)
+    out = x.cfg.data_dir / "exports"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"year-{pool.code}-{year.start.isoformat()}"
+    xlsx = write_year_xlsx(report, out / f"{stem}.xlsx")
+    charts = [d.path for d in year_charts(report, out, stem) if d.path is not None]
+    files = {"xlsx": str(xlsx), "charts": [str(p) for p in charts]}
+    if args.json:
+        print_json({**report, "files": files})
+        return 0
+    print(f"{report['pool_name']} {report['year']['start']} – {report['year']['end']}")
+    print(f"  participation  {_pct(report['participation_rate'])}")
+    print(f"  utilisation    {_pct(report['utilisation'])} (paid ÷ raised)")
+    print(f"  benefit rate   {_pct(report['benefit_rate'])} (paid claims ÷ members)")
+    avg = report["average_subsidy_fen"]
+    print(f"  average        {'—' if avg is None else _yuan(avg)}")
+    print(f"  burden reduced {_pct(report['burden_reduction'])} "
+          f"(over {report['burden_claims']} claims with a known out-of-pocket amount)")
+    print(f"wrote {xlsx}")
+    for p in charts:
+        print(f"wrote {p}")
+    if not charts:
+        print("no CJK font found (apt-get install fonts-noto-cjk): no charts drawn")
+    return 0
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{Decimal(value) * 100:.2f}%"
+
+
+def _yuan(fen: int) -> str:
+    from core.money import format_yuan
+
+    return format_yuan(fen)
+
+
+def write_year_xlsx(report: dict, path: Path) -> Path:
+    """The year report as a workbook: 概览, 各村参加, 申请情况 (money in yuan, rates as %)."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    def yuan(fen):
+        return None if fen is None else Decimal(int(fen)) / 100
+
+    def rate(v):
+        return None if v is None else Decimal(v)
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "概览"
+    ws.append(["指标", "数值"])
+    money = [("筹集资金（元）", report["raised_fen"]), ("补助支出（元）", report["paid_fen"]),
+             ("服务费（元）", report["fees_fen"]), ("追回（元）", report["recovered_fen"]),
+             ("上年结余（元）", report["carried_over_fen"]),
+             ("年末余额（元）", report["balance_fen"]),
+             ("平均补助（元）", report["average_subsidy_fen"]),
+             ("已知个人自付合计（元）", report["out_of_pocket_fen"])]
+    for label, fen in money:
+        ws.append([label, yuan(fen)])
+        ws.cell(ws.max_row, 2).number_format = "#,##0.00"
+    for label, v in [("参加率", report["participation_rate"]),
+                     ("基金使用率（补助÷筹集）", report["utilisation"]),
+                     ("受益率（已发放笔数÷参加人数）", report["benefit_rate"]),
+                     ("减负比例（补助÷个人自付）", report["burden_reduction"])]:
+        ws.append([label, rate(v)])
+        ws.cell(ws.max_row, 2).number_format = "0.00%"
+    for label, n in [("参加人数", report["members"]), ("已发放补助笔数", report["claims_paid"]),
+                     ("有个人自付金额的笔数", report["burden_claims"])]:
+        ws.append([label, n])
+    ws.column_dimensions["A"].width = 34
+    ws.column_dimensions["B"].width = 18
+
+    v = wb.create_sheet("各村参加")
+    v.append(["村", "登记户数", "参加户数", "缴费户数", "登记人数", "参加人数", "缴费人数", "参加率"])
+    for row in report["villages"]:
+        v.append([row["village"], row["households"], row["households_enrolled"],
+                  row["households_paid"], row["persons"], row["persons_enrolled"],
+                  row["persons_paid"], rate(row["rate"])])
+        v.cell(v.max_row, 8).number_format = "0.00%"
+    v.column_dimensions["A"].width = 24
+
+    c = wb.create_sheet("申请情况")
+    c.append(["状态", "笔数"])
+    for status, n in report["claims"].items():
+        c.append([status, n])
+    i = wb.create_sheet("收入来源")
+    i.append(["来源", "金额（元）"])
+    for source, fen in report["income_fen"].items():
+        i.append([source, yuan(fen)])
+        i.cell(i.max_row, 2).number_format = "#,##0.00"
+    for sheet in wb.worksheets:
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+    wb.save(path)
+    return path
