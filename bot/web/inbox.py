@@ -44,9 +44,14 @@ _OUTBOX_ADDED = "huzhu.outbox_added"
 _BATCH = "huzhu.batch"
 
 
-@event.listens_for(Session, "before_flush")
+class _MessageSession(Session):
+    """The ORM session of a message or a batch: it remembers whether a flush wrote outbox rows,
+    so the worker is woken after the commit. Only these sessions carry the listener; the
+    application's other sessions are left as they are."""
+
+
+@event.listens_for(_MessageSession, "before_flush")
 def _before_flush(session: Session, _context, _instances) -> None:
-    """Remember that a flush writes outbox rows, so the worker is woken after the commit."""
     if not session.info.get(_OUTBOX_ADDED) and any(
             isinstance(o, OutboxMessage) for o in session.new):
         session.info[_OUTBOX_ADDED] = True
@@ -130,7 +135,7 @@ class MessageUnit:
     def session(self) -> Session:
         """The ORM session of this transaction, opened on first use."""
         if self._session is None:
-            self._session = Session(bind=self.conn, expire_on_commit=False)
+            self._session = _MessageSession(bind=self.conn, expire_on_commit=False)
         return self._session
 
     def sender(self, openid: str, key: str) -> Sender:
@@ -275,7 +280,7 @@ class Batch:
     def session(self) -> Session:
         """A session of the batch's own (the late replies' outbox rows)."""
         if self._session is None:
-            self._session = Session(bind=self.conn, expire_on_commit=False)
+            self._session = _MessageSession(bind=self.conn, expire_on_commit=False)
         return self._session
 
     def senders(self, openids: list[str], keys: list[str]) -> tuple[dict[str, Sender], set[str]]:
@@ -380,7 +385,7 @@ class MessageScope:
     @property
     def session(self) -> Session:
         if self._session is None:
-            self._session = Session(bind=self.batch.conn, expire_on_commit=False)
+            self._session = _MessageSession(bind=self.batch.conn, expire_on_commit=False)
         return self._session
 
     def before_write(self) -> None:
