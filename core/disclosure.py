@@ -13,6 +13,8 @@ masked name (张*三), DRG group, amount, date — and the month's fund figures 
   marked as an update. Each village's group gets the pool's totals and fund figures and the
   list of its own village's subsidies (`for_village`), so a town or county pool does not post
   thousands of lines to every village; the full list is `huzhu report disclosure`.
+- `publish_due(session, today)` → what the daily job publishes: each pool's previous month
+  once the day of the month reaches its scheme's `disclosure.day`.
 
 "Paid that month" = the paid lines of the pool's confirmed payout batch of that month
 (PayoutBatch.month); the date shown is the day the batch was confirmed.
@@ -35,8 +37,9 @@ from core.groups import (enqueue_mass, enqueue_posts, followers_of, groups_of, p
                          split_parts)
 from core.messages import render
 from core.models import (AuditLog, BatchStatus, Claim, DrgGroup, Household, Member, PayoutBatch,
-                         PayoutLine, PayoutLineStatus, Pool, Village)
+                         PayoutLine, PayoutLineStatus, Pool, SchemeYear, Village)
 from core.outbox import as_utc
+from core.scheme import scheme_of, scheme_year_on
 from core.stats import members_paid, year_for
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -214,3 +217,29 @@ def publish(session: Session, pool_id: int, month: str, *, tz: ZoneInfo | None =
            "groups": len(groups), "messages": messages, "update": update})
     return {"posted": True, "update": update, "groups": len(groups), "messages": messages,
             "count": data["count"], "total_fen": data["total_fen"]}
+
+
+def _pool_has_month(session: Session, pool_id: int, month: str) -> bool:
+    first, after = month_range(month)
+    return session.scalar(select(SchemeYear.id).where(
+        SchemeYear.pool_id == pool_id, SchemeYear.start < after,
+        SchemeYear.end >= first).limit(1)) is not None
+
+
+def publish_due(session: Session, today: date, tz: ZoneInfo | None = None) -> list[dict]:
+    """The monthly disclosures due `today`, in the caller's transaction: every pool whose
+    scheme's `disclosure.day` has come this month publishes the previous month (idempotent, so
+    it may run every day and catches up after a pause). Returns one dict per pool published:
+    {pool, month, posted, …} as `publish` returns them."""
+    month = previous_month(today)
+    results = []
+    for pool in list(session.scalars(select(Pool).order_by(Pool.id))):
+        year = scheme_year_on(session, pool.id, today) or scheme_year_on(
+            session, pool.id, today.replace(day=1) - timedelta(days=1))
+        if year is None or not _pool_has_month(session, pool.id, month):
+            continue
+        if today.day < scheme_of(year).disclosure.day:
+            continue
+        result = publish(session, pool.id, month, tz=tz)
+        results.append({"pool": pool.code, "month": month, **result})
+    return results

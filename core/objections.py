@@ -154,6 +154,18 @@ def disclose_approved(session: Session, pool_id: int, today: date | None = None,
     return {"claims": len(claims), "groups": len(groups), "messages": messages}
 
 
+def disclose_due(session: Session, today: date) -> list[dict]:
+    """What the daily job does, in the caller's transaction: every pool's newly approved
+    claims are posted and their windows opened. Returns {pool, claims, groups, messages} for
+    each pool that had any."""
+    results = []
+    for pool in session.scalars(select(Pool).order_by(Pool.id)):
+        result = disclose_approved(session, pool.id, today)
+        if result["claims"]:
+            results.append({"pool": pool.code, **result})
+    return results
+
+
 # -- raising and deciding objections --------------------------------------------------------
 
 def find_claim(session: Session, number: str) -> Claim | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import sys
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -196,24 +196,9 @@ def cmd_ledger_check(args) -> int:
     return 0
 
 
-def fund_report(s, pool, today) -> dict:
-    """SPEC `report fund --json` for the pool's scheme year running today (all time when none)."""
-    from core import ledger
-    from core.scheme import scheme_year_on
-
-    year = scheme_year_on(s, pool.id, today)
-    if year is not None:
-        figures = ledger.summary(s, pool.id, since=year.start,
-                                 until=year.end + timedelta(days=1))
-        period = {"start": year.start.isoformat(), "end": year.end.isoformat()}
-    else:
-        figures = ledger.summary(s, pool.id)
-        period = None
-    return {"pool": pool.code, **figures, "period": period}
-
-
 def cmd_report_fund(args) -> int:
     from core.money import format_yuan
+    from core.reports import fund_report
 
     x = app_context()
     today = datetime.now(x.cfg.tz).date()

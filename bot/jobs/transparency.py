@@ -2,9 +2,11 @@
 
 - `disclosure.monthly` (daily 08:30 local): for each pool, once the day of the month reaches its
   scheme's `disclosure.day`, the previous month's disclosure is published (once: publishing is
-  idempotent per pool and month, so the job may run every day and catches up after a pause).
+  idempotent per pool and month, so the job may run every day and catches up after a pause;
+  the rule is core.disclosure.publish_due).
 - `objections.disclose` (daily 09:00 local): where a scheme has `disclosure.objection_days` > 0,
-  the claims approved since the last run are posted to the groups and their windows open.
+  the claims approved since the last run are posted to the groups and their windows open
+  (core.objections.disclose_due).
 
 `disclose(session_or_ctx, pool_id, month)` publishes one month now: the payout engineer calls
 it after a batch is confirmed, best in the confirmation's own transaction (pass the handler's
@@ -13,15 +15,12 @@ Ctx or the Session), so the disclosure is queued exactly when the payment is rec
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.jobs.scheduler import current, job
 from core import disclosure, objections
-from core.models import Pool, SchemeYear
-from core.scheme import scheme_of, scheme_year_on
 
 log = logging.getLogger("huzhu.jobs")
 
@@ -45,29 +44,12 @@ def disclose(session_or_ctx, pool_id: int, month: str, *, force: bool = False,
     return result
 
 
-def _pool_has_month(session: Session, pool_id: int, month: str) -> bool:
-    first, after = disclosure.month_range(month)
-    return session.scalar(select(SchemeYear.id).where(
-        SchemeYear.pool_id == pool_id, SchemeYear.start < after,
-        SchemeYear.end >= first).limit(1)) is not None
-
-
 def run_monthly(x, today: date | None = None) -> list[dict]:
-    """Publish every pool's previous month where its disclosure day has come."""
+    """Publish every pool's previous month where its disclosure day has come
+    (core.disclosure.publish_due)."""
     today = today or datetime.now(x.cfg.tz).date()
-    month = disclosure.previous_month(today)
-    results = []
     with x.db.session() as s:
-        pools = list(s.scalars(select(Pool).order_by(Pool.id)))
-        for pool in pools:
-            year = scheme_year_on(s, pool.id, today) or scheme_year_on(
-                s, pool.id, today.replace(day=1) - timedelta(days=1))
-            if year is None or not _pool_has_month(s, pool.id, month):
-                continue
-            if today.day < scheme_of(year).disclosure.day:
-                continue
-            result = disclosure.publish(s, pool.id, month, tz=x.cfg.tz)
-            results.append({"pool": pool.code, "month": month, **result})
+        results = disclosure.publish_due(s, today, tz=x.cfg.tz)
     x.wake_outbox()
     for r in results:
         if r["posted"]:
@@ -77,13 +59,10 @@ def run_monthly(x, today: date | None = None) -> list[dict]:
 
 
 def run_objection_lists(x, today: date | None = None) -> list[dict]:
+    """Post every pool's newly approved claims (core.objections.disclose_due)."""
     today = today or datetime.now(x.cfg.tz).date()
-    results = []
     with x.db.session() as s:
-        for pool in s.scalars(select(Pool).order_by(Pool.id)):
-            result = objections.disclose_approved(s, pool.id, today)
-            if result["claims"]:
-                results.append({"pool": pool.code, **result})
+        results = objections.disclose_due(s, today)
     x.wake_outbox()
     return results
 

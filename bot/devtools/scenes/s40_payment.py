@@ -48,7 +48,7 @@ def _pushed(t, openid: str, since: int, wait: float = 4.0) -> None:
 
 
 def scene(t, x, state: dict) -> None:
-    from bot.cli.payments import fund_report
+    from core.reports import fund_report
 
     server, emulator = t.v.server, t.v.emulator
     # the server listens on a port chosen at start: the notify URL and links follow it

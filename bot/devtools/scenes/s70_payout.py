@@ -51,7 +51,7 @@ def _pushes(t, openid: str, since: int, wait: float = 3.0) -> None:
 
 
 def scene(t, x, state: dict) -> None:
-    from bot.cli.payments import fund_report
+    from core.reports import fund_report
     from bot.jobs.payouts import run_scheduled_payouts
     from core import bankcards, ledger
     from core.households import household_for_user

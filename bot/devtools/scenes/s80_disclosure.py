@@ -99,7 +99,7 @@ def _show_posts(calls: list[dict]) -> None:
 
 
 def scene(t, x, state: dict) -> None:
-    from bot.cli.transparency import write_year_xlsx
+    from core.yearbook import write_year_xlsx
     from bot.jobs.transparency import disclose
     from bot.clients.poster import year_charts
     from core import disclosure
