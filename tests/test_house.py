@@ -121,3 +121,12 @@ def test_every_job_and_deliverer_comes_from_its_package():
     assert {spec.ref.split(":")[0].rsplit(".", 1)[0] for spec in JOBS.values()} == {"bot.jobs"}
     assert {fn.__module__.rsplit(".", 1)[0] for fn in DELIVERERS.values()} == {"bot.outbox"}
     assert {"wechat.send", "wecom.post", "media.download", "wecom.poster"} <= set(DELIVERERS)
+
+
+def test_bot_keeps_its_modules_in_the_role_packages():
+    """Discovery is by package: a module left at bot/ (a `cli_*.py` or `jobs_*.py` say) would
+    silently never be loaded. Only the process assembly stays at the top."""
+    top = sorted(p.name for p in (ROOT / "bot").glob("*.py"))
+    assert top == ["__init__.py", "discover.py", "logs.py", "server.py"]
+    packages = sorted(p.parent.name for p in (ROOT / "bot").glob("*/__init__.py"))
+    assert packages == ["cli", "clients", "devtools", "jobs", "outbox", "web"]
