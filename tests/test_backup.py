@@ -518,3 +518,46 @@ def test_no_success_for_two_days_tells_the_super_admins_once_a_day(app_ctx, db, 
                   .values(at=datetime.now(timezone.utc) - timedelta(hours=50)))
     health = create_app(app_ctx).test_client().get("/healthz").get_json()
     assert health["backup"]["ok"] is False and health["status"] == "degraded"
+
+
+def test_a_restore_that_does_not_verify_leaves_nothing(app_ctx, cfg, tmp_path, emulator,
+                                                       target_url, phrase_file, monkeypatch,
+                                                       capsys):
+    """An archive whose manifest promises one member more than its database holds (as a
+    database copy that lost rows would look): the restore loads it, finds the difference, and
+    removes everything it made — the database and the data folder are as empty as before."""
+    import core.backup
+
+    with app_ctx.db.session() as s:
+        make_household(s, app_ctx.vault, [M("王大山"), M("李小花", "spouse")])
+    put_media(cfg.data_dir, 2, 1000)
+    real = core.backup.describe
+
+    def lying(conn):
+        facts = real(conn)
+        facts["tables"]["member"] += 1
+        return facts
+
+    out = tmp_path / "lying.huzhu-backup"
+    with monkeypatch.context() as m:
+        m.setattr(core.backup, "describe", lying)
+        assert cli(cfg, monkeypatch, "backup", "--out", str(out), "--with-key",
+                   "--passphrase-file", str(phrase_file)) == 0
+    rcfg = restored_cfg(tmp_path, target_url, emulator)
+    capsys.readouterr()
+    assert cli(rcfg, monkeypatch, "restore", str(out), "--passphrase-file",
+               str(phrase_file)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "table member: manifest 3, restored 2" in err[0]
+    assert not rcfg.data_dir.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".huzhu-restore")]
+    rdb = Database(target_url)
+    try:
+        if rdb.is_postgres:
+            with rdb.engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT count(*) FROM pg_tables WHERE "
+                                            "schemaname = 'public'").scalar() == 0
+        else:
+            assert not Path(make_url(target_url).database).exists()
+    finally:
+        rdb.dispose()
