@@ -129,43 +129,50 @@ def rotate(cfg: Config, db: Database, actor: str, now: datetime | None = None) -
     old_copy = folder / f"secret.key.{now:%Y%m%d-%H%M%S}.old"
     pending = folder / "secret.key.new"
     if pending.exists():
-        raise KeyError_(f"{pending} exists: a rotation was interrupted. If `huzhu key "
-                        "show-fingerprint` data no longer decrypts, that file is the key; "
-                        "otherwise remove it and try again")
+        raise KeyError_(f"{pending} exists: a rotation was interrupted. If the data no longer "
+                        "decrypts with secret.key, that file holds the key it was re-encrypted "
+                        "with (move it to secret.key); otherwise remove it, then try again")
     write_private(old_copy, old_key + b"\n")
     write_private(pending, new_key + b"\n")
     counts = {"member": 0, "enrolment": 0, "bank_card": 0, "payout_line": 0, "dialogue_state": 0}
     try:
         with db.session() as s:
-            hashes: dict[str, str] = {}
-            rows = []
-            for mid, enc, h in s.execute(select(Member.id, Member.id_number_enc,
-                                                Member.id_number_hash)):
-                plain = old.decrypt(enc)
-                nh = hashes[h] = new.lookup_hash(plain)
-                rows.append({"id": mid, "id_number_enc": new.encrypt(plain), "id_number_hash": nh})
-            _bulk(s, Member, rows)
-            counts["member"] = len(rows)
-            rows = [{"id": eid, "id_number_hash": hashes[h]}
-                    for eid, h in s.execute(select(Enrolment.id, Enrolment.id_number_hash))
-                    if h in hashes]
-            _bulk(s, Enrolment, rows)
-            counts["enrolment"] = len(rows)
-            rows = []
-            for cid, enc in s.execute(select(BankCard.id, BankCard.number_enc)):
-                plain = old.decrypt(enc)
-                rows.append({"id": cid, "number_enc": new.encrypt(plain),
-                             "number_hash": new.lookup_hash(plain)})
-            _bulk(s, BankCard, rows)
-            counts["bank_card"] = len(rows)
+            def member_rows(batch):
+                out = []
+                for mid, enc in batch:
+                    plain = old.decrypt(enc)
+                    out.append({"id": mid, "id_number_enc": new.encrypt(plain),
+                                "id_number_hash": new.lookup_hash(plain)})
+                return out
+
+            counts["member"] = _in_batches(s, Member, Member.id_number_enc, member_rows)
+            # an enrolment carries its member's hash (core/households.py)
+            counts["enrolment"] = s.execute(
+                update(Enrolment).values(id_number_hash=select(Member.id_number_hash).where(
+                    Member.id == Enrolment.member_id).scalar_subquery())
+                .execution_options(synchronize_session=False)).rowcount
+
+            def card_rows(batch):
+                out = []
+                for cid, enc in batch:
+                    plain = old.decrypt(enc)
+                    out.append({"id": cid, "number_enc": new.encrypt(plain),
+                                "number_hash": new.lookup_hash(plain)})
+                return out
+
+            counts["bank_card"] = _in_batches(s, BankCard, BankCard.number_enc, card_rows)
             cache: dict[str, str] = {}
-            rows = []
-            for lid, enc in s.execute(select(PayoutLine.id, PayoutLine.card_number_enc)):
-                if enc not in cache:  # one card is on many lines: one token for them all
-                    cache[enc] = new.encrypt(old.decrypt(enc))
-                rows.append({"id": lid, "card_number_enc": cache[enc]})
-            _bulk(s, PayoutLine, rows)
-            counts["payout_line"] = len(rows)
+
+            def line_rows(batch):
+                out = []
+                for lid, enc in batch:
+                    if enc not in cache:  # one card is on many lines: one token for them all
+                        cache[enc] = new.encrypt(old.decrypt(enc))
+                    out.append({"id": lid, "card_number_enc": cache[enc]})
+                return out
+
+            counts["payout_line"] = _in_batches(s, PayoutLine, PayoutLine.card_number_enc,
+                                                line_rows)
             for state in s.scalars(select(DialogueState)):
                 data, n = _walk_state(state.data or {}, old, new)
                 if n:
@@ -182,6 +189,14 @@ def rotate(cfg: Config, db: Database, actor: str, now: datetime | None = None) -
     return RotateResult(fingerprint(old_key), fingerprint(new_key), old_copy, counts)
 
 
-def _bulk(session, model, rows: list[dict], size: int = 5000) -> None:
-    for i in range(0, len(rows), size):
-        session.execute(update(model), rows[i:i + size])
+def _in_batches(session, model, column, convert, size: int = 5000) -> int:
+    """Rewrite `column` of every row of `model`, `size` rows at a time in id order (memory stays
+    bounded on 600,000 members); returns the number of rows."""
+    last, n = 0, 0
+    while True:
+        batch = session.execute(select(model.id, column).where(model.id > last)
+                                .order_by(model.id).limit(size)).all()
+        if not batch:
+            return n
+        session.execute(update(model), convert(batch))
+        last, n = batch[-1][0], n + len(batch)
