@@ -556,12 +556,14 @@ def restore(cfg: Config, archive: Path, passphrase: bytes,
             key, key_source = placed.read_bytes().strip(), f"{placed}"
         elif (stage / "secret.key").exists():
             key, key_source = (stage / "secret.key").read_bytes().strip(), "the archive"
+        elif not (manifest.get("key") or {}).get("fingerprint"):
+            key, key_source = None, "nowhere (there was no key when the backup was made)"
         else:
             raise RestoreRefused("the archive holds no key and none is given: copy the key file "
                                  "(`huzhu key export`) to DATA_DIR/secret.key or set "
                                  "HUZHU_SECRET_KEY, then restore again (nothing was changed)")
         want = (manifest.get("key") or {}).get("fingerprint")
-        if want and fingerprint(key) != want:
+        if want and key is not None and fingerprint(key) != want:
             raise RestoreRefused(f"the key from {key_source} (fingerprint {fingerprint(key)}) is "
                                  f"not the one the archive's data was encrypted with ({want}); "
                                  "nothing was changed")
@@ -604,7 +606,10 @@ def restore(cfg: Config, archive: Path, passphrase: bytes,
             say("verifying")
             with db.engine.connect() as conn:
                 after = describe(conn)
-                decrypted = _sample_decrypts(conn, key)
+                decrypted = _sample_decrypts(conn, key) if key is not None else 0
+                if key is None and conn.exec_driver_sql("SELECT count(*) FROM member").scalar():
+                    raise VerifyFailed("the archive has members' encrypted numbers but no key "
+                                       "was recorded for it")
             if after["ledger"]["unbalanced"]:
                 raise VerifyFailed("ledger check: " + after["ledger"]["unbalanced"][0])
             bad = _compare("ledger", manifest["ledger"]["pools"], after["ledger"]["pools"])

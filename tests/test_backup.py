@@ -59,23 +59,34 @@ def phrase_file(tmp_path) -> Path:
     return p
 
 
-@pytest.fixture
-def target_url(tmp_path):
-    """An empty database to restore into: a new SQLite file, or a new PostgreSQL database
-    beside the test database."""
+def _scratch_database(tmp_path, suffix: str):
+    """An empty database: a new SQLite file, or a new PostgreSQL database beside the test
+    database (dropped afterwards)."""
     if not PG_URL:
-        yield f"sqlite:///{tmp_path / 'restored' / 'huzhu.db'}"
+        yield f"sqlite:///{tmp_path / suffix / 'huzhu.db'}"
         return
     url = make_url(PG_URL)
-    name = f"{url.database}_restore"
+    name = f"{url.database}_{suffix}"
     admin = Database(PG_URL)
     with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     yield url.set(database=name).render_as_string(hide_password=False)
     with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+@pytest.fixture
+def target_url(tmp_path):
+    """The empty database to restore into."""
+    yield from _scratch_database(tmp_path, "restored")
+
+
+@pytest.fixture
+def old_url(tmp_path):
+    """An empty database for an older server."""
+    yield from _scratch_database(tmp_path, "old")
 
 
 def restored_cfg(tmp_path, url, emulator, **overrides):
@@ -245,14 +256,15 @@ def test_sigkill_during_backup_leaves_no_archive_that_looks_complete(
 # 3. an archive from the previous schema version
 
 def test_restore_migrates_an_archive_from_the_previous_schema(
-        tmp_path, emulator, phrase_file, monkeypatch, capsys):
+        tmp_path, emulator, old_url, target_url, phrase_file, monkeypatch, capsys):
     from alembic import command
 
+    from core import bankcards
     from core.bootstrap import ensure_demo
     from core.db import alembic_config
 
-    old = demo_config(tmp_path / "old", emulator)
-    db = Database(old.DATABASE_URL)
+    old = demo_config(tmp_path / "old-data", emulator, DATABASE_URL=old_url)
+    db = Database(old_url)
     previous = sorted(script_heads() - {"backup_01"})
     for head in previous:  # every migration but the newest: the schema before this one
         command.upgrade(alembic_config(db.engine), head)
@@ -260,34 +272,61 @@ def test_restore_migrates_an_archive_from_the_previous_schema(
     vault = PersonalDataVault(b"the old server's key")
     with db.session() as s:
         hh = make_household(s, vault, [M("王大山"), M("李小花", "spouse")])
-        from core import bankcards
-
         bankcards.add_card(s, vault, hh, "6228480000000000018", "农行", hh.members[0], "test")
     with db.engine.connect() as conn:
         assert sorted(r[0] for r in conn.exec_driver_sql(
             "SELECT version_num FROM alembic_version")) == previous
     db.dispose()
+    old.data_dir.mkdir(parents=True, exist_ok=True)
     (old.data_dir / "secret.key").write_bytes(b"the old server's key\n")
     out = tmp_path / "old.huzhu-backup"
     assert cli(old, monkeypatch, "backup", "--out", str(out), "--with-key",
                "--passphrase-file", str(phrase_file)) == 0
     assert read_manifest(out, PASSPHRASE.encode())["schema_head"] == previous
 
-    new = restored_cfg(tmp_path, f"sqlite:///{tmp_path / 'new' / 'huzhu.db'}", emulator)
+    new = restored_cfg(tmp_path, target_url, emulator)
     capsys.readouterr()
     assert cli(new, monkeypatch, "restore", str(out), "--passphrase-file", str(phrase_file)) == 0
     said = capsys.readouterr().out
     assert "migrated from" in said and "from the archive" in said
-    rdb = Database(new.DATABASE_URL)
+    rdb = Database(target_url)
     with rdb.engine.connect() as conn:
         assert {r[0] for r in conn.exec_driver_sql("SELECT version_num FROM alembic_version")} \
             == script_heads()
-        assert conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE name = "
-                                    "'ix_audit_log_action_id'").scalar() == 1
+        indexes = ("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_audit_log_action_id'"
+                   if rdb.is_postgres else "SELECT count(*) FROM sqlite_master WHERE name = "
+                   "'ix_audit_log_action_id'")
+        assert conn.exec_driver_sql(indexes).scalar() == 1
         assert conn.exec_driver_sql("SELECT count(*) FROM member").scalar() == 2
+    with rdb.session() as s:  # the bot finds the card by number, with the restored key
+        card = s.scalar(select(BankCard))
+        assert card.number_hash == vault.lookup_hash("6228480000000000018")
     rdb.dispose()
     assert (new.data_dir / "secret.key").read_bytes().strip() == b"the old server's key"
     assert stat.S_IMODE((new.data_dir / "secret.key").stat().st_mode) == 0o600
+
+
+def test_a_backup_from_before_any_key_restores_without_one(
+        tmp_path, emulator, target_url, phrase_file, monkeypatch, capsys):
+    """A server that never stored a number has no key yet: its backup restores all the same."""
+    from core.bootstrap import ensure_demo
+
+    fresh = demo_config(tmp_path / "fresh", emulator,
+                        DATABASE_URL=f"sqlite:///{tmp_path / 'fresh' / 'huzhu.db'}")
+    db = Database(fresh.DATABASE_URL)
+    db.upgrade()
+    ensure_demo(db)
+    db.dispose()
+    out = tmp_path / "fresh.huzhu-backup"
+    assert cli(fresh, monkeypatch, "backup", "--out", str(out), "--passphrase-file",
+               str(phrase_file)) == 0
+    assert not (fresh.data_dir / "secret.key").exists()  # a backup makes no key
+    if PG_URL:
+        return  # an SQLite archive goes into SQLite only
+    new = restored_cfg(tmp_path, target_url, emulator)
+    capsys.readouterr()
+    assert cli(new, monkeypatch, "restore", str(out), "--passphrase-file", str(phrase_file)) == 0
+    assert capsys.readouterr().out.strip().endswith("done")
 
 
 # ---------------------------------------------------------------------------------------------
