@@ -31,8 +31,6 @@ PASSPHRASE = "bench passphrase 2026"
 
 
 def build(url: str, data: Path, members: int, xlsx: Path, media_mb: int) -> None:
-    import import_households as ih
-
     from core.crypto import PersonalDataVault
     from core.db import Database
     from core.importer import import_households

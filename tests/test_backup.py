@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bot.cli import main
@@ -600,3 +600,65 @@ def test_a_restore_that_does_not_verify_leaves_nothing(app_ctx, cfg, tmp_path, e
             assert not Path(make_url(target_url).database).exists()
     finally:
         rdb.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# The sealed stream itself
+
+def _sealed(data: bytes, phrase: bytes = b"pass phrase") -> bytes:
+    import io
+
+    from core.archive import EncryptingWriter
+
+    raw = io.BytesIO()
+    w = EncryptingWriter(raw, phrase, log2_n=10)
+    for i in range(0, len(data), 300_000):
+        w.write(data[i:i + 300_000])
+    w.close()
+    return raw.getvalue()
+
+
+def _chunks(blob: bytes) -> tuple[bytes, list[bytes]]:
+    import struct
+
+    from core.archive import _HEADER
+
+    at = _HEADER.size + 32
+    head, chunks = blob[:at], []
+    while at < len(blob):
+        (n,) = struct.unpack(">I", blob[at:at + 4])
+        chunks.append(blob[at:at + 4 + n])
+        at += 4 + n
+    return head, chunks
+
+
+def _open(blob: bytes, phrase: bytes = b"pass phrase") -> bytes:
+    import io
+
+    from core.archive import DecryptingReader
+
+    return DecryptingReader(io.BytesIO(blob), phrase).read()
+
+
+def test_sealed_stream_round_trip_and_every_kind_of_tampering():
+    from core.archive import ArchiveError, WrongPassphrase
+
+    data = os.urandom(3 * (1 << 20) + 12345)  # three whole chunks and a short last one
+    blob = _sealed(data)
+    assert _open(blob) == data and _open(_sealed(b"")) == b""
+    head, chunks = _chunks(blob)
+    assert len(chunks) == 4
+    with pytest.raises(WrongPassphrase):
+        _open(blob, b"pass phrasE")
+    cases = {
+        "the last chunk dropped (cut at a chunk boundary)": head + b"".join(chunks[:3]),
+        "a middle chunk dropped": head + chunks[0] + chunks[2] + chunks[3],
+        "two chunks swapped": head + chunks[1] + chunks[0] + chunks[2] + chunks[3],
+        "a chunk from another file": head + _chunks(_sealed(data))[1][0] + b"".join(chunks[1:]),
+        "bytes after the end": blob + b"\0",
+        "cut inside a chunk": blob[:len(head) + 1000],
+    }
+    for name, bad in cases.items():
+        with pytest.raises(ArchiveError):
+            _open(bad)
+            pytest.fail(name)
