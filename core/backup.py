@@ -321,7 +321,10 @@ def make_backup(cfg: Config, out: Path, passphrase: bytes, with_key: bool = Fals
                 data = cfg.data_dir
                 for folder in ("media", "exports"):
                     for path in _tree(data / folder):
-                        _add_file(tar, files, path.relative_to(data).as_posix(), path)
+                        try:
+                            _add_file(tar, files, path.relative_to(data).as_posix(), path)
+                        except FileNotFoundError:  # removed since it was listed
+                            continue
                 scheme_names = []
                 for path in schemes:
                     name = f"schemes/{path.name}"
