@@ -15,9 +15,15 @@ from cryptography.fernet import Fernet, InvalidToken
 
 class PersonalDataVault:
     def __init__(self, secret: bytes):
+        self._secret = secret
         enc_key = hashlib.sha256(b"huzhu-encrypt:" + secret).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(enc_key))
         self._hash_key = hashlib.sha256(b"huzhu-lookup:" + secret).digest()
+
+    def __reduce__(self):
+        # the households import hands the vault to its helper process (pickle over a pipe);
+        # cryptography's Fernet (Rust since 43) cannot be pickled, the secret can
+        return PersonalDataVault, (self._secret,)
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode()

@@ -80,12 +80,17 @@ def create_app(app_ctx: AppContext | None = None) -> Flask:
                 alive = [b for b in beats if (utcnow() - as_utc(b.seen_at)).total_seconds() < 60]
                 body["worker"] = {"alive": len(alive),
                                   "scheduler_active": any(b.scheduler_active for b in alive)}
+                from core.backup import health as backup_health
+
+                body["backup"] = backup_health(s)
         except Exception as exc:
             log.error("health check failed: %s", type(exc).__name__)
             return jsonify({"status": "error", "database": type(exc).__name__}), 503
         if body["outbox"]["dead"]:
             body["status"] = "degraded"
         if not body["worker"]["alive"]:
+            body["status"] = "degraded"
+        if not body["backup"]["ok"]:
             body["status"] = "degraded"
         return jsonify(body)
 
