@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bot.cli import main
-from bot.demo import demo_config
+from bot.devtools.demo import demo_config
 from core import ledger
 from core.backup import read_manifest, row_counts
 from core.crypto import PersonalDataVault
@@ -498,8 +498,8 @@ def _messages(db, openid="o_super") -> list[str]:
 
 
 def test_nightly_without_a_passphrase_fails_and_tells_the_super_admins(app_ctx, db, cfg):
-    from bot.app import create_app
-    from bot.jobs_backup import run_nightly
+    from bot.web.app import create_app
+    from bot.jobs.backup import run_nightly
 
     _super(db)
     client = create_app(app_ctx).test_client()
@@ -517,8 +517,8 @@ def test_nightly_without_a_passphrase_fails_and_tells_the_super_admins(app_ctx, 
 
 
 def test_nightly_backup_writes_keeps_and_prunes(app_ctx, db, cfg, tmp_path, monkeypatch):
-    from bot.app import create_app
-    from bot.jobs_backup import run_nightly
+    from bot.web.app import create_app
+    from bot.jobs.backup import run_nightly
 
     folder = tmp_path / "nightly"
     cfg.values.update(BACKUP_DIR=str(folder), BACKUP_PASSPHRASE=PASSPHRASE, BACKUP_KEEP=3)
@@ -537,8 +537,8 @@ def test_nightly_backup_writes_keeps_and_prunes(app_ctx, db, cfg, tmp_path, monk
 
 
 def test_no_success_for_two_days_tells_the_super_admins_once_a_day(app_ctx, db, cfg):
-    from bot.app import create_app
-    from bot.jobs_backup import watch
+    from bot.web.app import create_app
+    from bot.jobs.backup import watch
     from core.audit import audit
 
     _super(db)

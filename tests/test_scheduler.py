@@ -53,7 +53,7 @@ def test_a_job_store_written_under_the_old_module_names_still_runs_its_jobs(app_
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    assert set(OLD_REFS) == set(JOBS)  # a job added since needs no old name
+    assert set(OLD_REFS) <= set(JOBS)  # a job added since (backup.*) never had an old name
     # the store as the old version left it: the same jobs, their functions named the old way
     old = BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename="scheduler_job")},
@@ -64,11 +64,13 @@ def test_a_job_store_written_under_the_old_module_names_still_runs_its_jobs(app_
     old.shutdown(wait=False)
     with db.session() as s:
         for row in s.execute(text("SELECT id, job_state FROM scheduler_job")).all():
+            if row.id not in OLD_REFS:
+                continue
             state = pickle.loads(row.job_state)
             state["func"] = OLD_REFS[row.id]
             s.execute(text("UPDATE scheduler_job SET job_state = :state WHERE id = :id"),
                       {"state": pickle.dumps(state, pickle.HIGHEST_PROTOCOL), "id": row.id})
-    assert _stored_refs(db) == OLD_REFS
+    assert {k: v for k, v in _stored_refs(db).items() if k in OLD_REFS} == OLD_REFS
 
     sched = Scheduler(app_ctx)
     sched.start()

@@ -177,7 +177,7 @@ def _nothing_running(x):
     runs (with the old key in memory), so getting it means none does."""
     from sqlalchemy import text
 
-    from bot.scheduler import LOCK_KEY
+    from bot.jobs.scheduler import LOCK_KEY
 
     if x.db.is_postgres:
         conn = x.db.engine.connect()

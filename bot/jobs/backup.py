@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
-from bot.scheduler import current, job
+from bot.jobs.scheduler import current, job
 from core.audit import audit
 from core.config import backup_time, load_config
 
