@@ -4,11 +4,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import attempts
 from core.audit import audit
 from core.models import AdminGrant, AdminInvite, AdminRole, Pool, Village, utcnow
 from core.outbox import as_utc
@@ -73,15 +74,22 @@ def create_invite(session: Session, role: str, actor: str, village: str | None =
     return code
 
 
-def bind(session: Session, openid: str, code: str) -> AdminGrant:
+def bind(session: Session, openid: str, code: str, now: datetime | None = None) -> AdminGrant:
+    """Bind the user with an invite code. A wrong, used or expired code is one refusal,
+    `bad_code` (its `reason` detail, for the audit log, says which), and counts against the
+    guessing limits (core/attempts.py: 10 per user and 100 over all users an hour); while a
+    limit holds, `locked` (detail `until`, UTC, and `everyone`) and no code is looked at."""
+    now = now or utcnow()
+    lock = attempts.lock_of(session, attempts.ADMIN_CODE, openid, now)
+    if lock is not None:
+        raise AdminError("locked", until=lock.until, everyone=lock.everyone)
     invite = session.scalar(select(AdminInvite).where(AdminInvite.code_hash == _hash(code))
                             .with_for_update())
-    if invite is None:
-        raise AdminError("bad_code")
-    if invite.used_at is not None:
-        raise AdminError("code_used")
-    if as_utc(invite.expires_at) < utcnow():
-        raise AdminError("code_expired")
+    reason = ("bad_code" if invite is None else "code_used" if invite.used_at is not None
+              else "code_expired" if as_utc(invite.expires_at) < now else None)
+    if reason is not None:
+        attempts.record_failure(session, attempts.ADMIN_CODE, openid, now)
+        raise AdminError("bad_code", reason=reason)
     invite.used_at = utcnow()
     invite.used_by = openid
     grant = session.scalar(select(AdminGrant).where(
