@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from core import outbox
 from core.audit import audit
 from core.crypto import mask_name, scrub
+from core.errors import DomainError
 from core.media import phash_distance
 from core.messages import render
 from core.models import (BankCard, Claim, ClaimDocument, ClaimStatus as S, DocumentKind,
@@ -70,10 +71,19 @@ ALLOWED: dict[S, frozenset[S]] = {
 }
 
 
-class TransitionError(ValueError):
-    def __init__(self, claim: Claim, to: S):
-        super().__init__(f"claim {claim.number}: {claim.status.value} → {to.value} not allowed")
+class TransitionError(DomainError, ValueError):
+    """A status move the table (ALLOWED) does not allow: the caller's mistake, never a user's."""
+
+    def __init__(self, claim: Claim | str, to: S, status: S | None = None):
+        number = claim if isinstance(claim, str) else claim.number
+        status = status or claim.status
+        super().__init__("transition_not_allowed", claim=number, status=status.value,
+                         to=to.value)
         self.claim, self.to = claim, to
+
+    def __str__(self) -> str:
+        d = self.details
+        return f"claim {d['claim']}: {d['status']} → {d['to']} not allowed"
 
 
 def can_transition(claim: Claim, to: S) -> bool:
@@ -132,13 +142,8 @@ OPEN_STATUSES = (S.collecting, S.need_documents)
 DUPLICATE_DISTANCE = 4
 
 
-class ClaimError(ValueError):
+class ClaimError(DomainError, ValueError):
     """A claim cannot do this now; `code` says why (for the reply)."""
-
-    def __init__(self, code: str, **info):
-        super().__init__(code)
-        self.code = code
-        self.info = info
 
 
 def is_pending(doc: ClaimDocument) -> bool:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import audit
 from core.crypto import PersonalDataVault, mask_id, mask_name
+from core.errors import DomainError
 from core.messages import render
 from core.models import (AuditLog, Enrolment, EnrolmentStatus, Household, HouseholdLink,
                          InsuranceType, LinkRole, Member, ProxyCode, Relation, SchemeYear, Village)
@@ -79,13 +80,8 @@ BIND_ATTEMPTS_PER_HOUR = 5
 LABEL_MAX = 12
 
 
-class HouseholdError(Exception):
+class HouseholdError(DomainError):
     """A registration, member or proxy change is refused; nothing was written."""
-
-    def __init__(self, code: str, **info: Any):
-        super().__init__(code)
-        self.code = code
-        self.info = info
 
 
 @dataclass

@@ -23,6 +23,7 @@ from core import claims as claim_service
 from core.adjudication import REASONS, REVIEWER_REJECTION_CODES
 from core.audit import audit
 from core.crypto import mask_name
+from core.errors import DomainError
 from core.groups import enqueue_posts, groups_of, pool_village_ids, split_parts
 from core.households import household_for_user
 from core.messages import render
@@ -39,13 +40,8 @@ WINDOW_FLAG = "objection_window"
 FLAG = "objection"
 
 
-class ObjectionError(ValueError):
+class ObjectionError(DomainError, ValueError):
     """A refusal with a stable code; templates/messages/objection_refused.j2 words it."""
-
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
 
 
 def _today(tz: ZoneInfo | None = None) -> date:

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from core import ledger, outbox
 from core.audit import audit
 from core.crypto import mask_name
+from core.errors import DomainError
 from core.messages import render
 from core.models import (AdminGrant, AdminRole, Enrolment, EnrolmentStatus, Household,
                          HouseholdLink, LinkRole, Member, OrderStatus, Payment, PaymentException,
@@ -52,16 +53,11 @@ OFFLINE_CHANNELS = ("cash", "transfer")
 REMINDER_DAYS = (7, 1)
 
 
-class PaymentError(Exception):
+class PaymentError(DomainError):
     """A refusal with a stable code; templates/messages/payment_refused.j2 words it.
 
     Codes: no_household, window_closed (closes), not_enrolled, already_paid, excluded_member
     (name, category), wrong_amount (due_fen, got_fen), bad_channel, nothing_due."""
-
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from core import ledger
 from core.audit import audit
 from core.bankcards import active_card, deactivate
 from core.crypto import PersonalDataVault, mask_name, scrub
+from core.errors import DomainError
 from core.messages import environment, render
 from core.models import (AdminGrant, AdminRole, AuditLog, BankCard, BatchStatus, Claim,
                          ClaimStatus as S, Household, HouseholdLink, JournalEntry, Member,
@@ -75,15 +76,10 @@ for _frm, _to in ((S.approved, S.in_payout), (S.in_payout, S.paid),
     assert _to in claim_rules.ALLOWED[_frm], f"status machine lost {_frm} → {_to}"
 
 
-class PayoutError(Exception):
+class PayoutError(DomainError):
     """A payout action that cannot be done; nothing changed. `code`: unknown_pool, bad_month,
     unknown_batch, not_exported, unknown_claim, not_in_batch, already_failed, wrong_status,
     not_paid, already_recovered, reason_required, bad_period, no_scheme."""
-
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from core.audit import audit
 from core.bankcards import ask_for_card
 from core.claims import has_bank_card, transition
 from core.crypto import mask_name, scrub
+from core.errors import DomainError
 from core.messages import render
 from core.models import (AdminGrant, AdminRole, AuditLog, Claim, ClaimStatus as S,
                          Enrolment, EnrolmentStatus, Household, InsuranceType, Member, Pool,
@@ -75,14 +76,9 @@ HOSPITAL_MAX = 128
 TEXT_MAX = 300
 
 
-class ReviewError(Exception):
+class ReviewError(DomainError):
     """A review action cannot be done; nothing was changed. `code` names why (the reply
-    templates word each code); `detail` carries the values to show."""
-
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
+    templates word each code); `details` carries the values to show."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict) -> Step:
             year = scheme_year_on(ctx.session, household.pool_id, ctx.today)
             if year is not None and payments.household_paid(ctx.session, household, year):
                 return _refused("already_paid")
-        return _refused(e.code, **e.detail)
+        return _refused(e.code, **e.details)
     order = result.order
     gw = None
     for old in result.superseded:

@@ -35,7 +35,7 @@ _BAD_INPUT = {"bad_args", "bad_drg", "bad_amount", "bad_date", "dates_order", "f
 
 def _refused(e: ReviewError, name: str, number: str | None = None) -> Refused:
     """A ReviewError as the refusal the admin reads (with the usage line for bad input)."""
-    context = dict(e.detail, code=e.code, usage=usage(name), name=name)
+    context = dict(e.details, code=e.code, usage=usage(name), name=name)
     context.setdefault("number", number)
     if e.code == "unknown_claim":
         return Refused("review_unknown_claim", **context)

@@ -202,7 +202,7 @@ def _take_id(ctx: Ctx, msg: Incoming, data: dict, state: str) -> tuple[dict | No
         except HouseholdError as e:
             return None, _say("signup_not_newborn" if e.code == "not_newborn"
                               else "signup_not_enrolled", state=state, data=data,
-                              name=who, village=hh.village.full_name, **e.info)
+                              name=who, village=hh.village.full_name, **e.details)
         data = {**data, "year_id": year.id}
         if any(m.id_number_hash == h for m in hh.members):
             return None, _say("signup_id_twice", state=state, data=data, name=who)
@@ -351,10 +351,11 @@ def _refused(ctx: Ctx, e: HouseholdError, data: dict) -> Step:
     if e.code == "window_closed":
         return _closed(ctx, v)
     if e.code == "already_registered":
-        return _say("signup_id_registered", end=True, masked=e.info.pop("id_number"), **e.info)
+        return _say("signup_id_registered", end=True, masked=e.details.pop("id_number"),
+                    **e.details)
     if e.code == "excluded":
-        return _say("signup_excluded", village=_contact(v), end=True, **e.info)
-    return _say("signup_refused", code=e.code, village=_contact(v), **e.info)
+        return _say("signup_excluded", village=_contact(v), end=True, **e.details)
+    return _say("signup_refused", code=e.code, village=_contact(v), **e.details)
 
 
 def confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
@@ -438,7 +439,7 @@ def add_confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
         if e.code in ("not_newborn", "not_enrolled"):
             return _say("signup_not_newborn" if e.code == "not_newborn" else
                         "signup_not_enrolled", name=mask_name(member.name),
-                        village=hh.village.full_name, household=hh.number, end=True, **e.info)
+                        village=hh.village.full_name, household=hh.number, end=True, **e.details)
         return _refused(ctx, e, data)
     year = s.get_one(SchemeYear, enrolment.scheme_year_id)
     summary = _household_summary(ctx, hh, year)
