@@ -55,17 +55,17 @@ def post_service_fees(x, now: datetime) -> list[tuple[str, str, int]]:
     """The service fee of each pool's last ended period; returns (pool, period, fee_fen)."""
     from core import ledger
     from core.models import Pool
-    from core.payouts import last_period, latest_scheme_year, post_service_fee
-    from core.scheme import scheme_of
+    from core.payouts import last_period, post_service_fee
+    from core.scheme_years import latest_started
 
     today = now.date()
     posted = []
     with x.db.session() as s:
         for pool in s.scalars(select(Pool).order_by(Pool.id)):
-            year = latest_scheme_year(s, pool.id, today)
+            year = latest_started(s, pool.id, today)
             if year is None:
                 continue
-            period = last_period(scheme_of(year).service_fee.every, today)
+            period = last_period(year.scheme.service_fee.every, today)
             entry = post_service_fee(s, pool.id, period, ACTOR)
             if entry is not None:
                 fee = sum(line.amount_fen for line in entry.lines if line.account == ledger.FEE)

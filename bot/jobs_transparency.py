@@ -19,9 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.scheduler import current, job
-from core import disclosure, objections
-from core.models import Pool, SchemeYear
-from core.scheme import scheme_of, scheme_year_on
+from core import disclosure, objections, scheme_years
+from core.models import Pool
+from core.scheme import scheme_year_on
 
 log = logging.getLogger("huzhu.jobs")
 
@@ -47,9 +47,7 @@ def disclose(session_or_ctx, pool_id: int, month: str, *, force: bool = False,
 
 def _pool_has_month(session: Session, pool_id: int, month: str) -> bool:
     first, after = disclosure.month_range(month)
-    return session.scalar(select(SchemeYear.id).where(
-        SchemeYear.pool_id == pool_id, SchemeYear.start < after,
-        SchemeYear.end >= first).limit(1)) is not None
+    return bool(scheme_years.overlapping(session, pool_id, first, after - timedelta(days=1)))
 
 
 def run_monthly(x, today: date | None = None) -> list[dict]:
@@ -64,7 +62,7 @@ def run_monthly(x, today: date | None = None) -> list[dict]:
                 s, pool.id, today.replace(day=1) - timedelta(days=1))
             if year is None or not _pool_has_month(s, pool.id, month):
                 continue
-            if today.day < scheme_of(year).disclosure.day:
+            if today.day < year.scheme.disclosure.day:
                 continue
             result = disclosure.publish(s, pool.id, month, tz=x.cfg.tz)
             results.append({"pool": pool.code, "month": month, **result})

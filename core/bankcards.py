@@ -21,6 +21,7 @@ from stdnum import luhn
 
 from core.audit import audit
 from core.crypto import PersonalDataVault, mask_card, mask_name
+from core.defaults import REASON_MAX
 from core.errors import DomainError
 from core.models import BankCard, Claim, ClaimStatus, Household, Member, utcnow
 from core.notify import notify_household
@@ -128,7 +129,7 @@ def deactivate(session: Session, card: BankCard, actor: str, reason: str) -> Non
     household = session.get(Household, card.household_id)
     audit(session, actor, "bank_card.deactivate", "household", household.number if household
           else card.household_id, {"card": card.number_masked, "active": True},
-          {"card": card.number_masked, "active": False, "reason": reason[:200]})
+          {"card": card.number_masked, "active": False, "reason": reason[:REASON_MAX]})
     session.flush()
 
 

@@ -44,16 +44,16 @@ from datetime import date
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from core import outbox
+from core import outbox, scheme_years
 from core.audit import audit
 from core.crypto import mask_name, scrub
+from core.defaults import REVIEW_WORKING_DAYS
 from core.errors import DomainError
 from core.media import phash_distance
 from core.messages import render
 from core.models import (BankCard, Claim, ClaimDocument, ClaimStatus as S, DocumentKind,
                          Enrolment, EnrolmentStatus, Household, Member, SchemeYear, utcnow)
 from core.notify import linked_openids, notify_household
-from core.scheme import scheme_of
 from core.workdays import review_due_date
 
 ALLOWED: dict[S, frozenset[S]] = {
@@ -180,20 +180,13 @@ def status_context(claim: Claim) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Starting a claim
 
-def _claim_years(session: Session, pool_id: int, today: date) -> list[SchemeYear]:
-    """The scheme year running today (or the last one that ended) and the one before it: a stay
-    that ended late in the previous year may still be claimed early in the next."""
-    rows = list(session.scalars(select(SchemeYear)
-                                .where(SchemeYear.pool_id == pool_id, SchemeYear.start <= today)
-                                .order_by(SchemeYear.start.desc()).limit(2)))
-    return rows
-
-
 def eligibility(session: Session, member: Member,
                 today: date) -> tuple[SchemeYear | None, str | None]:
     """(the scheme year the member may claim under, None), or (None, why not): "unpaid" (the
     member's enrolment is not paid yet) or "not_enrolled". Only a paid enrolment may claim."""
-    years = _claim_years(session, member.household.pool_id, today)
+    # the year running today (or the last one that ended) and the one before it: a stay that
+    # ended late in the previous year may still be claimed early in the next
+    years = scheme_years.claimable(session, member.household.pool_id, today)
     unpaid = False
     for year in years:
         enrolment = session.scalar(select(Enrolment).where(Enrolment.member_id == member.id,
@@ -453,9 +446,9 @@ def record_stated(session: Session, claim: Claim, actor: str, *,
 
 
 def review_days(session: Session, claim: Claim) -> int:
-    """The scheme's claims.review_working_days (5 in every preset)."""
-    year = session.get(SchemeYear, claim.scheme_year_id) if claim.scheme_year_id else None
-    return scheme_of(year).claims.review_working_days if year else 5
+    """The scheme's claims.review_working_days (the default for a claim with no year yet)."""
+    year = scheme_years.of_claim(session, claim)
+    return year.scheme.claims.review_working_days if year else REVIEW_WORKING_DAYS
 
 
 def check_submittable(claim: Claim) -> None:

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import ledger
+from core import ledger, scheme_years
 from core.audit import audit
 from core.crypto import mask_name
 from core.groups import (enqueue_mass, enqueue_posts, followers_of, groups_of, pool_village_ids,
@@ -37,7 +37,7 @@ from core.messages import render
 from core.models import (AuditLog, BatchStatus, Claim, DrgGroup, Household, Member, PayoutBatch,
                          PayoutLine, PayoutLineStatus, Pool, Village)
 from core.outbox import as_utc
-from core.stats import members_paid, year_for
+from core.stats import members_paid
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 PAGE_RESERVE = 200  # bytes kept free in each part for its "（第 2/3 条）" line
@@ -108,7 +108,7 @@ def build(session: Session, pool_id: int, month: str, tz: ZoneInfo | None = None
                      "amount_fen": int(amount), "date": paid_on.isoformat() if paid_on else None,
                      "batch": batch})
     fund = ledger.summary(session, pool_id, since=first, until=after)
-    year = year_for(session, pool_id, after - timedelta(days=1))
+    year = scheme_years.for_report(session, pool_id, after - timedelta(days=1))
     return {
         "pool": pool.code, "pool_name": pool.name, "month": month,
         "period": {"since": first.isoformat(), "until": after.isoformat()},

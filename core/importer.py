@@ -48,13 +48,13 @@ from typing import Callable, Iterator
 from sqlalchemy import JSON, insert, select, text
 from sqlalchemy.orm import Session
 
+from core import scheme_years
 from core.crypto import PersonalDataVault, mask_name
 from core.households import (INSURANCE_WORDS, RELATION_WORDS, check_name, household_number,
                              known_categories, normalise_category, reserve_ids)
 from core.ids import IdError, check_id, check_phone
 from core.models import (AuditLog, Enrolment, EnrolmentStatus, Household, Member, Relation,
                          SchemeYear, Village, utcnow)
-from core.scheme import enrolment_scheme_year, scheme_of, scheme_year_on
 
 log = logging.getLogger("huzhu.importer")
 _OUR_NUMBER = re.compile(r"^H\d{8,}$")
@@ -667,22 +667,23 @@ class _Checker:
 
     def year(self, pool_id: int) -> SchemeYear | None:
         if pool_id not in self.years:
-            self.years[pool_id] = (scheme_year_on(self.s, pool_id, self.year_on) if self.year_on
-                                   else enrolment_scheme_year(self.s, pool_id, self.today))
+            self.years[pool_id] = (
+                scheme_years.running(self.s, pool_id, self.year_on) if self.year_on
+                else scheme_years.enrolling(self.s, pool_id, self.today))
         return self.years[pool_id]
 
     def excluded(self, pool_id: int) -> frozenset[str]:
         """The categories the pool's scheme year does not take in."""
         if pool_id not in self.excluded_of:
             self.excluded_of[pool_id] = frozenset(
-                scheme_of(self.year(pool_id)).contribution.excluded)
+                self.year(pool_id).scheme.contribution.excluded)
         return self.excluded_of[pool_id]
 
     def category(self, pool_id: int, text: str):
         key = (pool_id, text)
         if key not in self.categories:
             year = self.year(pool_id)
-            scheme = scheme_of(year) if year else None
+            scheme = year.scheme if year else None
             try:
                 self.categories[key] = normalise_category(text, scheme)
             except ValueError as exc:
@@ -761,7 +762,7 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
             category = ck.category(village.pool_id, cat_text)
             if isinstance(category, ValueError):
                 error(number, "类别", f"不认识的类别“{cat_text[:16]}”；可用："
-                      + "、".join(known_categories(scheme_of(ck.year(village.pool_id)))))
+                      + "、".join(known_categories(ck.year(village.pool_id).scheme)))
                 bad = True
                 category = None
             elif category is not None and category in ck.excluded(village.pool_id):

@@ -52,19 +52,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import claims as claim_rules
-from core import ledger
+from core import ledger, scheme_years
 from core.audit import audit
 from core.bankcards import active_card, deactivate
 from core.crypto import PersonalDataVault, mask_name, scrub
+from core.defaults import REASON_MAX
 from core.errors import DomainError
 from core.messages import environment, render
 from core.models import (AdminGrant, AdminRole, AuditLog, BankCard, BatchStatus, Claim,
                          ClaimStatus as S, Household, HouseholdLink, JournalEntry, Member,
                          Objection, OutboxMessage, OutboxStatus, PayoutBatch, PayoutLine,
-                         PayoutLineStatus as L, Pool, SchemeYear, Village, utcnow)
+                         PayoutLineStatus as L, Pool, Village, utcnow)
 from core.money import format_yuan, mul_rate
 from core.notify import notify_household
-from core.scheme import scheme_of
 
 log = logging.getLogger("huzhu.payouts")
 
@@ -126,17 +126,10 @@ def find_claim(session: Session, number: str) -> Claim:
     return claim
 
 
-def latest_scheme_year(session: Session, pool_id: int, day: date) -> SchemeYear | None:
-    """The pool's scheme year running on `day`, else the last one that started before it."""
-    return session.scalar(select(SchemeYear).where(SchemeYear.pool_id == pool_id,
-                                                   SchemeYear.start <= day)
-                          .order_by(SchemeYear.start.desc()).limit(1))
-
-
 def payout_day_for(session: Session, pool_id: int, day: date) -> int | None:
     """The scheme's `payout.day` for the pool on `day` (None when the pool has no scheme)."""
-    year = latest_scheme_year(session, pool_id, day)
-    return scheme_of(year).payout.day if year is not None else None
+    year = scheme_years.latest_started(session, pool_id, day)
+    return year.scheme.payout.day if year is not None else None
 
 
 def pool_admin_openids(session: Session, pool_id: int) -> list[str]:
@@ -220,8 +213,8 @@ def held_claim_ids(session: Session, pool_id: int, today: date) -> set[int]:
     """Approved claims the run leaves out (core.objections): an open objection, or a scheme
     with an objection window whose window has not passed. Where no scheme year of the pool has
     a window only open objections count, asked without loading every claim."""
-    years = session.scalars(select(SchemeYear).where(SchemeYear.pool_id == pool_id))
-    if any(scheme_of(y).disclosure.objection_days > 0 for y in years):
+    years = scheme_years.of_pool(session, pool_id)
+    if any(y.scheme.disclosure.objection_days > 0 for y in years):
         from core.objections import held_claim_ids as with_windows
 
         return with_windows(session, pool_id, today)
@@ -742,7 +735,7 @@ def record_failure(session: Session, batch_number: str, claim_number: str, text:
         raise PayoutError("already_failed", batch=batch.number, claim=claim.number)
     if claim.status not in (S.in_payout, S.paid):  # recovered since, say
         raise PayoutError("wrong_status", claim=claim.number, status=claim.status.value)
-    reason = scrub((text or "").strip())[:200] or "转账退回"
+    reason = scrub((text or "").strip())[:REASON_MAX] or "转账退回"
     after_confirm = line.status is L.paid
     line.status = L.failed
     line.failure = reason
@@ -787,7 +780,7 @@ def recover_claim(session: Session, claim_number: str, reason: str, actor: str, 
     elif claim.status is not S.paid:
         raise PayoutError("not_paid", claim=claim.number, status=claim.status.value)
     else:
-        reason = scrub((reason or "").strip())[:200]
+        reason = scrub((reason or "").strip())[:REASON_MAX]
         if not reason:
             raise PayoutError("reason_required", claim=claim.number)
         claim_rules.transition(session, claim, S.recovered, actor, notify="payout_recovered",
@@ -847,8 +840,7 @@ def service_fee_due(session: Session, pool_id: int, label: str) -> tuple[int, in
     """(fee, paid subsidies, parts) for a period: each scheme year's rate applies from its start
     until the next scheme year starts, to the subsidies booked in that stretch."""
     start, end = period_bounds(label)
-    years = list(session.scalars(select(SchemeYear).where(SchemeYear.pool_id == pool_id)
-                                 .order_by(SchemeYear.start)))
+    years = scheme_years.of_pool(session, pool_id)
     if not years:
         raise PayoutError("no_scheme", pool=pool_id)
     parts, fee, paid_total = [], 0, 0
@@ -859,7 +851,7 @@ def service_fee_due(session: Session, pool_id: int, label: str) -> tuple[int, in
             continue
         paid = ledger.totals(session, pool_id, until=seg_end, since=seg_start).get(
             ledger.SUBSIDY, 0)
-        rate = scheme_of(year).service_fee.rate
+        rate = year.scheme.service_fee.rate
         part = mul_rate(paid, rate) if paid > 0 else 0
         parts.append({"from": seg_start.isoformat(), "until": seg_end.isoformat(),
                       "paid_fen": paid, "rate": str(rate), "fee_fen": part})

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from core import outbox
+from core import outbox, scheme_years
 from core.adjudication import (APPROVED, EXCLUSION_NAMES, REASON_CODES, REASONS,
                                REVIEWER_REJECTION_CODES, ClaimFacts, Decision, History,
                                OtherClaim, Rules, adjudicate, explain)
@@ -46,7 +46,6 @@ from core.models import (AdminGrant, AdminRole, AuditLog, Claim, ClaimStatus as 
                          Enrolment, EnrolmentStatus, Household, InsuranceType, Member, Pool,
                          SchemeYear)
 from core.notify import notify_household
-from core.scheme import previous_scheme_year, scheme_of, scheme_year_on
 
 #: statuses of the review queue (/待审) and of the review-due reminders
 QUEUE_STATUSES = (S.submitted, S.in_review)
@@ -258,22 +257,6 @@ def find_claim(session: Session, number: str, lock: bool = False) -> Claim:
     return claim
 
 
-def year_for(session: Session, claim: Claim, admission: date | None = None,
-             today: date | None = None) -> SchemeYear | None:
-    """The scheme year a claim is decided under: the pool's year the stay began in; else the
-    claim's own year (its stay then lies outside it: `outside_year`); else the year running on
-    the day it was submitted (or today)."""
-    pool_id = claim.household.pool_id
-    if admission is not None:
-        year = scheme_year_on(session, pool_id, admission)
-        if year is not None:
-            return year
-    if claim.scheme_year_id is not None:
-        return session.get(SchemeYear, claim.scheme_year_id)
-    day = (claim.submitted_at.date() if claim.submitted_at else None) or today or date.today()
-    return scheme_year_on(session, pool_id, day)
-
-
 def _paid(session: Session, id_hash: str, year_id: int) -> bool:
     return session.scalar(select(func.count()).select_from(Enrolment).where(
         Enrolment.scheme_year_id == year_id, Enrolment.id_number_hash == id_hash,
@@ -284,7 +267,7 @@ def history_of(session: Session, claim: Claim, year: SchemeYear) -> History:
     """The member's enrolment in `year` and the previous scheme year (the person, by ID number,
     whichever household row they were in), and the person's other claims in the same pool."""
     id_hash = claim.member.id_number_hash
-    previous = previous_scheme_year(session, year)
+    previous = scheme_years.previous(session, year)
     others = session.execute(
         select(Claim.status, Claim.amount_fen, Claim.admission_date, Claim.discharge_date,
                Claim.number)
@@ -301,13 +284,13 @@ def history_of(session: Session, claim: Claim, year: SchemeYear) -> History:
 
 
 def rules_of(year: SchemeYear) -> Rules:
-    return Rules.from_scheme(scheme_of(year))
+    return Rules.from_scheme(year.scheme)
 
 
 def decide(session: Session, claim: Claim, facts: Facts,
            today: date | None = None) -> tuple[Decision, SchemeYear]:
     """The rule's decision for these facts, reading only; raises ReviewError(no_scheme_year)."""
-    year = year_for(session, claim, facts.admission_date, today)
+    year = scheme_years.for_decision(session, claim, facts.admission_date, today)
     if year is None:
         raise ReviewError("no_scheme_year")
     decision = adjudicate(
@@ -429,7 +412,7 @@ def approve(session: Session, claim: Claim, actor: str, *, today: date) -> Decis
     notify_household(session, claim.household_id, "review_household_approved", claim=claim,
                      member=member_label(claim), calculation=calculation_line(claim.trace),
                      has_card=has_bank_card(session, claim.household_id),
-                     payout_day=scheme_of(year).payout.day)
+                     payout_day=year.scheme.payout.day)
     transition(session, claim, S.approved, actor,
                detail={"action": "review.approve", "amount_fen": claim.amount_fen})
     ask_for_card(session, claim)
@@ -452,8 +435,8 @@ def reject(session: Session, claim: Claim, code: str, text: str | None, actor: s
     if code in REVIEWER_REJECTION_CODES:
         if code.startswith("excluded_"):
             kind = code[len("excluded_"):]
-            year = year_for(session, claim, claim.admission_date, today)
-            if year is not None and kind not in scheme_of(year).claims.exclusions:
+            year = scheme_years.for_decision(session, claim, claim.admission_date, today)
+            if year is not None and kind not in year.scheme.claims.exclusions:
                 raise ReviewError("exclusion_not_in_scheme", kind=EXCLUSION_NAMES.get(kind, kind))
         reasons = [code]
     else:
@@ -635,7 +618,7 @@ def drg_search(session: Session, text: str, year: SchemeYear | None,
         select(DrgGroup.code, DrgGroup.name)
         .where(or_(DrgGroup.code.like(f"{upper}%"), DrgGroup.name.contains(text)))
         .order_by(DrgGroup.code).limit(limit)).all())
-    quotas = scheme_of(year).benefit.quotas_fen if year is not None else {}
+    quotas = year.scheme.benefit.quotas_fen if year is not None else {}
     return [{"code": c, "name": n, "quota_fen": quotas.get(c)} for c, n in rows]
 
 

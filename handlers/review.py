@@ -11,6 +11,7 @@ handlers.admin and changes nothing else.
 from __future__ import annotations
 
 from core.adjudication import INSURANCE_NAMES, REVIEWER_REJECTION_CODES
+from core import scheme_years
 from core.admins import Scope
 from core.audit import audit
 from core.catalog import group_names
@@ -20,7 +21,6 @@ from core.review import (ReviewError, approve, calculation_line, document_url,
                          facts_from_ocr, failed_steps, find_claim, has_bank_card, ocr_readout,
                          parse_drg, parse_facts, queue, queue_lines, reason_title, record,
                          reject, request_documents, stored_facts)
-from core.scheme import current_scheme_year
 from handlers.admin import Refused, command, usage
 from handlers.types import Ctx, Reply
 
@@ -222,7 +222,7 @@ def drg_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
 
     text = " ".join(args)
     pools = scope.pools(ctx.session)
-    year = current_scheme_year(ctx.session, pools[0].code, ctx.today) if pools else None
+    year = scheme_years.running(ctx.session, pools[0].id, ctx.today) if pools else None
     found = drg_search(ctx.session, text, year)
     audit(ctx.session, ctx.openid, "review.drg_search", None, None, None,
           {"text": text[:40], "found": len(found)})
