@@ -17,11 +17,12 @@ from core.audit import audit
 from core.catalog import group_names
 from core.messages import render
 from core.models import AdminRole, Claim
-from core.review import (ReviewError, approve, calculation_line, document_url,
-                         facts_from_ocr, failed_steps, find_claim, has_bank_card, ocr_readout,
-                         parse_drg, parse_facts, queue, queue_lines, reason_title, record,
-                         reject, request_documents, stored_facts)
+from core.claims import has_bank_card
+from core.review import (ReviewError, approve, calculation_line, document_url, facts_from_ocr,
+                         failed_steps, find_claim, ocr_readout, queue, queue_lines, reason_title,
+                         record, reject, request_documents, stored_facts)
 from handlers.admin import Refused, command, usage
+from handlers.review_grammar import parse_record
 from handlers.types import Ctx, Reply
 
 VIEW_ROLES = frozenset({AdminRole.reviewer, AdminRole.village_admin, AdminRole.pool_admin,
@@ -159,13 +160,14 @@ def record_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
     short = len(args) == 2
     insurance_from_member = False
     try:
-        if short:
-            found = facts_from_ocr(claim, parse_drg(args[1]), ctx.today)
+        form = parse_record(args[1:], ctx.today)
+        if form.short:
+            found = facts_from_ocr(claim, form.drg_code, ctx.today)
             if found.facts is None:
                 raise ReviewError("ocr_missing", missing=[_FIELD_NAMES[f] for f in found.missing])
             facts, insurance_from_member = found.facts, found.insurance_from_member
         else:
-            facts = parse_facts(args[1:], ctx.today)
+            facts = form.facts
         decision = record(ctx.session, claim, facts, ctx.openid, today=ctx.today,
                           source="ocr" if short else "reviewer")
     except ReviewError as e:

@@ -1,5 +1,6 @@
 """The bank transfer file of a batch: its rows from the stored lines (card snapshots; the full
-card number decrypted here and nowhere else), written whole or not at all (0600, synced, renamed)."""
+card number decrypted here and nowhere else), written whole or not at all (0600, synced,
+renamed)."""
 from __future__ import annotations
 
 import os
