@@ -164,7 +164,7 @@ def record_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         if form.short:
             found = facts_from_ocr(claim, form.drg_code, ctx.today)
             if found.facts is None:
-                raise ReviewError("ocr_missing", missing=[_FIELD_NAMES[f] for f in found.missing])
+                raise ReviewError("ocr_missing", missing=list(found.missing))
             facts, insurance_from_member = found.facts, found.insurance_from_member
         else:
             facts = form.facts
@@ -179,10 +179,6 @@ def record_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         insurance=INSURANCE_NAMES[facts.insurance], calculation=calculation_line(claim.trace),
         titles=[reason_title(c) for c in decision.reasons],
         steps=failed_steps(claim.trace, decision.reasons)))]
-
-
-_FIELD_NAMES = {"out_of_pocket_fen": "个人自付金额", "admission_date": "入院日期",
-                "discharge_date": "出院日期", "insurance": "医保类型", "hospital": "医院"}
 
 
 @command("通过", roles=DECIDE_ROLES, min_args=1)
