@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core import attempts
 from core.audit import audit
+from core.errors import DomainError
 from core.models import AdminGrant, AdminInvite, AdminRole, Pool, Village, utcnow
 from core.outbox import as_utc
 
@@ -18,13 +19,8 @@ INVITE_VALID = timedelta(days=7)
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud over the phone
 
 
-class AdminError(Exception):
+class AdminError(DomainError):
     """A refusal with a stable code (templates/messages/admin_refused.j2 words it)."""
-
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
 
 
 def _hash(code: str) -> str:
@@ -76,9 +72,10 @@ def create_invite(session: Session, role: str, actor: str, village: str | None =
 
 def bind(session: Session, openid: str, code: str, now: datetime | None = None) -> AdminGrant:
     """Bind the user with an invite code. A wrong, used or expired code is one refusal,
-    `bad_code` (its `reason` detail, for the audit log, says which), and counts against the
-    guessing limits (core/attempts.py: 10 per user and 100 over all users an hour); while a
-    limit holds, `locked` (detail `until`, UTC, and `everyone`) and no code is looked at."""
+    `bad_code` (its `reason` detail, for the audit log, says which); the caller records it with
+    `record_bind_refusal`, which counts it against the guessing limits (core/attempts.py: 10 per
+    user and 100 over all users an hour). While a limit holds: `locked` (details `until`, UTC,
+    and `everyone`), and no code is looked at."""
     now = now or utcnow()
     lock = attempts.lock_of(session, attempts.ADMIN_CODE, openid, now)
     if lock is not None:
@@ -88,7 +85,6 @@ def bind(session: Session, openid: str, code: str, now: datetime | None = None) 
     reason = ("bad_code" if invite is None else "code_used" if invite.used_at is not None
               else "code_expired" if as_utc(invite.expires_at) < now else None)
     if reason is not None:
-        attempts.record_failure(session, attempts.ADMIN_CODE, openid, now)
         raise AdminError("bad_code", reason=reason)
     invite.used_at = utcnow()
     invite.used_by = openid
@@ -103,6 +99,16 @@ def bind(session: Session, openid: str, code: str, now: datetime | None = None) 
     audit(session, openid, "admin.bind", "admin_grant", grant.id, None,
           {"role": invite.role.value, "pool_id": invite.pool_id, "village_id": invite.village_id})
     return grant
+
+
+def record_bind_refusal(session: Session, openid: str, error: AdminError,
+                        now: datetime | None = None) -> None:
+    """Audit a refused `/绑定` (with which it was: bad_code, code_used, code_expired, locked)
+    and count a wrong code against the guessing limits, in the message's transaction."""
+    audit(session, openid, "admin.bind_refused", None, None, None,
+          {"why": error.details.get("reason", error.code)})
+    if error.code == "bad_code":
+        attempts.record_failure(session, attempts.ADMIN_CODE, openid, now)
 
 
 @dataclass(frozen=True)

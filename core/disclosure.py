@@ -31,17 +31,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import ledger
+from core import ledger, scheme_years
 from core.audit import audit
 from core.crypto import mask_name
 from core.groups import (enqueue_mass, enqueue_posts, followers_of, groups_of, pool_village_ids,
                          split_parts)
 from core.messages import render
 from core.models import (AuditLog, BatchStatus, Claim, DrgGroup, Household, Member, PayoutBatch,
-                         PayoutLine, PayoutLineStatus, Pool, SchemeYear, Village)
+                         PayoutLine, PayoutLineStatus, Pool, Village)
 from core.outbox import as_utc
-from core.scheme import scheme_of, scheme_year_on
-from core.stats import members_paid, year_for
+from core.stats import members_paid
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 PAGE_RESERVE = 200  # bytes kept free in each part for its "（第 2/3 条）" line
@@ -102,8 +101,8 @@ def build(session: Session, pool_id: int, month: str, tz: ZoneInfo | None = None
                 PayoutBatch.status == BatchStatus.confirmed,
                 PayoutLine.status == PayoutLineStatus.paid)
          .order_by(Village.id, PayoutLine.id))
-    year = year_for(session, pool_id, after - timedelta(days=1))
-    show_illness = scheme_of(year).disclosure.show_illness if year is not None else True
+    year = scheme_years.for_report(session, pool_id, after - timedelta(days=1))
+    show_illness = year.scheme.disclosure.show_illness if year is not None else True
     rows, line_ids = [], []
     for line_id, amount, batch, confirmed, name, village, village_name, drg, drg_name in \
             session.execute(q):
@@ -225,9 +224,7 @@ def publish(session: Session, pool_id: int, month: str, *, tz: ZoneInfo | None =
 
 def _pool_has_month(session: Session, pool_id: int, month: str) -> bool:
     first, after = month_range(month)
-    return session.scalar(select(SchemeYear.id).where(
-        SchemeYear.pool_id == pool_id, SchemeYear.start < after,
-        SchemeYear.end >= first).limit(1)) is not None
+    return bool(scheme_years.overlapping(session, pool_id, first, after - timedelta(days=1)))
 
 
 def publish_due(session: Session, today: date, tz: ZoneInfo | None = None) -> list[dict]:
@@ -238,11 +235,11 @@ def publish_due(session: Session, today: date, tz: ZoneInfo | None = None) -> li
     month = previous_month(today)
     results = []
     for pool in list(session.scalars(select(Pool).order_by(Pool.id))):
-        year = scheme_year_on(session, pool.id, today) or scheme_year_on(
+        year = scheme_years.running(session, pool.id, today) or scheme_years.running(
             session, pool.id, today.replace(day=1) - timedelta(days=1))
         if year is None or not _pool_has_month(session, pool.id, month):
             continue
-        if today.day < scheme_of(year).disclosure.day:
+        if today.day < year.scheme.disclosure.day:
             continue
         result = publish(session, pool.id, month, tz=tz)
         results.append({"pool": pool.code, "month": month, **result})

@@ -24,9 +24,8 @@ from core.audit import audit
 from core.crypto import PersonalDataVault
 from core.db import Database
 from core.models import Pool
-from core.payouts import (due_pools, last_period, latest_scheme_year, month_of, post_service_fee,
-                          run_payout)
-from core.scheme import scheme_of
+from core.payouts import due_pools, last_period, month_of, post_service_fee, run_payout
+from core.scheme_years import latest_started
 
 log = logging.getLogger("huzhu.jobs.payouts")
 
@@ -61,10 +60,10 @@ def post_due_service_fees(session: Session, today: date,
     (pool, period, fee_fen) for each one posted now."""
     posted = []
     for pool in session.scalars(select(Pool).order_by(Pool.id)):
-        year = latest_scheme_year(session, pool.id, today)
+        year = latest_started(session, pool.id, today)
         if year is None:
             continue
-        period = last_period(scheme_of(year).service_fee.every, today)
+        period = last_period(year.scheme.service_fee.every, today)
         entry = post_service_fee(session, pool.id, period, actor)
         if entry is not None:
             fee = sum(line.amount_fen for line in entry.lines if line.account == ledger.FEE)

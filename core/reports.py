@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from core import ledger
 from core.models import Pool
-from core.scheme import scheme_year_on
+from core import scheme_years
 
 
 def fund_report(s: Session, pool: Pool, today: date) -> dict:
     """SPEC `report fund --json` for the pool's scheme year running today (all time when none)."""
-    year = scheme_year_on(s, pool.id, today)
+    year = scheme_years.running(s, pool.id, today)
     if year is not None:
         figures = ledger.summary(s, pool.id, since=year.start,
                                  until=year.end + timedelta(days=1))

@@ -169,8 +169,8 @@ def cmd_fee(args) -> int:
 
     from core import ledger
     from core.models import Pool
-    from core.payouts import PayoutError, last_period, latest_scheme_year, post_service_fee
-    from core.scheme import scheme_of
+    from core.payouts import PayoutError, last_period, post_service_fee
+    from core.scheme_years import latest_started
 
     x = app_context()
     today = datetime.now(x.cfg.tz).date()
@@ -184,10 +184,10 @@ def cmd_fee(args) -> int:
             if args.pool and not pools:
                 raise PayoutError("unknown_pool", pool=args.pool)
             for pool in pools:
-                year = latest_scheme_year(s, pool.id, today)
+                year = latest_started(s, pool.id, today)
                 if year is None:
                     continue
-                period = args.period or last_period(scheme_of(year).service_fee.every, today)
+                period = args.period or last_period(year.scheme.service_fee.every, today)
                 entry = post_service_fee(s, pool.id, period, _actor())
                 fee = sum(line.amount_fen for line in entry.lines
                           if line.account == ledger.FEE) if entry else 0

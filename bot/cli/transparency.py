@@ -131,17 +131,13 @@ def cmd_report_disclosure(args) -> int:
 
 
 def _year(s, pool, spec: str | None, tz):
-    from core.models import SchemeYear
-    from core.scheme import scheme_year_on
-    from core.stats import year_for
+    from core import scheme_years
 
     if not spec:
-        return year_for(s, pool.id, datetime.now(tz).date())
+        return scheme_years.for_report(s, pool.id, datetime.now(tz).date())
     if len(spec) == 4 and spec.isdigit():
-        return s.scalar(select(SchemeYear).where(
-            SchemeYear.pool_id == pool.id, SchemeYear.start >= date(int(spec), 1, 1),
-            SchemeYear.start <= date(int(spec), 12, 31)).order_by(SchemeYear.start).limit(1))
-    return scheme_year_on(s, pool.id, date.fromisoformat(spec))
+        return scheme_years.started_in(s, pool.id, int(spec))
+    return scheme_years.running(s, pool.id, date.fromisoformat(spec))
 
 
 def cmd_report_year(args) -> int:

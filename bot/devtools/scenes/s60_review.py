@@ -66,7 +66,7 @@ def _make_claim(x, openid: str) -> str:
         year = scheme_year_on(s, hh.pool_id, today)
         claim = Claim(number=new_claim_number(s), household_id=hh.id, member_id=hh.members[0].id,
                       scheme_year_id=year.id, status=ClaimStatus.submitted,
-                      submitted_at=utcnow(), due_date=review_due_date(today, 5),
+                      submitted_at=utcnow(), due_date=review_due_date(today),
                       stated={}, ocr={}, flags={}, reasons=[], trace=[], created_by=openid)
         s.add(claim)
         s.flush()
