@@ -4,11 +4,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import attempts
 from core.audit import audit
 from core.errors import DomainError
 from core.models import AdminGrant, AdminInvite, AdminRole, Pool, Village, utcnow
@@ -69,15 +70,22 @@ def create_invite(session: Session, role: str, actor: str, village: str | None =
     return code
 
 
-def bind(session: Session, openid: str, code: str) -> AdminGrant:
+def bind(session: Session, openid: str, code: str, now: datetime | None = None) -> AdminGrant:
+    """Bind the user with an invite code. A wrong, used or expired code is one refusal,
+    `bad_code` (its `reason` detail, for the audit log, says which); the caller records it with
+    `record_bind_refusal`, which counts it against the guessing limits (core/attempts.py: 10 per
+    user and 100 over all users an hour). While a limit holds: `locked` (details `until`, UTC,
+    and `everyone`), and no code is looked at."""
+    now = now or utcnow()
+    lock = attempts.lock_of(session, attempts.ADMIN_CODE, openid, now)
+    if lock is not None:
+        raise AdminError("locked", until=lock.until, everyone=lock.everyone)
     invite = session.scalar(select(AdminInvite).where(AdminInvite.code_hash == _hash(code))
                             .with_for_update())
-    if invite is None:
-        raise AdminError("bad_code")
-    if invite.used_at is not None:
-        raise AdminError("code_used")
-    if as_utc(invite.expires_at) < utcnow():
-        raise AdminError("code_expired")
+    reason = ("bad_code" if invite is None else "code_used" if invite.used_at is not None
+              else "code_expired" if as_utc(invite.expires_at) < now else None)
+    if reason is not None:
+        raise AdminError("bad_code", reason=reason)
     invite.used_at = utcnow()
     invite.used_by = openid
     grant = session.scalar(select(AdminGrant).where(
@@ -91,6 +99,16 @@ def bind(session: Session, openid: str, code: str) -> AdminGrant:
     audit(session, openid, "admin.bind", "admin_grant", grant.id, None,
           {"role": invite.role.value, "pool_id": invite.pool_id, "village_id": invite.village_id})
     return grant
+
+
+def record_bind_refusal(session: Session, openid: str, error: AdminError,
+                        now: datetime | None = None) -> None:
+    """Audit a refused `/绑定` (with which it was: bad_code, code_used, code_expired, locked)
+    and count a wrong code against the guessing limits, in the message's transaction."""
+    audit(session, openid, "admin.bind_refused", None, None, None,
+          {"why": error.details.get("reason", error.code)})
+    if error.code == "bad_code":
+        attempts.record_failure(session, attempts.ADMIN_CODE, openid, now)
 
 
 @dataclass(frozen=True)
@@ -138,3 +156,99 @@ def scope_of(session: Session, openid: str) -> Scope:
                       if g.pool_id is not None and g.role is not AdminRole.village_admin)
     villages = frozenset(g.village_id for g in grants if g.village_id is not None)
     return Scope(roles, pools, villages, everything)
+
+
+# -- listing and revoking ----------------------------------------------------------------------
+
+def mask_openid(openid: str) -> str:
+    """An administrator's openid as chat shows it: enough to tell them apart, not enough to
+    write as them (oAbC…x9Yz12 for WeChat's 28 characters)."""
+    if len(openid) > 12:
+        return openid[:4] + "…" + openid[-6:]
+    return openid[:2] + "…" + openid[-2:] if len(openid) > 4 else "…"
+
+
+def _scope_label(session: Session, grant: AdminGrant) -> str:
+    if grant.village_id is not None:
+        return session.get_one(Village, grant.village_id).full_name
+    if grant.pool_id is not None:
+        return session.get_one(Pool, grant.pool_id).code
+    return "all"
+
+
+def _grant_row(session: Session, grant: AdminGrant) -> dict:
+    return {"openid": grant.openid, "role": grant.role.value,
+            "scope": _scope_label(session, grant),
+            "bound_at": as_utc(grant.granted_at).isoformat()}
+
+
+def administrators(session: Session) -> list[dict]:
+    """Every grant: {openid, role, scope, bound_at} (scope: a village's full name, a pool's
+    code, or "all"), by openid then grant."""
+    grants = session.scalars(select(AdminGrant).order_by(AdminGrant.openid, AdminGrant.id))
+    return [_grant_row(session, g) for g in grants]
+
+
+def find_admin(session: Session, text: str) -> str:
+    """The openid meant by `text`: a full openid holding a grant, or as chat shows it masked
+    (or its ending of at least 6 characters) when that names one administrator. AdminError
+    `no_admin` or `ambiguous` otherwise."""
+    text = text.strip().replace("...", "…")
+    openids = sorted(set(session.scalars(select(AdminGrant.openid))))
+    if text in openids:
+        return text
+    if "…" in text:
+        head, tail = text.split("…", 1)
+        found = [o for o in openids if head and tail and o.startswith(head) and o.endswith(tail)]
+    else:
+        found = [o for o in openids if len(text) >= 6 and o.endswith(text)]
+    if len(found) == 1:
+        return found[0]
+    raise AdminError("ambiguous" if found else "no_admin", target=text)
+
+
+def revoke_admin(session: Session, actor: str, openid: str) -> list[dict]:
+    """Withdraw every grant of `openid`: each removal audited with what it was. The user's next
+    command is refused (scopes are read per message). AdminError `no_admin` if it holds none."""
+    grants = list(session.scalars(select(AdminGrant).where(AdminGrant.openid == openid)
+                                  .order_by(AdminGrant.id).with_for_update()))
+    if not grants:
+        raise AdminError("no_admin", target=openid)
+    removed = []
+    for g in grants:
+        row = _grant_row(session, g)
+        audit(session, actor, "admin.revoke", "admin_grant", g.id, row, None)
+        session.delete(g)
+        removed.append(row)
+    session.flush()
+    return removed
+
+
+def revoke_invite(session: Session, actor: str, code: str, now=None) -> dict:
+    """An invite code: unused, it stops working now (audited); used, the grant it made is
+    withdrawn (audited). AdminError `no_invite` when no invite has this code."""
+    now = now or utcnow()
+    invite = session.scalar(select(AdminInvite).where(AdminInvite.code_hash == _hash(code))
+                            .with_for_update())
+    if invite is None:
+        raise AdminError("no_invite", target=code)
+    if invite.used_at is None:
+        before = {"role": invite.role.value, "expires_at": as_utc(invite.expires_at).isoformat()}
+        if as_utc(invite.expires_at) > now:
+            invite.expires_at = now
+        audit(session, actor, "admin.invite_revoked", "admin_invite", invite.id, before,
+              {"expires_at": as_utc(invite.expires_at).isoformat()})
+        return {"invite": invite.id, "role": invite.role.value, "used_by": None, "revoked": []}
+    grant = session.scalar(select(AdminGrant).where(
+        AdminGrant.openid == invite.used_by, AdminGrant.role == invite.role,
+        AdminGrant.pool_id == invite.pool_id, AdminGrant.village_id == invite.village_id)
+        .with_for_update())
+    removed = []
+    if grant is not None:
+        removed.append(_grant_row(session, grant))
+        audit(session, actor, "admin.revoke", "admin_grant", grant.id, removed[0],
+              {"invite": invite.id})
+        session.delete(grant)
+        session.flush()
+    return {"invite": invite.id, "role": invite.role.value, "used_by": invite.used_by,
+            "revoked": removed}

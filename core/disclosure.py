@@ -2,7 +2,8 @@
 masked name (张*三), DRG group, amount, date — and the month's fund figures from the ledger.
 
 - `build(session, pool_id, month)` → a JSON-able dict (amounts `*_fen`, names masked, no ID
-  numbers): what `huzhu report disclosure --json` prints and what the poster is drawn from.
+  numbers; no DRG group when the scheme says `disclosure.show_illness: false`, since in a small
+  village the illness beside a masked name identifies the person): what `huzhu report disclosure --json` prints and what the poster is drawn from.
 - `markdown_parts(data)` → the group-chat markdown, rendered from templates/messages/disclosure_*
   and split into messages of at most 4096 bytes of UTF-8 (each part after the first says which
   part it is).
@@ -100,20 +101,23 @@ def build(session: Session, pool_id: int, month: str, tz: ZoneInfo | None = None
                 PayoutBatch.status == BatchStatus.confirmed,
                 PayoutLine.status == PayoutLineStatus.paid)
          .order_by(Village.id, PayoutLine.id))
+    year = scheme_years.for_report(session, pool_id, after - timedelta(days=1))
+    show_illness = year.scheme.disclosure.show_illness if year is not None else True
     rows, line_ids = [], []
     for line_id, amount, batch, confirmed, name, village, village_name, drg, drg_name in \
             session.execute(q):
         line_ids.append(line_id)
         paid_on = _local_date(confirmed, tz)
         rows.append({"village": village, "village_name": village_name, "name": mask_name(name),
-                     "drg_code": drg, "drg_name": drg_name or drg or "",
+                     "drg_code": drg if show_illness else None,
+                     "drg_name": (drg_name or drg or "") if show_illness else None,
                      "amount_fen": int(amount), "date": paid_on.isoformat() if paid_on else None,
                      "batch": batch})
     fund = ledger.summary(session, pool_id, since=first, until=after)
-    year = scheme_years.for_report(session, pool_id, after - timedelta(days=1))
     return {
         "pool": pool.code, "pool_name": pool.name, "month": month,
         "period": {"since": first.isoformat(), "until": after.isoformat()},
+        "show_illness": show_illness,
         "subsidies": rows, "count": len(rows), "total_fen": sum(r["amount_fen"] for r in rows),
         "fund": {**fund, "income_total_fen": sum(fund["income_fen"].values())},
         "members": members_paid(session, pool_id, year.id if year else None),

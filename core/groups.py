@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from core import outbox
 from core.audit import audit
 from core.errors import DomainError
+from core.grouptext import plain
 from core.messages import cut_utf8
 from core.models import GroupChat, OutboxMessage, OutboxStatus, Village, utcnow
 from core.outbox import as_utc
@@ -202,10 +203,15 @@ def reach(session: Session, villages: list[Village]) -> list[dict]:
 def announce(session: Session, actor: str, villages: list[Village], text: str,
              signer: str, now: datetime | None = None) -> dict:
     """Queue an announcement to the villages' group chats (markdown, paced) and, by mass send,
-    to their followers. Returns {groups, messages, villages}."""
+    to their followers. The sender's text goes out as plain words (core/grouptext.py: no links,
+    mentions, tags, headings nor quote lines of its own); the signature is huzhu's. Returns
+    {groups, messages, villages}."""
     from core.messages import render
 
     now = now or utcnow()
+    text = plain(text)
+    if not text:
+        raise GroupError("empty_text")
     markdown = render("announce_markdown", text=text, signer=signer)
     parts = ["\n".join(p) for p in split_parts(markdown.split("\n"))]
     groups = groups_of(session, [v.id for v in villages])

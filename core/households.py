@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import Table, bindparam, case, func, select, text
 from sqlalchemy.orm import Session
 
-from core import scheme_years
+from core import attempts, scheme_years
 from core.audit import audit
 from core.crypto import PersonalDataVault, mask_id, mask_name
 from core.errors import DomainError
@@ -77,7 +77,6 @@ CATEGORY_SYNONYMS = {"低边": "低保边缘", "特困供养": "特困", "低收
 
 NAME_MAX = 20
 PROXY_CODE_TTL = timedelta(hours=24)
-BIND_ATTEMPTS_PER_HOUR = 5
 LABEL_MAX = 12
 
 
@@ -440,19 +439,13 @@ def _utc(now: datetime) -> datetime:
     return now.astimezone(timezone.utc) if now.tzinfo else now.replace(tzinfo=timezone.utc)
 
 
-def _failed_binds(session: Session, openid: str, now: datetime) -> int:
-    return session.scalar(select(func.count(AuditLog.id)).where(
-        AuditLog.actor == openid, AuditLog.action == "proxy.bind_refused",
-        AuditLog.at > now - timedelta(hours=1)))
-
-
 def bind_proxy(session: Session, openid: str, code: str, now: datetime) -> HouseholdLink:
     """Bind the user as a proxy of the code's household. Refusals (bad, expired or used code;
     the user's own household; already bound; too many tries) raise HouseholdError, and the
     caller audits them with `audit_bind_refusal` in its own transaction."""
     now = _utc(now)
-    if _failed_binds(session, openid, now) >= BIND_ATTEMPTS_PER_HOUR:
-        raise HouseholdError("too_many_attempts")
+    if attempts.lock_of(session, attempts.PROXY_CODE, openid, now) is not None:
+        raise HouseholdError("too_many_attempts")  # 5 wrong codes within the hour
     if not (len(code) == 6 and code.isdigit()):
         raise HouseholdError("bad_code")
     row = session.scalar(select(ProxyCode).where(ProxyCode.code == code)
@@ -486,6 +479,7 @@ def bind_proxy(session: Session, openid: str, code: str, now: datetime) -> House
 def audit_bind_refusal(session: Session, openid: str, error: HouseholdError) -> None:
     if error.code in ("bad_code", "used_code", "expired_code"):
         audit(session, openid, "proxy.bind_refused", None, None, None, {"why": error.code})
+        attempts.record_failure(session, attempts.PROXY_CODE, openid)
 
 
 def proxies(session: Session, household: Household) -> list[ProxyView]:

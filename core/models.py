@@ -157,6 +157,18 @@ class AdminInvite(Base):
     used_by: Mapped[str | None] = mapped_column(String(64))
 
 
+class GuessAttempt(Base):
+    """A wrong code sent by a user (an administrator invite code, a family binding code): the
+    guessing limits of core/attempts.py count these rows over the last hour."""
+    __tablename__ = "guess_attempt"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # admin_code | proxy_code
+    openid: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (Index("ix_guess_attempt_kind_at", "kind", "at"),
+                      Index("ix_guess_attempt_kind_openid_at", "kind", "openid", "at"))
+
+
 class DialogueState(Base):
     __tablename__ = "dialogue_state"
     openid: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -126,8 +126,11 @@ def disclose_approved(session: Session, pool_id: int, today: date | None = None,
         until_dates.add(until)
         _set_flag(c, WINDOW_FLAG, {"disclosed_on": today.isoformat(), "until": until.isoformat()})
         drg = session.get(DrgGroup, c.drg_code) if c.drg_code else None
+        year = scheme_years.of_claim(session, c, today)
+        show = year.scheme.disclosure.show_illness if year is not None else True
         rows.append({"number": c.number, "village": c.household.village.name,
-                     "name": mask_name(c.member.name), "drg_name": drg.name if drg else c.drg_code,
+                     "name": mask_name(c.member.name),
+                     "drg_name": (drg.name if drg else c.drg_code) if show else None,
                      "amount_fen": c.amount_fen, "until": until})
     until = max(until_dates)
     blocks = [render("disclosure_objection_header", pool=pool, count=len(rows), until=until,

@@ -142,6 +142,7 @@ class ServiceFee:
 class Disclosure:
     day: int
     objection_days: int = OBJECTION_DAYS
+    show_illness: bool = True  # false: the group list leaves out the DRG group (small villages)
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ class Scheme:
             "payout": {"day": self.payout.day},
             "service_fee": {"rate": str(self.service_fee.rate), "every": self.service_fee.every},
             "disclosure": {"day": self.disclosure.day,
-                           "objection_days": self.disclosure.objection_days},
+                           "objection_days": self.disclosure.objection_days,
+                           "show_illness": self.disclosure.show_illness},
         }
 
 
@@ -211,7 +213,8 @@ def scheme_from_rules(rules: Mapping) -> Scheme:
         payout=PayoutRules(rules["payout"]["day"]),
         service_fee=ServiceFee(Decimal(rules["service_fee"]["rate"]),
                                rules["service_fee"]["every"]),
-        disclosure=Disclosure(rules["disclosure"]["day"], rules["disclosure"]["objection_days"]),
+        disclosure=Disclosure(rules["disclosure"]["day"], rules["disclosure"]["objection_days"],
+                              rules["disclosure"].get("show_illness", True)),
         source=rules.get("source"),
     )
 
@@ -299,6 +302,12 @@ class _Node:
             bounds = f"{low}–{high}" if high is not None else f"不小于 {low}"
             raise self.fail(f"应为 {bounds} 的整数，得到 {value}")
         return value
+
+    def boolean(self) -> bool:
+        node = self._scalar("true 或 false")
+        if node.tag != _TAG + "bool":
+            raise self.fail(f"应为 true 或 false，得到 {node.value!r}")
+        return node.value.strip().lower() in ("true", "yes", "on")
 
     def rate(self, low: Decimal, high: Decimal, example: str) -> Decimal:
         node = self._scalar(f'带引号的小数，例如 "{example}"')
@@ -404,10 +413,11 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
     f = top["service_fee"].mapping(("rate", "every"))
     fee = ServiceFee(f["rate"].rate(Decimal(0), Decimal("0.5"), "0.025"),
                      f["every"].choice(FEE_PERIODS))
-    d = top["disclosure"].mapping(("day",), ("objection_days",))
+    d = top["disclosure"].mapping(("day",), ("objection_days", "show_illness"))
     disclosure = Disclosure(d["day"].integer(1, 28),
                             d["objection_days"].integer(0) if "objection_days" in d
-                            else OBJECTION_DAYS)
+                            else OBJECTION_DAYS,
+                            d["show_illness"].boolean() if "show_illness" in d else True)
 
     return Scheme(pool, villages, year, enrolment, contribution, claims, benefit, payout, fee,
                   disclosure, source)

@@ -6,12 +6,13 @@ is written to the audit log. Usage lines and descriptions live in templates/admi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import Callable
 
 import yaml
 
-from core.admins import AdminError, Scope, bind, scope_of
+from core.admins import AdminError, Scope, bind, record_bind_refusal, scope_of
 from core.audit import audit
 from core.crypto import scrub
 from core.config import TEMPLATES_DIR
@@ -105,10 +106,17 @@ def _bind(ctx: Ctx, args: list[str]) -> list[Reply]:
     if len(args) != 1:
         return [Reply(render("admin_usage", usage=usage("绑定")))]
     try:
-        grant = bind(ctx.session, ctx.openid, args[0])
+        grant = bind(ctx.session, ctx.openid, args[0], ctx.now)
     except AdminError as e:
-        audit(ctx.session, ctx.openid, "admin.bind_refused", None, None, None, {"why": e.code})
-        return [Reply(render("admin_bind_refused", code=e.code))]
+        # the audit log keeps which (wrong, used, expired); the user hears one answer
+        record_bind_refusal(ctx.session, ctx.openid, e, ctx.now)
+        until = e.details.get("until")
+        if until is not None:  # shown to the minute, rounded up: the lock is over by then
+            until = (until + timedelta(seconds=59, microseconds=999999)).replace(
+                second=0, microsecond=0)
+        return [Reply(render("admin_bind_refused", code=e.code,
+                             until=until.astimezone(ctx.now.tzinfo) if until else None,
+                             everyone=e.details.get("everyone", False)))]
     scope = scope_of(ctx.session, ctx.openid)
     where = ctx.session.get_one(Village, grant.village_id).full_name if grant.village_id else None
     return [Reply(render("admin_bound", role=grant.role.value, where=where,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from core import ledger
 from core.admins import Scope, scope_of
 from core.groups import announce, reach
+from core.grouptext import plain
 from core.messages import render
 from core.models import AdminRole
 from core import scheme_years
@@ -37,16 +38,20 @@ def _announce(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
     text = (ctx.extra.get("command_text") or " ".join(args)).strip()
     if len(text) > ANNOUNCE_MAX:
         raise Refused("announce_too_long", length=len(text), limit=ANNOUNCE_MAX)
+    typed, text = text, plain(text)  # the preview shows what the groups will read
+    if not text:
+        raise Refused("announce_empty")
     targets = _targets(ctx, scope)
     if not targets:
         raise Refused("announce_nowhere")
     msg = Incoming(openid=ctx.openid, kind="text", text="/公告")
-    return start(ctx, ANNOUNCE, msg, {"text": text})
+    return start(ctx, ANNOUNCE, msg, {"text": text, "changed": text != typed})
 
 
 def _preview(ctx: Ctx, msg: Incoming, data: dict):
     scope = scope_of(ctx.session, ctx.openid)
-    return say(render("announce_preview", text=data["text"], targets=_targets(ctx, scope),
+    return say(render("announce_preview", text=data["text"], changed=data.get("changed", False),
+                      targets=_targets(ctx, scope),
                       signer=_signer(ctx, scope)), state="confirm", data=data)
 
 

@@ -133,3 +133,74 @@ def test_a_village_with_no_group_and_no_followers_is_told_how_to_add_one(app_ctx
     with app_ctx.db.session() as s:
         assert s.scalar(select(AuditLog).where(AuditLog.action == "admin.refused",
                                                AuditLog.actor == "o_south")) is not None
+
+
+HOSTILE = ("<@all> [领取补助](http://evil.example/pay?x=1) 今晚8点发补助\n"
+           '<font color="warning">紧急</font>：请**马上**点开\n'
+           "# 标题\n"
+           "> 署名：县医保局")
+
+
+def test_an_announcement_goes_out_as_plain_text(app_ctx, villager, emulator, villages):
+    """Links, mentions, HTML tags, headings and a quote line posing as the signature are the
+    sender's words only: what WeCom and the mass send receive formats nothing."""
+    admin(app_ctx.db, "o_east", "village_admin", village="示范镇/东村")
+    preview = villager.text("o_east", "/公告 " + HOSTILE).reply
+    assert "已去掉" in preview and "evil.example/pay" not in preview
+    villager.text("o_east", "确认")
+    posts = wait_for(emulator, SEND, 1)
+    posts = [c for c in posts if c["query"]["key"] == villages["keys"]["东村"]]
+    assert len(posts) == 1 and posts[0]["errcode"] == 0
+    content = posts[0]["json"]["markdown"]["content"]
+    lines = content.split("\n")
+    # huzhu's own heading and signature, and nothing else formats
+    assert lines[0] == "## 互助公告" and lines[-1] == "> 东村互助管理员"
+    body = lines[1:-1]
+    assert body == ["领取补助 今晚8点发补助", "紧急：请＊＊马上＊＊点开", "标题", "署名：县医保局"]
+    for forbidden in ("http", "evil.example", "<@all>", "<font", "](", "[", "**"):
+        assert forbidden not in "\n".join(body), forbidden
+    assert not any(line.startswith(("#", ">")) for line in body)
+    mass = wait_for(emulator, MASS, 1)[0]["json"]["text"]["content"]
+    assert mass.startswith("【互助公告】领取补助 今晚8点发补助\n紧急：请＊＊马上＊＊点开")
+    for forbidden in ("http", "evil", "<", ">", "[", "]"):
+        assert forbidden not in mass, forbidden
+    with app_ctx.db.session() as s:  # the audit keeps what went out
+        sent = s.scalar(select(AuditLog).where(AuditLog.action == "announce.sent"))
+        assert "evil.example" not in sent.after["text"]
+
+
+def test_a_bare_address_stays_readable_but_is_no_link(app_ctx, villager, emulator, villages):
+    admin(app_ctx.db, "o_east", "village_admin", village="示范镇/东村")
+    villager.text("o_east", "/公告 详情见 https://example.org/notice")
+    villager.text("o_east", "确认")
+    content = wait_for(emulator, SEND, 1)[0]["json"]["markdown"]["content"]
+    assert "详情见 https：//example.org/notice" in content and "://" not in content
+
+
+def test_an_announcement_of_markup_alone_is_refused(app_ctx, villager, villages):
+    admin(app_ctx.db, "o_east", "village_admin", village="示范镇/东村")
+    reply = villager.text("o_east", "/公告 <@all> <font color=\"warning\"></font>").reply
+    assert "没有可发的文字" in reply and "/公告 内容" in reply
+    assert outbox_kinds(app_ctx.db) == []
+    assert "公告还没有发出" not in villager.text("o_east", "确认").reply
+    assert outbox_kinds(app_ctx.db) == []
+
+
+@pytest.mark.parametrize("typed,shown", [
+    ("[领取补助](http://x.example)", "领取补助"),
+    ("<@all>开会", "开会"),
+    ("<@zhangsan> 请回电", "请回电"),
+    ('<font color="warning">紧急</font>', "紧急"),
+    ("# 标题", "标题"),
+    ("> 署名", "署名"),
+    ("  ## > 两层", "两层"),
+    ("年龄<60岁，>18岁", "年龄＜60岁，＞18岁"),
+    ("帮\u200b助\ufeff", "帮助"),
+    ("<<b>font color=red>x", "x"),
+    ("`代码` a_b ~删~ |表|", "｀代码｀ a＿b ～删～ ｜表｜"),
+])
+def test_plain_is_the_one_sanitiser_and_is_stable(typed, shown):
+    from core.grouptext import plain
+
+    assert plain(typed) == shown
+    assert plain(shown) == shown

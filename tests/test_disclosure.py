@@ -389,3 +389,45 @@ def test_disclose_in_the_callers_transaction_goes_or_stays_with_it(app_ctx, mont
         kinds = sorted(r.kind for r in s.scalars(select(OutboxMessage)))
     # two groups (东村, 西村): markdown and poster each; one village with followers (东村)
     assert kinds == ["wechat.mass", "wecom.post", "wecom.post", "wecom.poster", "wecom.poster"]
+
+
+def _show_illness(app_ctx, pool_id: int, show: bool) -> None:
+    from core.models import SchemeYear
+
+    with app_ctx.db.session() as s:
+        for year in s.scalars(select(SchemeYear).where(SchemeYear.pool_id == pool_id)):
+            year.rules = {**year.rules, "disclosure": {**year.rules["disclosure"],
+                                                       "show_illness": show}}
+
+
+def test_show_illness_false_posts_the_list_without_the_drg_group(app_ctx, bot, emulator,
+                                                                 month_data):
+    """In a small village the illness beside a masked name identifies the person: with
+    `disclosure.show_illness: false` the groups get village, masked name, amount and date."""
+    _show_illness(app_ctx, month_data["pool_id"], False)
+    keys = _groups_and_followers(app_ctx)
+    assert disclose(app_ctx, month_data["pool_id"], month_data["month"])["posted"]
+    posts = [c for c in wait_calls(emulator, SEND, 2)
+             if c["query"]["key"] in keys.values() and c["json"]["msgtype"] == "markdown"]
+    assert len(posts) == 2
+    east = next(c["json"]["markdown"]["content"] for c in posts
+                if c["query"]["key"] == keys["东村"])
+    assert "东村｜李*花｜**20,000.00 元**｜" in east
+    assert "姓名｜金额｜发放日" in east and "病种" not in east
+    for c in posts:
+        text = c["json"]["markdown"]["content"]
+        assert "冠状动脉手术" not in text and "脑缺血" not in text
+        assert "FC19" not in text and "BR21" not in text
+    with app_ctx.db.session() as s:
+        data = disclosure.build(s, month_data["pool_id"], month_data["month"], app_ctx.cfg.tz)
+    # what the poster is drawn from carries no illness either
+    assert data["show_illness"] is False
+    assert {(r["drg_code"], r["drg_name"]) for r in data["subsidies"]} == {(None, None)}
+    drawn = poster.disclosure_poster(disclosure.for_village(data, "示范镇/东村"),
+                                     app_ctx.cfg.data_dir / "hidden.png")
+    assert not any("冠状动脉" in line for line in drawn.lines)
+    # and the default (the seeds' practice) names it
+    _show_illness(app_ctx, month_data["pool_id"], True)
+    with app_ctx.db.session() as s:
+        data = disclosure.build(s, month_data["pool_id"], month_data["month"], app_ctx.cfg.tz)
+    assert "东村｜李*花｜冠状动脉手术｜" in disclosure.markdown_parts(data)[0]

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from bot.jobs.transparency import run_objection_lists
 from core import payouts
 from core.groups import add_group
-from core.models import (AuditLog, BankCard, Claim, ClaimStatus, Objection, Village)
+from core.models import (AuditLog, BankCard, Claim, ClaimStatus, Objection, SchemeYear, Village)
 from core.objections import held_claim_ids
 from tests.factories import M, make_household
 from tests.test_balance_fund import admin
@@ -205,3 +205,23 @@ def test_zero_days_disables_the_window(app_ctx, villager, window):
     with db.session() as s:
         assert held_claim_ids(s, pid, local_today()) == set()
         assert len(payouts.plan(s, pid, local_today()).take) == 2
+
+
+def test_the_objection_list_leaves_out_the_illness_when_the_scheme_says_so(app_ctx, emulator,
+                                                                          window):
+    with app_ctx.db.session() as s:
+        for year in s.scalars(select(SchemeYear).where(SchemeYear.pool_id == window["pool_id"])):
+            year.rules = {**year.rules, "disclosure": {**year.rules["disclosure"],
+                                                       "show_illness": False}}
+    c1, _ = window["claims"]
+    assert run_objection_lists(app_ctx, local_today())[0]["claims"] == 2
+    posts = []
+    deadline = time.monotonic() + 10
+    while not posts and time.monotonic() < deadline:
+        posts = [c for c in requests.get(f"{emulator}/_emulator/calls",
+                                         params={"path": SEND}, timeout=5).json()
+                 if c["query"]["key"] == window["key"]]
+        time.sleep(0.1)
+    text = posts[0]["json"]["markdown"]["content"]
+    assert f"{c1}｜东村｜王*山｜**20,000.00 元**" in text
+    assert "冠状动脉手术" not in text and "FC19" not in text and "BR21" not in text

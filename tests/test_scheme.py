@@ -91,6 +91,20 @@ def test_rules_json_round_trip(tmp_path):
     assert scheme_from_rules(rules) == scheme
 
 
+def test_show_illness_defaults_to_true_and_survives_the_stored_rules(tmp_path):
+    assert load_scheme(write_scheme(tmp_path)).disclosure.show_illness is True
+    hidden = load_scheme(write_scheme(tmp_path, GOOD.replace(
+        "objection_days: 0}", "objection_days: 0, show_illness: false}")))
+    assert hidden.disclosure.show_illness is False
+    rules = json.loads(json.dumps(hidden.to_rules()))
+    assert rules["disclosure"]["show_illness"] is False
+    assert scheme_from_rules(rules) == hidden
+    del rules["disclosure"]["show_illness"]  # rules stored before the key existed
+    assert scheme_from_rules(rules).disclosure.show_illness is True
+    for name in PRESET_NAMES:  # the seeds publish the illness: every preset keeps the default
+        assert load_scheme(SCHEMES_DIR / f"{name}.yaml").disclosure.show_illness is True
+
+
 def test_member_shares_subsidized_and_excluded_categories(tmp_path):
     scheme = load_scheme(write_scheme(tmp_path))
     assert scheme.contribution.member_shares(None) == {"personal": 3000, "collective": 5000}
@@ -148,6 +162,10 @@ BREAKS = [
     ("payout: {day: 5}", "payout: {day: 0}", 20, "payout.day", "1–28"),
     ("objection_days: 0", "objection_days: -1", 22, "disclosure.objection_days", "不小于 0"),
     ("{day: 1, objection", '{day: "first", objection', 22, "disclosure.day", "整数"),
+    ("objection_days: 0}", "objection_days: 0, show_illness: maybe}", 22,
+     "disclosure.show_illness", "true 或 false"),
+    ("objection_days: 0}", 'objection_days: 0, show_illness: "false"}', 22,
+     "disclosure.show_illness", "true 或 false"),
     ("level: town", "level: province", 1, "pool.level", "county"),
     ("code: test", "code: Test Pool", 1, "pool.code", "小写"),
     ("测试镇/二村]", "二村]", 2, "villages[1]", "镇/村"),

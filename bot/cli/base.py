@@ -7,7 +7,7 @@ import threading
 
 from sqlalchemy import select
 
-from bot.cli import app_context, print_json
+from bot.cli import app_context, print_json, subcommands
 from core.config import load_config
 
 
@@ -46,8 +46,7 @@ def register(sub) -> None:
     p.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("admin", help="administrators")
-    asub = p.add_subparsers(dest="admin_command", required=True)
+    asub = subcommands(sub, "admin", "administrators")  # list, revoke: bot/cli/admins.py
     q = asub.add_parser("invite", help="a one-time code to bind an administrator with /绑定")
     q.add_argument("--role", required=True,
                    choices=["reviewer", "village_admin", "pool_admin", "super"])
