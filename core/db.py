@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
@@ -65,6 +65,9 @@ class Database:
         # polling the file lock (its busy handler sleeps up to 100 ms between tries)
         self._writer = threading.RLock() if self.engine.dialect.name == "sqlite" else None
         self._checkpointer: Checkpointer | None = None
+        # where a migration that encrypts existing rows finds the secret key (a function, so
+        # that no key is read or made unless a row needs it); set by the application context
+        self.secret: "Callable[[], bytes] | None" = None
 
     def checkpoint_in_background(self, every: float = 1.0) -> "Checkpointer | None":
         """SQLite: copy the write-ahead log into the database file from a thread of its own,
@@ -118,7 +121,7 @@ class Database:
                     yield conn
 
     def upgrade(self) -> None:
-        upgrade(self.engine)
+        upgrade(self.engine, self.secret)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -153,12 +156,13 @@ class Checkpointer(threading.Thread):
             self.join(timeout=5)
 
 
-def alembic_config(engine: Engine):
+def alembic_config(engine: Engine, secret: "Callable[[], bytes] | None" = None):
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
+    cfg.attributes["secret_key"] = secret
     return cfg
 
 
@@ -191,7 +195,7 @@ def script_heads() -> frozenset[str]:
     return frozenset(revisions - parents)
 
 
-def upgrade(engine: Engine) -> None:
+def upgrade(engine: Engine, secret: "Callable[[], bytes] | None" = None) -> None:
     """Bring the schema to the newest revision (every branch head). A database already there is
     left alone without starting Alembic's migration environment (a command's start-up cost)."""
     heads = script_heads()
@@ -204,4 +208,4 @@ def upgrade(engine: Engine) -> None:
         return
     from alembic import command
 
-    command.upgrade(alembic_config(engine), "heads")
+    command.upgrade(alembic_config(engine, secret), "heads")
