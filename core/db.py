@@ -24,7 +24,12 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            from core.files import create_private, private_dir, private_sqlite
+
+            if not Path(path).parent.exists():
+                private_dir(Path(path).parent)
+            create_private(path)  # SQLite then keeps 0600 for the file, its -wal and -shm
+            private_sqlite(path)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         # pages of write-ahead log after which a commit copies the log into the database file
         # itself (SQLite's default: 1000); a process with a Checkpointer leaves that to it
@@ -40,6 +45,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute(f"PRAGMA wal_autocheckpoint={int(engine.info['wal_autocheckpoint'])}")
             cur.close()
+            if path and path != ":memory:":
+                private_sqlite(path)  # -wal and -shm exist now
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
