@@ -34,6 +34,7 @@ def demo_config(data_dir: Path, emulator_url: str, **overrides):
         "HUZHU_DATABASE_URL": f"sqlite:///{data_dir}/huzhu.db",
         "HUZHU_DATA_DIR": str(data_dir),
         "HUZHU_WECHAT_API_BASE": emulator_url,
+        "HUZHU_WECHAT_OPEN_BASE": emulator_url,
         "HUZHU_PAY_API_BASE": emulator_url,
         "HUZHU_WECOM_WEBHOOK_BASE": emulator_url,
         "HUZHU_PAY_PROVIDER": "emulator",
