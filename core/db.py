@@ -28,12 +28,18 @@ def make_engine(url: str) -> Engine:
 
             if not Path(path).parent.exists():
                 private_dir(Path(path).parent)
-            create_private(path)  # SQLite then keeps 0600 for the file, its -wal and -shm
-            private_sqlite(path)
+            private_sqlite(path)  # a file an older version made 0644
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         # pages of write-ahead log after which a commit copies the log into the database file
         # itself (SQLite's default: 1000); a process with a Checkpointer leaves that to it
         engine.info = {"wal_autocheckpoint": 1000}
+
+        @event.listens_for(engine, "do_connect")
+        def _sqlite_file(_dialect, _record, _cargs, _cparams):
+            # the file made 0600 before SQLite makes it (it would use 0644 & ~umask), at the
+            # first connection as before; SQLite gives its -wal and -shm the file's mode
+            if path and path != ":memory:":
+                create_private(path)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
