@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -136,6 +137,12 @@ def test_migration_moves_birth_dates_masks_and_phones_of_existing_rows(old_engin
         data = json.loads(conn.execute(text(
             "SELECT CAST(data AS TEXT) FROM dialogue_state")).scalar())
         assert "phone" not in data and vault.decrypt(data["phone_enc"]) == "13912345678"
+    if old_engine.dialect.name == "sqlite":  # nor left in the file's free pages
+        with old_engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw = Path(old_engine.url.database).read_bytes()
+        assert b"1960-05-17" not in raw and b"13812345678" not in raw
+        assert old_mask.encode() not in raw
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,6 +51,10 @@ def _vault():
 
 def upgrade() -> None:
     bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        # the rows rewritten and the tables copied by batch mode leave their old pages free in
+        # the file: zeroed, so the plain values do not stay readable in it
+        bind.exec_driver_sql("PRAGMA secure_delete = ON")
     postgres = bind.dialect.name == "postgresql"
     with op.batch_alter_table("household", schema=None) as batch_op:
         batch_op.add_column(sa.Column("phone_enc", sa.String(length=255), nullable=True))
