@@ -54,7 +54,7 @@ def _households(x, n: int) -> list[str]:
                 idn = f"1101011960{i:06d}{j}"[:17] + "X"
                 m = Member(household_id=hh.id, name=f"王{i}{j}", id_number_enc=x.vault.encrypt(idn),
                            id_number_hash=x.vault.lookup_hash(idn), id_number_masked=mask_id(idn),
-                           birth_date=date(1960, 1, 1), relation=Relation(rel),
+                           birth_year=1960, relation=Relation(rel),
                            insurance=InsuranceType.resident)
                 s.add(m)
                 s.flush()

@@ -73,12 +73,12 @@ def seed(url: str, data_dir: Path, n: int) -> None:
             cbody = f"622848{k:012d}"
             cno = cbody + luhn.calc_check_digit(cbody)
             hh.append({"id": k, "number": f"H{k:08d}", "pool_id": pool_id,
-                       "village_id": villages[k % len(villages)].id, "phone": "13800000000",
+                       "village_id": villages[k % len(villages)].id, "phone_enc": None,
                        "status": "active", "created_at": now})
             mem.append({"id": k, "household_id": k, "name": surnames[k % 10] + "大山",
                         "id_number_enc": vault.encrypt(idn),
                         "id_number_hash": vault.lookup_hash(idn),
-                        "id_number_masked": mask_id(idn), "birth_date": date(1960, 5, 17),
+                        "id_number_masked": mask_id(idn), "birth_year": 1960,
                         "relation": Relation.head, "insurance": InsuranceType.resident,
                         "created_at": now})
             link.append({"household_id": k, "openid": f"o_bench_{k}", "role": LinkRole.head,

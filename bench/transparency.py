@@ -67,8 +67,8 @@ def populate(db: Database, members: int, paid: int, groups: int) -> tuple[int, s
             member_id += 1
             m_rows.append({"id": member_id, "household_id": hh_id, "name": f"王{member_id}明",
                            "id_number_enc": "x", "id_number_hash": f"h{member_id}",
-                           "id_number_masked": "3205**********0000",
-                           "birth_date": date(1960, 1, 1), "relation": "head" if r == 0
+                           "id_number_masked": "320*************00",
+                           "birth_year": 1960, "relation": "head" if r == 0
                            else "child", "insurance": "resident", "created_at": now})
             if rng.random() < 0.9:
                 e_rows.append({"member_id": member_id, "scheme_year_id": year_id,

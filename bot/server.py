@@ -22,6 +22,9 @@ log = logging.getLogger("huzhu.server")
 
 def bootstrap(x: AppContext) -> None:
     """Create or migrate the schema; with no pool at all, load the demo pool and scheme."""
+    from core.files import secure_data_dir
+
+    secure_data_dir(x.cfg.data_dir)
     x.db.upgrade()
     from core.bootstrap import ensure_demo
 

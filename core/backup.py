@@ -594,6 +594,7 @@ def restore(cfg: Config, archive: Path, passphrase: bytes,
                 raise VerifyFailed(f"pg_restore: {msg}")
             (stage / PGDUMP_MEMBER).unlink()
         db = Database(url)
+        db.secret = (lambda: key) if key is not None else None
         try:
             with db.engine.connect() as conn:
                 before = describe(conn)

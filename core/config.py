@@ -140,7 +140,9 @@ def secret_key(cfg: Config) -> bytes:
         return _read_secret_key(path)
     except FileNotFoundError:
         pass
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    from core.files import private_dir
+
+    private_dir(cfg.data_dir)
     key = secrets.token_urlsafe(32).encode()
     candidate = path.with_name(f".secret.key.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

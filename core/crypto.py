@@ -55,11 +55,27 @@ def normalise(number: str) -> str:
 
 
 def mask_id(number: str) -> str:
-    """3101**********1239: first four and last four kept."""
+    """310*************39: first three and last two kept.
+
+    The first three digits name the province and a prefecture's first digit (the village names
+    the county anyway); the last two are the sex digit and the check digit. What stays hidden is
+    the county's last digits, the whole birth date and the two sequence digits: with the birth
+    year, the village and the sex known, some 365 × 100 / 11 ≈ 3,300 numbers remain, and only the
+    keyed hash (which needs the secret key) could tell which one it is."""
     n = normalise(number)
-    if len(n) <= 8:
+    if len(n) <= 5:
         return "*" * len(n)
-    return n[:4] + "*" * (len(n) - 8) + n[-4:]
+    return n[:3] + "*" * (len(n) - 5) + n[-2:]
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """138****5678 for a mobile, 0512-****1234 for a landline: the last four digits kept."""
+    if not phone:
+        return None
+    if "-" in phone:
+        area, _, local = phone.partition("-")
+        return f"{area}-" + "*" * max(len(local) - 4, 0) + local[-4:]
+    return phone[:3] + "*" * max(len(phone) - 7, 0) + phone[-4:]
 
 
 def mask_card(number: str) -> str:
@@ -80,6 +96,16 @@ def mask_name(name: str) -> str:
 
 _ID_RE = re.compile(r"(?<![0-9])([1-9][0-9]{5})([0-9]{8,9})([0-9]{3}[0-9Xx])(?![0-9])")
 _CARD_RE = re.compile(r"(?<![0-9])([0-9]{4})([0-9]{8,11})([0-9]{4})(?![0-9])")
+
+
+_MOBILE_RE = re.compile(r"(?<![0-9A-Za-z])(1[3-9][0-9])([0-9]{4})([0-9]{4})(?![0-9])")
+_LANDLINE_RE = re.compile(r"(?<![0-9A-Za-z])(0[0-9]{2,3}-)([0-9]{3,4})([0-9]{4})(?![0-9])")
+
+
+def scrub_phones(text: str) -> str:
+    """Mask anything that looks like a mobile or landline number in free text (cached replies)."""
+    text = _MOBILE_RE.sub(lambda m: m.group(1) + "****" + m.group(3), text)
+    return _LANDLINE_RE.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
 
 
 def scrub(text: str) -> str:

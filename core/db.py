@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
@@ -24,11 +24,22 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            from core.files import create_private, private_dir, private_sqlite
+
+            if not Path(path).parent.exists():
+                private_dir(Path(path).parent)
+            private_sqlite(path)  # a file an older version made 0644
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         # pages of write-ahead log after which a commit copies the log into the database file
         # itself (SQLite's default: 1000); a process with a Checkpointer leaves that to it
         engine.info = {"wal_autocheckpoint": 1000}
+
+        @event.listens_for(engine, "do_connect")
+        def _sqlite_file(_dialect, _record, _cargs, _cparams):
+            # the file made 0600 before SQLite makes it (it would use 0644 & ~umask), at the
+            # first connection as before; SQLite gives its -wal and -shm the file's mode
+            if path and path != ":memory:":
+                create_private(path)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -40,6 +51,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute(f"PRAGMA wal_autocheckpoint={int(engine.info['wal_autocheckpoint'])}")
             cur.close()
+            if path and path != ":memory:":
+                private_sqlite(path)  # -wal and -shm exist now
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
@@ -65,6 +78,9 @@ class Database:
         # polling the file lock (its busy handler sleeps up to 100 ms between tries)
         self._writer = threading.RLock() if self.engine.dialect.name == "sqlite" else None
         self._checkpointer: Checkpointer | None = None
+        # where a migration that encrypts existing rows finds the secret key (a function, so
+        # that no key is read or made unless a row needs it); set by the application context
+        self.secret: "Callable[[], bytes] | None" = None
 
     def checkpoint_in_background(self, every: float = 1.0) -> "Checkpointer | None":
         """SQLite: copy the write-ahead log into the database file from a thread of its own,
@@ -118,7 +134,7 @@ class Database:
                     yield conn
 
     def upgrade(self) -> None:
-        upgrade(self.engine)
+        upgrade(self.engine, self.secret)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -153,12 +169,13 @@ class Checkpointer(threading.Thread):
             self.join(timeout=5)
 
 
-def alembic_config(engine: Engine):
+def alembic_config(engine: Engine, secret: "Callable[[], bytes] | None" = None):
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
+    cfg.attributes["secret_key"] = secret
     return cfg
 
 
@@ -191,7 +208,7 @@ def script_heads() -> frozenset[str]:
     return frozenset(revisions - parents)
 
 
-def upgrade(engine: Engine) -> None:
+def upgrade(engine: Engine, secret: "Callable[[], bytes] | None" = None) -> None:
     """Bring the schema to the newest revision (every branch head). A database already there is
     left alone without starting Alembic's migration environment (a command's start-up cost)."""
     heads = script_heads()
@@ -204,4 +221,4 @@ def upgrade(engine: Engine) -> None:
         return
     from alembic import command
 
-    command.upgrade(alembic_config(engine), "heads")
+    command.upgrade(alembic_config(engine, secret), "heads")

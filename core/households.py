@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session
 
 from core import attempts, scheme_years
 from core.audit import audit
-from core.crypto import PersonalDataVault, mask_id, mask_name
+from core.crypto import PersonalDataVault, mask_id, mask_name, mask_phone
 from core.errors import DomainError
 from core.messages import render
-from core.models import (AuditLog, Enrolment, EnrolmentStatus, Household, HouseholdLink,
+from core.models import (Enrolment, EnrolmentStatus, Household, HouseholdLink,
                          InsuranceType, LinkRole, Member, ProxyCode, Relation, SchemeYear, Village)
 from core.outbox import as_utc, send_text
 from core.scheme import Scheme
@@ -266,7 +266,7 @@ def _member_rows(session: Session, vault: PersonalDataVault, household_id: int,
         row = Member(id=mid, household_id=household_id, name=m.name,
                      id_number_enc=vault.encrypt(m.id_number),
                      id_number_hash=vault.lookup_hash(m.id_number),
-                     id_number_masked=mask_id(m.id_number), birth_date=m.birth_date,
+                     id_number_masked=mask_id(m.id_number), birth_year=m.birth_date.year,
                      relation=m.relation, insurance=m.insurance, category=m.category)
         session.add(row)
         rows.append(row)
@@ -310,7 +310,8 @@ def register_household(session: Session, vault: PersonalDataVault, *, village: V
     scheme = year.scheme
     (hid,) = reserve_ids(session, Household.__table__, 1)
     hh = Household(id=hid, number=household_number(hid), pool_id=village.pool_id,
-                   village_id=village.id, phone=phone, status="active")
+                   village_id=village.id, phone_enc=vault.encrypt(phone) if phone else None,
+                   phone_masked=mask_phone(phone), status="active")
     session.add(hh)
     session.flush()
     rows = _member_rows(session, vault, hh.id, members)
@@ -324,7 +325,7 @@ def register_household(session: Session, vault: PersonalDataVault, *, village: V
     audit(session, actor, "household.register", "household", hh.number, None, {
         "number": hh.number, "village": village.full_name, "scheme_year_id": year.id,
         "members": [m.masked() for m in members], "enrolment": "pending",
-        "personal_due_fen": due, "phone": _mask_phone(phone)})
+        "personal_due_fen": due, "phone": mask_phone(phone)})
     session.flush()
     return hh
 
@@ -393,12 +394,6 @@ def add_member(session: Session, vault: PersonalDataVault, household: Household,
     session.flush()
     session.refresh(household, ["members"])
     return enrolment
-
-
-def _mask_phone(phone: str | None) -> str | None:
-    if not phone:
-        return None
-    return phone[:3] + "*" * max(len(phone) - 7, 0) + phone[-4:]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import enum
 from datetime import date, datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Enum, ForeignKey, Index, Integer,
-                        String, Text, UniqueConstraint, text)
+                        SmallInteger, String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -324,7 +324,9 @@ class Household(Base):
     number: Mapped[str] = mapped_column(String(16), unique=True)  # H + digits
     pool_id: Mapped[int] = mapped_column(ForeignKey("pool.id"))
     village_id: Mapped[int] = mapped_column(ForeignKey("village.id"))
-    phone: Mapped[str | None] = mapped_column(String(20))
+    # the contact phone, encrypted (the vault) beside a masked copy for display (138****5678)
+    phone_enc: Mapped[str | None] = mapped_column(String(255))
+    phone_masked: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -341,7 +343,8 @@ class Member(Base):
     id_number_enc: Mapped[str] = mapped_column(String(255))
     id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
     id_number_masked: Mapped[str] = mapped_column(String(24))
-    birth_date: Mapped[date] = mapped_column(Date)
+    # the year only: the full date is in the (encrypted) ID number, core.ids.birth_date_of
+    birth_year: Mapped[int] = mapped_column(SmallInteger)
     relation: Mapped[Relation] = mapped_column(_enum(Relation, "relation"))
     insurance: Mapped[InsuranceType] = mapped_column(_enum(InsuranceType, "insurance_type"))
     category: Mapped[str | None] = mapped_column(String(16))  # 低保, 特困, …

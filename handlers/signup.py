@@ -13,7 +13,6 @@ offered to renew with the same members.
 """
 from __future__ import annotations
 
-from datetime import date
 
 from sqlalchemy import select
 
@@ -24,7 +23,7 @@ from core.households import (INSURANCE_LABELS, INSURANCE_WORDS, RELATION_LABELS,
                              enrolments_in, headed_household, household_enrolled,
                              household_for_user, known_category, member_year, personal_due_fen,
                              register_household, renew_household, window_info)
-from core.ids import IdError, check_id, check_phone
+from core.ids import IdError, birth_date_of, check_id, check_phone
 from core.messages import render
 from core.models import Household, InsuranceType, Relation, SchemeYear, Village
 from handlers.dialogue import Dialogue, Step, register, say
@@ -219,8 +218,7 @@ def _take_id(ctx: Ctx, msg: Incoming, data: dict, state: str) -> tuple[dict | No
         return None, _say("signup_excluded", state=state, data=data, name=who,
                           category=category, village=_contact(village), end=False)
     member = {**cur, "id_enc": vault.encrypt(idn.number), "hash": h,
-              "masked": mask_id(idn.number),
-              "birth": idn.birth_date.isoformat(), "category": category}
+              "masked": mask_id(idn.number), "category": category}
     return member, None
 
 
@@ -236,7 +234,7 @@ def phone(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     number = check_phone(msg.text)
     if number is None:
         return _say("signup_bad_phone", state="phone", data=data, text=msg.text[:20])
-    data = {**data, "phone": number}
+    data = {**data, "phone_enc": ctx.vault.encrypt(number)}  # never in plain in the state
     return _say("signup_ask_insurance", state="head_insurance", data=data,
                 name=mask_name(data["cur"]["name"]), head=True)
 
@@ -334,14 +332,21 @@ def _summary(ctx: Ctx, data: dict) -> Step:
     due, subsidized = _due(ctx, data, members)
     scheme = ctx.session.get_one(SchemeYear, data["year_id"]).scheme
     return _say("signup_summary", state="confirm", data=data,
-                village=_village_of(ctx, data).full_name, phone=data["phone"],
+                village=_village_of(ctx, data).full_name, phone=_phone(ctx, data),
                 members=[_view(m) for m in members], due=due, subsidized=subsidized,
                 share=scheme.contribution.shares_fen.get("personal", 0))
 
 
+def _phone(ctx: Ctx, data: dict) -> str | None:
+    if data.get("phone_enc"):
+        return ctx.vault.decrypt(data["phone_enc"])
+    return data.get("phone")  # a dialogue begun before phones were kept encrypted
+
+
 def _new_members(ctx: Ctx, members: list[dict]) -> list[NewMember]:
     return [NewMember(name=m["name"], id_number=ctx.vault.decrypt(m["id_enc"]),
-                      birth_date=date.fromisoformat(m["birth"]), relation=Relation(m["relation"]),
+                      birth_date=birth_date_of(ctx.vault.decrypt(m["id_enc"])),
+                      relation=Relation(m["relation"]),
                       insurance=InsuranceType(m["insurance"]), category=m.get("category"))
             for m in members]
 
@@ -365,7 +370,7 @@ def confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     try:
         hh = register_household(ctx.session, ctx.vault, village=v,
                                  members=_new_members(ctx, data["members"]),
-                                 phone=data["phone"], openid=ctx.openid, actor=ctx.openid,
+                                 phone=_phone(ctx, data), openid=ctx.openid, actor=ctx.openid,
                                  today=ctx.today)
     except HouseholdError as e:
         return _refused(ctx, e, data)

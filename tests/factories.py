@@ -51,7 +51,8 @@ def make_household(session, vault: PersonalDataVault, members: list[M] | None = 
     members = members or [M("王大山")]
     v = (session.scalar(select(Village).where(Village.full_name == village)) if village
          else session.scalars(select(Village).order_by(Village.id)).first())
-    hh = Household(number=f"H{next(_hh)}", pool_id=v.pool_id, village_id=v.id, phone="13800000000")
+    hh = Household(number=f"H{next(_hh)}", pool_id=v.pool_id, village_id=v.id, 
+                   phone_enc=vault.encrypt("13800000000"), phone_masked="138****0000")
     session.add(hh)
     session.flush()
     year = year or scheme_year_on(session, v.pool_id, today or local_today())
@@ -59,7 +60,7 @@ def make_household(session, vault: PersonalDataVault, members: list[M] | None = 
         idn = m.id_number or make_id(m.birth)
         mem = Member(household_id=hh.id, name=m.name, id_number_enc=vault.encrypt(idn),
                      id_number_hash=vault.lookup_hash(idn), id_number_masked=mask_id(idn),
-                     birth_date=m.birth, relation=Relation(m.relation),
+                     birth_year=m.birth.year, relation=Relation(m.relation),
                      insurance=InsuranceType(m.insurance), category=m.category)
         session.add(mem)
         session.flush()

@@ -103,7 +103,11 @@ def test_import_then_reimport_changes_nothing(cli, db, app_ctx, tmp_path, caplog
     with db.session() as s:
         hh = s.scalars(select(Household).order_by(Household.id)).all()
         assert [h.village.full_name for h in hh] == ["示范镇/东村", "示范镇/西村"]
-        assert hh[0].phone == "13800138000" and hh[1].phone == "0512-58881234"
+        assert [h.phone_masked for h in hh] == ["138****8000", "0512-****1234"]
+        assert [app_ctx.vault.decrypt(h.phone_enc) for h in hh] == ["13800138000", "0512-58881234"]
+        assert [m.id_number_masked for m in hh[0].members] == [i[:3] + "*" * 13 + i[-2:]
+                                                               for i in ids[:3]]
+        assert [m.birth_year for m in hh[0].members] == [int(i[6:10]) for i in ids[:3]]
         assert [m.name for m in hh[0].members] == ["王大山", "李小花", "王小军"]
         assert [m.category for m in hh[0].members] == [None, "低保", None]
         assert [m.category for m in hh[1].members] == [None, "特困"]
@@ -128,7 +132,7 @@ def test_import_then_reimport_changes_nothing(cli, db, app_ctx, tmp_path, caplog
     assert [h["village"] for h in doc] == ["示范镇/东村", "示范镇/西村"]
     first = doc[0]
     assert set(first) >= {"number", "village", "status", "members"}
-    assert first["members"][1] == {"name": "李*花", "id_number": ids[1][:4] + "*" * 10 + ids[1][-4:],
+    assert first["members"][1] == {"name": "李*花", "id_number": ids[1][:3] + "*" * 13 + ids[1][-2:],
                                    "relation": "spouse", "insurance": "employee",
                                    "category": "低保", "enrolment": "pending"}
     code, one, _ = cli("households", "list", "--village", "西村", "--json")
@@ -398,7 +402,7 @@ def test_a_remark_column_beside_a_list_without_optional_columns_is_ignored(db, a
         members = list(s.scalars(select(Member)))
         assert [m.category for m in members] == [None, None]
         (household,) = s.scalars(select(Household))
-        assert household.phone is None
+        assert household.phone_enc is None and household.phone_masked is None
 
 
 def test_a_helper_gone_half_way_through_a_message_is_taken_over():

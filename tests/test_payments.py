@@ -117,7 +117,7 @@ def test_a_new_member_makes_a_new_order_and_expires_the_old(app_ctx, db):
         idn = make_id(date(2020, 1, 1))
         m = Member(household_id=hh.id, name="王小宝", id_number_enc=app_ctx.vault.encrypt(idn),
                    id_number_hash=app_ctx.vault.lookup_hash(idn), id_number_masked="x",
-                   birth_date=date(2020, 1, 1), relation=Relation.child,
+                   birth_year=2020, relation=Relation.child,
                    insurance=InsuranceType.resident)
         s.add(m)
         s.flush()

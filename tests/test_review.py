@@ -16,6 +16,7 @@ from core.models import (AuditLog, Claim, ClaimStatus, Enrolment, EnrolmentStatu
 from core.scheme import load_scheme, scheme_year_on, store_scheme
 from core.config import SCHEMES_DIR
 from tests.factories import local_today, M, make_claim, make_household
+from tests.test_review_links import open_in_wechat
 
 TODAY = local_today()
 ADMISSION = TODAY - timedelta(days=20)
@@ -496,10 +497,12 @@ def test_queue_is_oldest_first_within_scope_with_due_dates(villager, db, home, a
 # ---------------------------------------------------------------------------------------------
 # photos as links
 
-def test_photo_links_serve_the_file_to_admins_in_scope_only(villager, db, home, cfg, bot):
+def test_photo_links_serve_the_file_to_admins_in_scope_only(villager, db, home, cfg, bot,
+                                                            emulator):
     from core.media import path_for
     from core.review import document_url
 
+    cfg.values["PUBLIC_URL"] = bot.url  # WeChat's authorization comes back here
     number = new_claim(db, home)
     view = villager.text(REVIEWER, f"/查看 {number}").reply
     url = next(line.split("：", 1)[1] for line in view.splitlines() if line.startswith("出院记录："))
@@ -510,18 +513,17 @@ def test_photo_links_serve_the_file_to_admins_in_scope_only(villager, db, home, 
         doc_id = doc.id
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\xff\xd8\xff fake jpeg")
-    local = url.replace(cfg.PUBLIC_URL.rstrip("/"), bot.url)
-    r = requests.get(local, timeout=10)
+    r = open_in_wechat(emulator, REVIEWER, url)
     assert r.status_code == 200 and r.content == b"\xff\xd8\xff fake jpeg"
     assert r.headers["Content-Type"] == "image/jpeg" and "no-store" in r.headers["Cache-Control"]
     assert audits(db, REVIEWER, "review.document")
 
-    assert requests.get(local[:-3] + "xyz", timeout=10).status_code == 403
+    assert open_in_wechat(emulator, REVIEWER, url[:-3] + "xyz").status_code == 404
     bind(villager, db, "o_va_west", "village_admin", village="示范镇/西村")
-    other = document_url(cfg, doc_id, "o_va_west").replace(cfg.PUBLIC_URL.rstrip("/"), bot.url)
-    assert requests.get(other, timeout=10).status_code == 403
-    stranger = document_url(cfg, doc_id, "o_nobody").replace(cfg.PUBLIC_URL.rstrip("/"), bot.url)
-    assert requests.get(stranger, timeout=10).status_code == 403
+    other = document_url(cfg, doc_id, "o_va_west")  # out of that administrator's scope
+    assert open_in_wechat(emulator, "o_va_west", other).status_code == 404
+    stranger = document_url(cfg, doc_id, "o_nobody")
+    assert open_in_wechat(emulator, "o_nobody", stranger).status_code == 404
 
 
 def test_photo_not_stored_yet_is_fetched_from_wechat(villager, db, home, cfg, bot, emulator,
@@ -540,8 +542,8 @@ def test_photo_not_stored_yet_is_fetched_from_wechat(villager, db, home, cfg, bo
         doc = s.scalar(select(Claim).where(Claim.number == number)).documents[0]
         doc.sha256, doc.content_type, doc.media_id = None, None, media["media_id"]
         doc_id = doc.id
-    url = document_url(cfg, doc_id, REVIEWER).replace(cfg.PUBLIC_URL.rstrip("/"), bot.url)
-    r = requests.get(url, timeout=10)
+    cfg.values["PUBLIC_URL"] = bot.url
+    r = open_in_wechat(emulator, REVIEWER, document_url(cfg, doc_id, REVIEWER))
     assert r.status_code == 200 and r.content == photo.read_bytes()
     view = villager.text(REVIEWER, f"/查看 {number}").reply
     assert "还在接收" in view
@@ -597,11 +599,13 @@ def test_overdue_reminders_go_to_the_pool_s_reviewers_once_a_day(villager, db, h
 # with the real photo dialogue and OCR
 
 def test_a_claim_sent_by_photos_is_reviewed_with_the_short_form(villager, db, home, cfg, bot,
-                                                                tmp_path):
+                                                                tmp_path, emulator):
     """The villager sends the three documents (drawn samples, read by OCR), submits; the
     reviewer opens a photo link (the stored file) and records with /核定 <claim> <DRG>."""
     import hashlib
     import re
+
+    cfg.values["PUBLIC_URL"] = bot.url
     import time
 
     from bot.devtools import claim_samples as samples
@@ -627,7 +631,7 @@ def test_a_claim_sent_by_photos_is_reviewed_with_the_short_form(villager, db, ho
     view = villager.text(REVIEWER, f"/查看 {number}").reply
     assert "识别结果：" in view and "个人自付 18,116.50 元" in view
     url = next(line.split("：", 1)[1] for line in view.splitlines() if line.startswith("结算单："))
-    photo = requests.get(url.replace(cfg.PUBLIC_URL.rstrip("/"), bot.url), timeout=10)
+    photo = open_in_wechat(emulator, REVIEWER, url.replace(cfg.PUBLIC_URL.rstrip("/"), bot.url))
     assert photo.status_code == 200 and photo.headers["Content-Type"] == "image/jpeg"
     with db.session() as s:
         sheet = next(doc for doc in s.scalar(select(Claim).where(Claim.number == number)).documents

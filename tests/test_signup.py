@@ -2,6 +2,7 @@
 re-asked without any change, the window, already-registered IDs, newborns, renewal, masking."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import date, timedelta
@@ -12,7 +13,8 @@ from sqlalchemy import func, select, update
 from core.crypto import mask_id
 from core.households import personal_due_fen
 from core.models import (AuditLog, DialogueState, Enrolment, EnrolmentStatus, Household,
-                         HouseholdLink, LinkRole, Member, SchemeYear, Village, WechatUser)
+                         HouseholdLink, InboundMessage, LinkRole, Member, SchemeYear, Village,
+                         WechatUser)
 from core.scheme import scheme_of
 from tests.factories import local_today, M, make_household, make_id
 
@@ -61,6 +63,9 @@ def test_whole_sign_up_in_the_spec_order(villager, db, app_ctx, ids, caplog):
     assert "手机号" in villager.text(o, ids["head"]).reply
     r = villager.text(o, "13800138000").reply
     assert "1 居民医保" in r and "2 职工医保" in r and "3 未参保" in r
+    with db.session() as s:  # the open dialogue keeps the phone encrypted
+        state = s.get(DialogueState, o)
+        assert "13800138000" not in json.dumps(state.data)
     r = villager.text(o, "居民医保").reply  # the word works as well as the number
     assert "1 添加成员" in r and "2 完成" in r and "王*山" in r
     assert "姓名" in villager.text(o, "添加成员").reply
@@ -79,14 +84,21 @@ def test_whole_sign_up_in_the_spec_order(villager, db, app_ctx, ids, caplog):
     assert mask_id(ids["head"]) in summary and mask_id(ids["spouse"]) in summary
     assert "王*山" in summary and "李*花" in summary and "王*军" in summary
     assert "150.00 元" in summary  # 3 × the 50.00 personal share of the demo scheme
-    assert "确认" in summary
+    assert "确认" in summary and "电话 13800138000" in summary  # to check, in full
     done = villager.text(o, "确认").reply
     m = re.search(r"户号 (H\d{8})", done)
     assert m and "150.00 元" in done and "2 缴费" in done
 
     with db.session() as s:
         hh = s.scalar(select(Household).where(Household.number == m.group(1)))
-        assert hh.village.full_name == "示范镇/西村" and hh.phone == "13800138000"
+        assert hh.village.full_name == "示范镇/西村" and hh.phone_masked == "138****8000"
+        assert app_ctx.vault.decrypt(hh.phone_enc) == "13800138000"
+        assert "13800138000" not in hh.phone_enc
+        # the replies kept for WeChat's retries hold the phone masked only
+        cached = json.dumps([r.reply for r in s.scalars(select(InboundMessage))],
+                            ensure_ascii=False)
+        assert "电话 138****8000" in cached and "13800138000" not in cached
+        assert [x.birth_year for x in hh.members] == [1958, 1961, 1990]
         members = hh.members
         assert [x.name for x in members] == [HEAD, SPOUSE, "王小军"]
         assert [x.relation.value for x in members] == ["head", "spouse", "child"]

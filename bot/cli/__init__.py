@@ -32,6 +32,9 @@ def app_context(args=None, migrate: bool = True):
     cfg = load_config()
     logs.setup(cfg.LOG_LEVEL)
     x = make_context(cfg)
+    from core.files import secure_data_dir
+
+    secure_data_dir(cfg.data_dir)
     if migrate:
         x.db.upgrade()
     return x

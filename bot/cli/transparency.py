@@ -157,11 +157,14 @@ def cmd_report_year(args) -> int:
         if year is None:
             return _fail(f"pool {pool.code} has no such scheme year")
         report = year_report(s, pool.id, year)
-    out = x.cfg.data_dir / "exports"
-    out.mkdir(parents=True, exist_ok=True)
+    from core.files import private_dir, private_file
+
+    out = private_dir(x.cfg.data_dir / "exports")
     stem = f"year-{pool.code}-{year.start.isoformat()}"
     xlsx = write_year_xlsx(report, out / f"{stem}.xlsx")
     charts = [d.path for d in year_charts(report, out, stem) if d.path is not None]
+    for path in (xlsx, *charts):
+        private_file(path)
     files = {"xlsx": str(xlsx), "charts": [str(p) for p in charts]}
     if args.json:
         print_json({**report, "files": files})

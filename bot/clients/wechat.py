@@ -22,7 +22,8 @@ from urllib.parse import quote
 import requests
 from sqlalchemy import func, select, update
 from wechatpy.client import WeChatClient
-from wechatpy.exceptions import WeChatClientException
+from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
+from wechatpy.oauth import WeChatOAuth
 
 from core.config import REAL_WECHAT_API, Config
 from core.db import Database
@@ -344,3 +345,37 @@ class WeChat:
             self.send_text(openid, message["content"])
         else:
             self.send_image(openid, self.upload_media(message["path"], "image"))
+
+
+# -- web authorization (网页授权) ------------------------------------------------------------------
+
+class _OAuth(WeChatOAuth):
+    """wechatpy's web authorization, with the configured bases and a timeout."""
+
+    def __init__(self, cfg: Config, redirect_uri: str, state: str, timeout: float):
+        super().__init__(cfg.WECHAT_APP_ID, cfg.WECHAT_APP_SECRET, redirect_uri,
+                         scope="snsapi_base", state=state)
+        self.API_BASE_URL = cfg.WECHAT_API_BASE.rstrip("/") + "/"
+        self.OAUTH_BASE_URL = cfg.values.get("WECHAT_OPEN_BASE",
+                                             "https://open.weixin.qq.com").rstrip("/") + "/connect/"
+        self.timeout = timeout
+
+    def _request(self, method, url_or_endpoint, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        return super()._request(method, url_or_endpoint, **kwargs)
+
+
+def authorize_url(cfg: Config, redirect_uri: str, state: str) -> str:
+    """Where to send a browser so that WeChat tells us, silently (snsapi_base), who it is: WeChat
+    comes back to redirect_uri with ?code=…&state=…"""
+    return _OAuth(cfg, redirect_uri, state, 5.0).authorize_url
+
+
+def openid_of_code(cfg: Config, code: str, timeout: float = 5.0) -> str:
+    """The openid behind a web-authorization code (sns/oauth2/access_token); a code works once.
+    Raises WeChatOAuthException (a wrong, used or expired code) or requests' errors."""
+    result = _OAuth(cfg, "", "", timeout).fetch_access_token(code)
+    openid = result.get("openid")
+    if not openid:
+        raise WeChatOAuthException(None, "no openid in the answer")
+    return str(openid)

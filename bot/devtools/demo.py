@@ -34,6 +34,7 @@ def demo_config(data_dir: Path, emulator_url: str, **overrides):
         "HUZHU_DATABASE_URL": f"sqlite:///{data_dir}/huzhu.db",
         "HUZHU_DATA_DIR": str(data_dir),
         "HUZHU_WECHAT_API_BASE": emulator_url,
+        "HUZHU_WECHAT_OPEN_BASE": emulator_url,
         "HUZHU_PAY_API_BASE": emulator_url,
         "HUZHU_WECOM_WEBHOOK_BASE": emulator_url,
         "HUZHU_PAY_PROVIDER": "emulator",
@@ -60,7 +61,7 @@ class Transcript:
 
 
 def run_demo(keep: bool = False) -> int:
-    from bot.web.app import AppContext
+    from bot.web.app import make_context
     from bot.server import Running, bootstrap
     from core.db import Database
 
@@ -68,7 +69,7 @@ def run_demo(keep: bool = False) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="huzhu-demo-"))
     emu_server, emu_url = start_emulator(data_dir / "emulator")
     cfg = demo_config(data_dir, emu_url)
-    x = AppContext(cfg=cfg, db=Database(cfg.DATABASE_URL))
+    x = make_context(cfg, Database(cfg.DATABASE_URL))
     bootstrap(x)
     running = Running(x).start()
     v = Villager(running.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, cfg.WECHAT_AES_KEY, emu_url)

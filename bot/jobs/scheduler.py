@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
@@ -89,8 +90,11 @@ class Scheduler:
                 return True
             conn.close()
             return False
-        self.x.cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(self.x.cfg.data_dir / "scheduler.lock", "w")
+        from core.files import FILE_MODE, private_dir
+
+        private_dir(self.x.cfg.data_dir)
+        fh = os.fdopen(os.open(self.x.cfg.data_dir / "scheduler.lock", os.O_WRONLY | os.O_CREAT,
+                               FILE_MODE), "w")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

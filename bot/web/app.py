@@ -43,7 +43,10 @@ class AppContext:
 
 def make_context(cfg: Config | None = None, db: Database | None = None) -> AppContext:
     cfg = cfg or load_config()
-    return AppContext(cfg=cfg, db=db or Database(cfg.DATABASE_URL))
+    db = db or Database(cfg.DATABASE_URL)
+    if db.secret is None:  # a migration that encrypts existing rows (phones) needs the key
+        db.secret = lambda: secret_key(cfg)
+    return AppContext(cfg=cfg, db=db)
 
 
 def create_app(app_ctx: AppContext | None = None) -> Flask:

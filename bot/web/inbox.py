@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Iterator
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from core.crypto import scrub_phones
 from core.models import InboundMessage, OutboxMessage, WechatUser, utcnow
 
 if TYPE_CHECKING:
@@ -65,6 +66,12 @@ def _before_cursor_execute(conn, _cursor, statement, _parameters, _context, _exe
     batch = conn.info.get(_BATCH)
     if batch is not None and statement.lstrip()[:6].upper() != "SELECT":
         batch.before_write()
+
+
+def cached(texts: list) -> list:
+    """The reply as kept for WeChat's retries (and deleted after RETENTION_DAYS): phone numbers
+    masked — the sign-up summary shows the one given, in full, to the sender only."""
+    return [scrub_phones(t) if isinstance(t, str) else t for t in texts]
 
 
 class Answered(Exception):
@@ -174,7 +181,8 @@ class MessageUnit:
             enqueued = enqueued or bool(self._session.info.get(_OUTBOX_ADDED))
         sql, now = self.sql, utcnow()
         touch = (sql.bind_time(now), sender.user_id)
-        inbound = (key, openid, kind, sql.bind_time(now), sql.bind_bool(True), sql.bind_reply(texts))
+        inbound = (key, openid, kind, sql.bind_time(now), sql.bind_bool(True),
+                   sql.bind_reply(cached(texts)))
         try:
             if sql.postgres:
                 self._cursor.execute(sql.finish[0], touch + inbound)
@@ -351,7 +359,7 @@ class Batch:
                 self._cursor.execute(b.finish, (
                     now, sorted(touched), now, [s.key for s in stored],
                     [s.openid for s in stored], [s.kind for s in stored],
-                    [b.dumps(s.texts) for s in stored]))
+                    [b.dumps(cached(s.texts)) for s in stored]))
             else:
                 import json
 
@@ -359,7 +367,7 @@ class Batch:
                 self._cursor.execute(b.touch, (stamp, json.dumps(sorted(touched))))
                 if stored:
                     self._cursor.execute(b.inbound, (stamp, sql.bind_bool(True), json.dumps(
-                        [[s.key, s.openid, s.kind, b.dumps(s.texts)] for s in stored])))
+                        [[s.key, s.openid, s.kind, b.dumps(cached(s.texts))] for s in stored])))
         except self.integrity_error:
             raise Conflict() from None
         return enqueued

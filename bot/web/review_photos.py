@@ -1,17 +1,27 @@
 """Claim photos for administrators: `GET /review/documents/<token>`.
 
 /查看 sends each administrator links signed with the server's secret (core.review.document_url),
-each naming one document and that administrator, valid three days. When a link is opened, the
-administrator's scope is checked again (a revoked grant stops working at once), the view is
-audited, and the photo is served from DATA_DIR/media (core.media); a photo not downloaded yet is
-fetched from WeChat by its media_id. Answers are never cached.
+each naming one document and that administrator, valid three days. A link is not a bearer
+link: opening it goes through WeChat's web authorization (网页授权, `snsapi_base`, silent
+inside WeChat) — the browser is sent to WECHAT_OPEN_BASE/connect/oauth2/authorize and comes
+back with a code, which is exchanged for the opener's openid (WECHAT_API_BASE/sns/oauth2/
+access_token). The photo is shown only when the opener is the administrator the link was made
+for and their scope still covers the claim (a revoked grant stops working at once); anything
+else gets the same "not found" page, and a wrong opener is audited. The view is audited and the
+photo served from DATA_DIR/media (core.media); a photo not downloaded yet is fetched from WeChat
+by its media_id. Answers are never cached, and carry no-referrer, nosniff, no framing.
 """
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
+from html import escape
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, send_file
+from flask import Blueprint, Response, current_app, redirect, request, send_file
 
+from bot.clients.wechat import authorize_url, openid_of_code
 from core.admins import scope_of
 from core.audit import audit
 from core.media import path_for
@@ -21,34 +31,84 @@ from core.review import ReviewError, read_document_token
 log = logging.getLogger("huzhu.review")
 bp = Blueprint("review", __name__)
 
-_NO_STORE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
-             "Referrer-Policy": "no-referrer"}
+SECURITY_HEADERS = {
+    "Cache-Control": "private, no-store", "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
+STATE_COOKIE = "huzhu_review_state"
+STATE_SECONDS = 600  # time to come back from WeChat's authorization
+
+NOT_FOUND = ("找不到这张照片。照片链接只对收到它的管理员有效，要在微信里打开；"
+             "请在公众号里重新发送 /查看 申请号。")
+EXPIRED = "链接已过期，请在公众号里重新发送 /查看 申请号。"
+NOT_YET = "照片还没有收到，请稍后再试。"
 
 
-def _text(status: int, text: str) -> Response:
-    return Response(text, status=status, mimetype="text/plain", headers=_NO_STORE)
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _page(status: int, text: str) -> Response:
+    body = ("<!doctype html><html lang=zh-CN><meta charset=utf-8>"
+            "<meta name=viewport content=\"width=device-width, initial-scale=1\">"
+            f"<title>互助</title><p style=\"font-size:1.2em;margin:2em 1em\">{escape(text)}</p>")
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _refused(x, opener: str | None, document_id: int, why: str) -> Response:
+    if opener:
+        with x.db.session() as s:
+            audit(s, opener, "admin.refused", "claim_document", document_id, None, {"why": why})
+    return _page(404, NOT_FOUND)
 
 
 @bp.get("/review/documents/<token>")
 def document(token: str):
     x = current_app.extensions["huzhu"]
     try:
-        document_id, openid = read_document_token(x.cfg, token)
+        document_id, admin = read_document_token(x.cfg, token)
     except ReviewError as e:
         if e.code == "expired_link":
-            return _text(410, "链接已过期，请在公众号里重新发送 /查看 申请号。")
-        return _text(403, "链接无效。")
+            return _page(410, EXPIRED)
+        return _page(404, NOT_FOUND)
+    here = f"{x.cfg.PUBLIC_URL.rstrip('/')}/review/documents/{token}"
+    code = request.args.get("code", "")
+    if not code:
+        # first visit: ask WeChat who is opening the link; the state comes back with the code
+        # and must match this browser's cookie (kept for this link's path only)
+        state = secrets.token_urlsafe(16)
+        response = redirect(authorize_url(x.cfg, here, state), 302)
+        response.set_cookie(STATE_COOKIE, state, max_age=STATE_SECONDS, httponly=True,
+                            secure=here.startswith("https://"), samesite="Lax",
+                            path=urlsplit(here).path)
+        return response
+    expected = request.cookies.get(STATE_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected, request.args.get("state", "")):
+        return _refused(x, None, document_id, "state")
+    try:  # no transaction is open during the call
+        opener = openid_of_code(x.cfg, code)
+    except Exception as exc:  # a wrong, used or expired code; WeChat down
+        log.warning("document %s: web authorization failed: %s", document_id,
+                    type(exc).__name__)
+        return _page(404, NOT_FOUND)
+    if not hmac.compare_digest(opener, admin):
+        return _refused(x, opener, document_id, "not_the_addressee")
     with x.db.session() as s:
         doc = s.get(ClaimDocument, document_id)
         if doc is None:
-            return _text(404, "没有这张照片。")
+            return _page(404, NOT_FOUND)
         claim = doc.claim
-        scope = scope_of(s, openid)
+        scope = scope_of(s, opener)
         if not scope.is_admin or not scope.covers_village(claim.household.village):
-            audit(s, openid, "admin.refused", "claim_document", doc.id, None,
+            audit(s, opener, "admin.refused", "claim_document", doc.id, None,
                   {"why": "out_of_scope", "claim": claim.number})
-            return _text(403, "这张照片不在你管理的范围内。")
-        audit(s, openid, "review.document", "claim_document", doc.id, None,
+            return _page(404, NOT_FOUND)
+        audit(s, opener, "review.document", "claim_document", doc.id, None,
               {"claim": claim.number, "kind": doc.kind.value if doc.kind else None})
         sha, ctype, media_id = doc.sha256, doc.content_type, doc.media_id
     if sha and ctype:
@@ -57,17 +117,15 @@ def document(token: str):
         except KeyError:
             path = None
         if path is not None and path.is_file():
-            response = send_file(path, mimetype=ctype, max_age=0, conditional=False)
-            response.headers.update(_NO_STORE)
-            return response
+            return send_file(path, mimetype=ctype, max_age=0, conditional=False)
     if media_id:
         try:
             data, fetched_type = x.deliver_context.wechat.download_media(media_id)
         except Exception as exc:  # WeChat down, media expired (3 days)
             log.warning("document %s: media download failed: %s", document_id,
                         type(exc).__name__)
-            return _text(404, "照片还没有收到，请稍后再试。")
+            return _page(404, NOT_YET)
         if not (fetched_type or "").startswith("image/"):
-            return _text(404, "照片还没有收到，请稍后再试。")
-        return Response(data, mimetype=fetched_type, headers=_NO_STORE)
-    return _text(404, "照片还没有收到，请稍后再试。")
+            return _page(404, NOT_YET)
+        return Response(data, mimetype=fetched_type)
+    return _page(404, NOT_YET)

@@ -9,6 +9,7 @@ from typing import Callable
 from sqlalchemy import JSON, insert
 from sqlalchemy.orm import Session
 
+from core.crypto import mask_phone
 from core.households import household_number, reserve_ids
 from core.models import AuditLog, Enrolment, EnrolmentStatus, Household, Member, Relation, utcnow
 from core.importer.checks import (GROUP_CHUNK, _NEW, _R_BIRTH, _R_CAT, _R_HASH, _R_ID, _R_INS,
@@ -18,9 +19,10 @@ from core.importer.helper import _Helper
 
 
 # the columns each bulk insert fills, in the order of its row tuples
-_HOUSEHOLD_COLUMNS = ("id", "number", "pool_id", "village_id", "phone", "status", "created_at")
+_HOUSEHOLD_COLUMNS = ("id", "number", "pool_id", "village_id", "phone_enc", "phone_masked",
+                      "status", "created_at")
 _MEMBER_COLUMNS = ("id", "household_id", "name", "id_number_enc", "id_number_hash",
-                   "id_number_masked", "birth_date", "relation", "insurance", "category",
+                   "id_number_masked", "birth_year", "relation", "insurance", "category",
                    "created_at")
 _ENROLMENT_COLUMNS = ("member_id", "scheme_year_id", "id_number_hash", "status", "created_at")
 _AUDIT_COLUMNS = ("at", "actor", "action", "entity", "entity_id", "before", "after")
@@ -135,7 +137,8 @@ def _prepare(ck: _Checker, chunk: list[_Group], new_ids: set[int], actor: str,
         if g.household_id in new_ids:
             phone = head[_R_PHONE] or next((r[_R_PHONE] for r in g.rows if r[_R_PHONE]), None)
             households.append((g.household_id, g.number, pool_of[head[_R_VILLAGE]],
-                               head[_R_VILLAGE], phone, "active", now))
+                               head[_R_VILLAGE], ck.vault.encrypt(phone) if phone else None,
+                               mask_phone(phone), "active", now))
         added = renewed = 0
         for r, state in zip(g.rows, g.states):
             if state is _NEW:
@@ -174,8 +177,8 @@ def _insert(ck: _Checker, prepared: list, now, done_rows: int,
     pending = EnrolmentStatus.pending
     for mid, (r, hid, year_id), token in zip(member_ids, new_members, tokens):
         n = r[_R_ID]
-        members.append((mid, hid, r[_R_NAME], token, r[_R_HASH], n[:4] + "*" * 10 + n[-4:],
-                        r[_R_BIRTH], r[_R_REL], r[_R_INS], r[_R_CAT], now))
+        members.append((mid, hid, r[_R_NAME], token, r[_R_HASH], n[:3] + "*" * 13 + n[-2:],
+                        r[_R_BIRTH].year, r[_R_REL], r[_R_INS], r[_R_CAT], now))
         enrolments.append((mid, year_id, r[_R_HASH], pending, now))
     if members:
         _bulk_insert(s, Member.__table__, _MEMBER_COLUMNS, members)

@@ -15,10 +15,9 @@ from core.models import Claim, Household, PayoutBatch, PayoutLine
 
 
 def exports_dir(data_dir: Path) -> Path:
-    path = Path(data_dir) / "exports"
-    if not path.exists():
-        path.mkdir(parents=True, mode=0o700, exist_ok=True)
-    return path
+    from core.files import private_dir
+
+    return private_dir(Path(data_dir) / "exports")
 
 
 def batch_file(data_dir: Path, batch: PayoutBatch) -> Path:

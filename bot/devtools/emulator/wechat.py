@@ -1,5 +1,11 @@
 """The WeChat official-account API, as the project calls it: tokens, customer-service, template
-and subscription messages, media, QR codes, menus, tags and mass sends."""
+and subscription messages, media, QR codes, menus, tags and mass sends; and web authorization
+(网页授权): `/connect/oauth2/authorize` as the phone's WeChat answers it (served here for
+WECHAT_OPEN_BASE) and the `sns/oauth2/access_token` exchange of its code.
+
+Which WeChat user is "in the phone" is a cookie of the browser: `GET
+/_emulator/oauth/phone?openid=…[&next=URL]` sets it (and goes on to `next`); without it the
+authorize page answers as WeChat does outside its app (请在微信客户端打开链接)."""
 from __future__ import annotations
 
 import functools
@@ -7,9 +13,10 @@ import io
 import secrets
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import qrcode
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
 
 from bot.devtools.emulator.core import OK, Emulator, error, sniff
 
@@ -26,6 +33,8 @@ BUTTON_TYPES = {"click", "view", "scancode_push", "scancode_waitmsg", "pic_sysph
                 "article_view_limited", "view_limited", "miniprogram"}
 QR_TEMPORARY = {"QR_SCENE", "QR_STR_SCENE"}
 QR_PERMANENT = {"QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"}
+OAUTH_CODE_TTL = 300  # a code works once, within five minutes
+PHONE_COOKIE = "emulator_wechat_openid"
 
 
 @dataclass
@@ -42,6 +51,7 @@ class WeChatState:
     qrcodes: dict[str, dict] = field(default_factory=dict)  # ticket -> {url, scene, …}
     menus: dict[str, dict] = field(default_factory=dict)  # appid -> menu
     tags: dict[str, dict[int, dict]] = field(default_factory=dict)  # appid -> id -> tag
+    oauth_codes: dict[str, dict] = field(default_factory=dict)  # code -> {appid, openid, …}
     next_id: int = 1000
 
     def issue(self, appid: str) -> tuple[str, int]:
@@ -485,3 +495,74 @@ def mass_sendall():
     g.emulator_call["recipients"] = sorted(recipients)
     return jsonify({"errcode": 0, "errmsg": "send job submission success",
                     "msg_id": msg_id, "msg_data_id": msg_id})
+
+
+# -- web authorization (网页授权) -----------------------------------------------------------------
+
+@bp.get("/_emulator/oauth/phone")
+def oauth_phone():
+    """Whose WeChat this browser is: the cookie the authorize page reads; then on to `next`."""
+    openid = request.args.get("openid", "")
+    target = request.args.get("next")
+    resp = redirect(target, 302) if target else jsonify({"openid": openid})
+    if openid:
+        resp.set_cookie(PHONE_COOKIE, openid, httponly=True, samesite="Lax")
+    else:
+        resp.delete_cookie(PHONE_COOKIE)
+    return resp
+
+
+def _oauth_page(text: str, status: int = 200) -> Response:
+    return Response(f"<!doctype html><meta charset=utf-8><title>微信</title><p>{text}</p>",
+                    status=status, mimetype="text/html")
+
+
+@bp.get("/connect/oauth2/authorize")
+def oauth_authorize():
+    """The user is asked nothing for snsapi_base: WeChat sends the browser back at once to
+    redirect_uri with ?code=…&state=…"""
+    a = request.args
+    apps = _state().apps
+    if not a.get("appid") or (apps is not None and a["appid"] not in apps):
+        return _oauth_page("参数错误：appid 无效")
+    redirect_uri = a.get("redirect_uri", "")
+    if not redirect_uri.startswith(("http://", "https://")):
+        return _oauth_page("redirect_uri 参数错误")
+    if a.get("response_type") != "code" or a.get("scope") not in ("snsapi_base", "snsapi_userinfo"):
+        return _oauth_page("scope 参数错误或没有 scope 权限")
+    openid = request.cookies.get(PHONE_COOKIE)
+    if not openid:
+        return _oauth_page("请在微信客户端打开链接")
+    code = secrets.token_urlsafe(24)
+    with _emu().lock:
+        _state().oauth_codes[code] = {"appid": a["appid"], "openid": openid, "scope": a["scope"],
+                                      "expires_at": time.time() + OAUTH_CODE_TTL, "used": False}
+    sep = "&" if "?" in redirect_uri else "?"
+    query = urlencode({"code": code, "state": a.get("state", "")})
+    return redirect(f"{redirect_uri}{sep}{query}", 302)
+
+
+@bp.get("/sns/oauth2/access_token")
+def oauth_access_token():
+    a = request.args
+    if a.get("grant_type") != "authorization_code":
+        return jsonify(error(40002))
+    apps = _state().apps
+    if not a.get("appid"):
+        return jsonify(error(41002))
+    if not a.get("secret"):
+        return jsonify(error(41004))
+    if apps is not None and a["appid"] not in apps:
+        return jsonify(error(40013))
+    if apps is not None and apps[a["appid"]] != a["secret"]:
+        return jsonify(error(40125))
+    with _emu().lock:
+        found = _state().oauth_codes.get(a.get("code") or "")
+        if found is None or found["appid"] != a["appid"] or found["expires_at"] <= time.time():
+            return jsonify(error(40029))
+        if found["used"]:
+            return jsonify(error(40163))
+        found["used"] = True
+    return jsonify({"access_token": secrets.token_urlsafe(32), "expires_in": 7200,
+                    "refresh_token": secrets.token_urlsafe(32), "openid": found["openid"],
+                    "scope": found["scope"]})

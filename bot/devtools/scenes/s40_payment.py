@@ -19,15 +19,15 @@ def _household(x, openid: str, village: str, people: list[tuple[str, str, str, s
     """A signed-up household with pending enrolments (when the sign-up scene has not made one)."""
     with x.db.session() as s:
         v = s.scalar(select(Village).where(Village.full_name == village))
-        hh = Household(number=number, pool_id=v.pool_id, village_id=v.id, phone="13800000000")
+        hh = Household(number=number, pool_id=v.pool_id, village_id=v.id, phone_enc=x.vault.encrypt("13800000000"),
+                       phone_masked="138****0000")
         s.add(hh)
         s.flush()
         year = enrolment_scheme_year(s, v.pool_id, datetime.now(x.cfg.tz).date())
         for name, id_number, relation, category in people:
             m = Member(household_id=hh.id, name=name, id_number_enc=x.vault.encrypt(id_number),
                        id_number_hash=x.vault.lookup_hash(id_number),
-                       id_number_masked=mask_id(id_number), birth_date=date(
-                           int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14])),
+                       id_number_masked=mask_id(id_number), birth_year=int(id_number[6:10]),
                        relation=Relation(relation), insurance=InsuranceType.resident,
                        category=category)
             s.add(m)

@@ -30,14 +30,15 @@ def _ensure_paid_household(x, openid: str) -> None:
         if hh is None:
             village = s.scalar(select(Village).where(Village.full_name == "示范镇/东村"))
             hh = Household(number="H100050", pool_id=village.pool_id, village_id=village.id,
-                           phone="13800000000")
+                           phone_enc=x.vault.encrypt("13800000000"),
+                           phone_masked="138****0000")
             s.add(hh)
             s.flush()
             body = "32058219600517123"
             idn = body + ric.calc_check_digit(body)
             s.add(Member(household_id=hh.id, name="王大山", id_number_enc=x.vault.encrypt(idn),
                          id_number_hash=x.vault.lookup_hash(idn), id_number_masked=mask_id(idn),
-                         birth_date=date(1960, 5, 17), relation=Relation.head,
+                         birth_year=1960, relation=Relation.head,
                          insurance=InsuranceType.resident))
             s.add(HouseholdLink(household_id=hh.id, openid=openid, role=LinkRole.head))
             s.flush()
