@@ -15,9 +15,15 @@ from cryptography.fernet import Fernet, InvalidToken
 
 class PersonalDataVault:
     def __init__(self, secret: bytes):
+        self._secret = secret
         enc_key = hashlib.sha256(b"huzhu-encrypt:" + secret).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(enc_key))
         self._hash_key = hashlib.sha256(b"huzhu-lookup:" + secret).digest()
+
+    def __reduce__(self):
+        # pickled for the household importer's helper process: rebuilt from the secret, since
+        # cryptography's Fernet object cannot be pickled (from cryptography 51 on)
+        return (PersonalDataVault, (self._secret,))
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode()
