@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 # the demo's own command line, with the system's fonts out of sight
 BARE = """
 import sys
@@ -18,6 +20,8 @@ sys.exit(main(["demo"]))
 """
 
 
+@pytest.mark.skipif(bool(os.environ.get("HUZHU_TEST_DATABASE_URL")),
+                    reason="the demo makes its own SQLite database: it runs in the SQLite run")
 def test_demo_runs_every_step_with_no_system_font(tmp_path):
     empty = tmp_path / "fonts.conf"
     empty.write_text('<?xml version="1.0"?><fontconfig></fontconfig>')
