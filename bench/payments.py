@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from bot.app import AppContext  # noqa: E402
-from bot.chat import Villager  # noqa: E402
-from bot.demo import demo_config, start_emulator  # noqa: E402
+from bot.web.app import AppContext  # noqa: E402
+from bot.devtools.chat import Villager  # noqa: E402
+from bot.devtools.demo import demo_config, start_emulator  # noqa: E402
 from bot.server import Running, bootstrap  # noqa: E402
 from core import ledger  # noqa: E402
 from core.crypto import mask_id  # noqa: E402

@@ -5,7 +5,7 @@ ClaimDocument and claim updated.
 
     python bench/photo_pipeline.py [N]      (default 20 photos; target: median ≤ 2 s)
 
-Photos: the three sample documents (bot/claim_samples.py) photographed with different framing
+Photos: the three sample documents (bot/devtools/claim_samples.py) photographed with different framing
 (1080×1440 JPEG, as WeChat sends a phone photo), unlabelled so each is classified by OCR too.
 The first photo, which loads the OCR models, is reported on its own and not in the median.
 Runs the server and the emulator in this process on a temporary SQLite database (set
@@ -27,11 +27,11 @@ from sqlalchemy import select  # noqa: E402
 
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    from bot import claim_samples as samples
+    from bot.devtools import claim_samples as samples
     from bot import logs
-    from bot.app import AppContext
-    from bot.chat import Villager
-    from bot.demo import demo_config, start_emulator
+    from bot.web.app import AppContext
+    from bot.devtools.chat import Villager
+    from bot.devtools.demo import demo_config, start_emulator
     from bot.server import Running, bootstrap
     from core.db import Database
     from core.models import Claim, ClaimDocument

@@ -41,7 +41,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.chat import Villager  # noqa: E402
+from bot.devtools.chat import Villager  # noqa: E402
 
 TOKEN, APP_ID = "bench-token", "wxbench000000000"
 AES = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -73,12 +73,12 @@ def build_requests(n: int, aes: str, seed: int) -> list[tuple[str, bytes]]:
         openid = f"o_bench_{(seed * 7919 + i) % 500:03d}"
         xml = v.text_xml(openid, TEXTS[i % len(TEXTS)], msg_id=seed * 10_000_000 + i)
         ts, nonce = str(int(time.time())), f"n{seed}x{i}"
-        from bot.chat import sign
+        from bot.devtools.chat import sign
         params = {"timestamp": ts, "nonce": nonce, "openid": openid,
                   "signature": sign(TOKEN, ts, nonce)}
         body = xml
         if v.crypto is not None:
-            from bot.wxml import parse_flat
+            from bot.web.wxml import parse_flat
             enc = parse_flat(v.crypto.encrypt_message(xml, nonce, ts).encode())
             params.update(encrypt_type="aes", msg_signature=enc["MsgSignature"])
             body = f"<xml><ToUserName><![CDATA[gh]]></ToUserName><Encrypt><![CDATA[{enc['Encrypt']}]]></Encrypt></xml>"
@@ -218,7 +218,7 @@ def start_huzhu(port: int, aes: str, db_url: str, data: Path, args) -> Procs:
                        stdout=subprocess.DEVNULL, check=True)
         worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL)
-        return Procs(gunicorn(port, "bot.app:create_app()", args.workers, env), worker)
+        return Procs(gunicorn(port, "bot.web.app:create_app()", args.workers, env), worker)
     return Procs(subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
 

@@ -13,9 +13,9 @@ import threading
 from waitress import wasyncore
 from waitress.server import create_server
 
-from bot.app import AppContext, create_app
-from bot.scheduler import Scheduler
-from bot.worker import OutboxLoop
+from bot.web.app import AppContext, create_app
+from bot.jobs.scheduler import Scheduler
+from bot.outbox.worker import OutboxLoop
 
 log = logging.getLogger("huzhu.server")
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.audit import audit
+from core.errors import DomainError
 from core.models import AdminGrant, AdminInvite, AdminRole, Pool, Village, utcnow
 from core.outbox import as_utc
 
@@ -17,13 +18,8 @@ INVITE_VALID = timedelta(days=7)
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud over the phone
 
 
-class AdminError(Exception):
+class AdminError(DomainError):
     """A refusal with a stable code (templates/messages/admin_refused.j2 words it)."""
-
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
 
 
 def _hash(code: str) -> str:

@@ -21,6 +21,8 @@ from stdnum import luhn
 
 from core.audit import audit
 from core.crypto import PersonalDataVault, mask_card, mask_name
+from core.defaults import REASON_MAX
+from core.errors import DomainError
 from core.models import BankCard, Claim, ClaimStatus, Household, Member, utcnow
 from core.notify import notify_household
 
@@ -40,14 +42,9 @@ BANK_ALIASES = {
 _BANK_RE = re.compile(r"^[\u4e00-\u9fffA-Za-z（）()·]{2,30}$")
 
 
-class BankCardError(ValueError):
+class BankCardError(DomainError, ValueError):
     """A card, bank or holder that cannot be accepted; `code` names why (templates word it):
     not_digits, too_short, too_long, bad_check_digit, bad_bank, not_member."""
-
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
 
 
 def normalise_number(text: str) -> str:
@@ -132,7 +129,7 @@ def deactivate(session: Session, card: BankCard, actor: str, reason: str) -> Non
     household = session.get(Household, card.household_id)
     audit(session, actor, "bank_card.deactivate", "household", household.number if household
           else card.household_id, {"card": card.number_masked, "active": True},
-          {"card": card.number_masked, "active": False, "reason": reason[:200]})
+          {"card": card.number_masked, "active": False, "reason": reason[:REASON_MAX]})
     session.flush()
 
 

@@ -1,10 +1,12 @@
 """Claims: the status machine of SPEC "Statuses" and the household's side of a claim.
 
-Every status change goes through `transition`, which checks it is allowed, writes the audit row
-and queues the household's notification — all in the caller's transaction.
+The allowed moves are declared once, in `ALLOWED`. Every status change goes through
+`transition`, which checks the move against it, writes the audit row and queues the household's
+notification — all in the caller's transaction; a whole payout batch goes through
+`transition_bulk`, the same check and the same rows for a set of claims in one UPDATE.
 
 The household's side (the claim dialogue, handlers/claim.py, and the photo deliverer,
-bot/deliver_media.py, call these; each works in the caller's transaction):
+bot/outbox/media.py, call these; each works in the caller's transaction):
 
 - `eligibility(session, member, today)` → (scheme year, None) or (None, "unpaid" | "not_enrolled")
 - `start_claim(session, household, member, actor, today)` → a `collecting` Claim (C + 8 digits)
@@ -39,20 +41,24 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import Iterable
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
-from core import outbox
+from core import outbox, scheme_years
 from core.audit import audit
+from core.bulk import insert_many
 from core.crypto import mask_name, scrub
+from core.defaults import REVIEW_WORKING_DAYS
+from core.errors import DomainError
 from core.media import phash_distance
-from core.messages import render
-from core.models import (BankCard, Claim, ClaimDocument, ClaimStatus as S, DocumentKind,
-                         Enrolment, EnrolmentStatus, Household, Member, SchemeYear, utcnow)
+from core.messages import environment, render
+from core.models import (AuditLog, BankCard, Claim, ClaimDocument, ClaimStatus as S,
+                         DocumentKind, Enrolment, EnrolmentStatus, Household, HouseholdLink,
+                         Member, OutboxMessage, OutboxStatus, SchemeYear, utcnow)
 from core.notify import linked_openids, notify_household
-from core.scheme import scheme_of
 from core.workdays import review_due_date
 
 ALLOWED: dict[S, frozenset[S]] = {
@@ -70,10 +76,19 @@ ALLOWED: dict[S, frozenset[S]] = {
 }
 
 
-class TransitionError(ValueError):
-    def __init__(self, claim: Claim, to: S):
-        super().__init__(f"claim {claim.number}: {claim.status.value} → {to.value} not allowed")
+class TransitionError(DomainError, ValueError):
+    """A status move the table (ALLOWED) does not allow: the caller's mistake, never a user's."""
+
+    def __init__(self, claim: Claim | str, to: S, status: S | None = None):
+        number = claim if isinstance(claim, str) else claim.number
+        status = status or claim.status
+        super().__init__("transition_not_allowed", claim=number, status=status.value,
+                         to=to.value)
         self.claim, self.to = claim, to
+
+    def __str__(self) -> str:
+        d = self.details
+        return f"claim {d['claim']}: {d['status']} → {d['to']} not allowed"
 
 
 def can_transition(claim: Claim, to: S) -> bool:
@@ -106,6 +121,81 @@ def transition(session: Session, claim: Claim, to: S, actor: str, *,
     return claim
 
 
+def transition_bulk(session: Session, claim_ids: Select, items: list[dict], frm: S, to: S,
+                    actor: str, *, now: datetime, what: str, notify: str | None = None,
+                    detail: dict | None = None, households: Select | None = None) -> None:
+    """Move many claims `frm` → `to` at once, with the effect of `transition` per claim (the
+    payout's batches: 100,000 claims in seconds). The move is checked against ALLOWED; one
+    UPDATE, guarded by the status, moves the claims whose ids `claim_ids` (a SELECT) gives;
+    each gets its audit row (`claim.<to>`) and, with `notify` (a template rendered with the
+    item), one outbox text per user linked to its household — all in the caller's transaction.
+
+    `items`: one dict per claim that must move, with claim_number, household_id, amount_fen
+    and what the template shows. Should the UPDATE move another number of claims (one changed
+    meanwhile), RuntimeError before anything else is written: the caller's transaction is to be
+    undone, never half a batch. `households` (a SELECT of their household ids) lets the links
+    be read in one query; `what` names the set in errors ("batch B202603-demo")."""
+    if to not in ALLOWED[frm]:
+        raise TransitionError(what, to, frm)
+    moved = session.execute(
+        update(Claim).where(Claim.id.in_(claim_ids), Claim.status == frm)
+        .values(status=to, updated_at=now).execution_options(synchronize_session=False)
+    ).rowcount
+    if moved != len(items):
+        raise RuntimeError(f"{what}: {moved} of {len(items)} claims were still {frm.value}; "
+                           "nothing was done, run it again")
+    extra = detail or {}
+
+    def audits():
+        for it in items:
+            yield {"entity_id": it["claim_number"],
+                   "before": {"status": frm.value, "amount_fen": it["amount_fen"]},
+                   "after": {"status": to.value, "amount_fen": it["amount_fen"], **extra}}
+
+    insert_many(session, AuditLog, audits(),
+                {"at": now, "actor": actor, "action": f"claim.{to.value}", "entity": "claim"})
+    if notify is None:
+        return
+    tpl = environment().get_template(f"messages/{notify}.j2")
+    links = _links(session, (it["household_id"] for it in items), households)
+
+    def messages():
+        for it in items:
+            openids = links.get(it["household_id"])
+            if not openids:
+                continue
+            text = tpl.render(**it).strip()
+            for openid in openids:
+                yield {"recipient": openid,
+                       "payload": {"openid": openid,
+                                   "message": {"type": "text", "content": text}}}
+
+    insert_many(session, OutboxMessage, messages(),
+                {"kind": "wechat.send", "status": OutboxStatus.pending, "attempts": 0,
+                 "next_attempt_at": now, "created_at": now})
+
+
+def _links(session: Session, household_ids: Iterable[int],
+           households: Select | None = None) -> dict[int, list[str]]:
+    """Linked openids per household: of the given households, or of those a SELECT gives
+    (one query)."""
+    found: dict[int, list[str]] = {}
+    if households is not None:
+        for hid, openid in session.execute(
+                select(HouseholdLink.household_id, HouseholdLink.openid)
+                .where(HouseholdLink.household_id.in_(households)).order_by(HouseholdLink.id)):
+            found.setdefault(hid, []).append(openid)
+        return found
+    ids = sorted(set(household_ids))
+    for i in range(0, len(ids), 1000):
+        chunk = ids[i:i + 1000]
+        for hid, openid in session.execute(
+                select(HouseholdLink.household_id, HouseholdLink.openid)
+                .where(HouseholdLink.household_id.in_(chunk)).order_by(HouseholdLink.id)):
+            found.setdefault(hid, []).append(openid)
+    return found
+
+
 def notify_context(session: Session, claim: Claim) -> dict:
     """What every claim notification may use besides `claim`."""
     from core.adjudication import REASONS
@@ -132,13 +222,8 @@ OPEN_STATUSES = (S.collecting, S.need_documents)
 DUPLICATE_DISTANCE = 4
 
 
-class ClaimError(ValueError):
+class ClaimError(DomainError, ValueError):
     """A claim cannot do this now; `code` says why (for the reply)."""
-
-    def __init__(self, code: str, **info):
-        super().__init__(code)
-        self.code = code
-        self.info = info
 
 
 def is_pending(doc: ClaimDocument) -> bool:
@@ -175,20 +260,13 @@ def status_context(claim: Claim) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Starting a claim
 
-def _claim_years(session: Session, pool_id: int, today: date) -> list[SchemeYear]:
-    """The scheme year running today (or the last one that ended) and the one before it: a stay
-    that ended late in the previous year may still be claimed early in the next."""
-    rows = list(session.scalars(select(SchemeYear)
-                                .where(SchemeYear.pool_id == pool_id, SchemeYear.start <= today)
-                                .order_by(SchemeYear.start.desc()).limit(2)))
-    return rows
-
-
 def eligibility(session: Session, member: Member,
                 today: date) -> tuple[SchemeYear | None, str | None]:
     """(the scheme year the member may claim under, None), or (None, why not): "unpaid" (the
     member's enrolment is not paid yet) or "not_enrolled". Only a paid enrolment may claim."""
-    years = _claim_years(session, member.household.pool_id, today)
+    # the year running today (or the last one that ended) and the one before it: a stay that
+    # ended late in the previous year may still be claimed early in the next
+    years = scheme_years.claimable(session, member.household.pool_id, today)
     unpaid = False
     for year in years:
         enrolment = session.scalar(select(Enrolment).where(Enrolment.member_id == member.id,
@@ -448,9 +526,9 @@ def record_stated(session: Session, claim: Claim, actor: str, *,
 
 
 def review_days(session: Session, claim: Claim) -> int:
-    """The scheme's claims.review_working_days (5 in every preset)."""
-    year = session.get(SchemeYear, claim.scheme_year_id) if claim.scheme_year_id else None
-    return scheme_of(year).claims.review_working_days if year else 5
+    """The scheme's claims.review_working_days (the default for a claim with no year yet)."""
+    year = scheme_years.of_claim(session, claim)
+    return year.scheme.claims.review_working_days if year else REVIEW_WORKING_DAYS
 
 
 def check_submittable(claim: Claim) -> None:

@@ -24,7 +24,7 @@ class ConfigError(Exception):
     """A configuration value is wrong; the message names the key."""
 
 
-INT_KEYS = {"MAX_BODY_BYTES", "OUTBOX_MAX_ATTEMPTS", "OUTBOX_BACKOFF_SECONDS"}
+INT_KEYS = {"MAX_BODY_BYTES", "OUTBOX_MAX_ATTEMPTS", "OUTBOX_BACKOFF_SECONDS", "BACKUP_KEEP"}
 FLOAT_KEYS = {"REPLY_BUDGET_SECONDS"}
 
 
@@ -111,6 +111,19 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"HUZHU_TIMEZONE: unknown time zone {v['TIMEZONE']!r}")
     if v["MAX_BODY_BYTES"] < 1024:
         raise ConfigError("HUZHU_MAX_BODY_BYTES: must be at least 1024")
+    if v["BACKUP_KEEP"] < 1:
+        raise ConfigError("HUZHU_BACKUP_KEEP: days to keep backups, at least 1")
+    if backup_time(v["BACKUP_AT"]) is None:
+        raise ConfigError(f"HUZHU_BACKUP_AT: expected a time of day HH:MM, got {v['BACKUP_AT']!r}")
+
+
+def backup_time(value: str) -> tuple[int, int] | None:
+    """(hour, minute) of a BACKUP_AT value such as "03:30", or None if it is not one."""
+    try:
+        hour, minute = (int(x) for x in str(value).strip().split(":"))
+    except ValueError:
+        return None
+    return (hour, minute) if 0 <= hour < 24 and 0 <= minute < 60 else None
 
 
 def secret_key(cfg: Config) -> bytes:

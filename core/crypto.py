@@ -17,8 +17,25 @@ class PersonalDataVault:
     def __init__(self, secret: bytes):
         self._secret = secret
         enc_key = hashlib.sha256(b"huzhu-encrypt:" + secret).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(enc_key))
-        self._hash_key = hashlib.sha256(b"huzhu-lookup:" + secret).digest()
+        self._setup(base64.urlsafe_b64encode(enc_key),
+                    hashlib.sha256(b"huzhu-lookup:" + secret).digest())
+
+    def _setup(self, fernet_key: bytes, hash_key: bytes) -> None:
+        self._fernet_key, self._hash_key = fernet_key, hash_key
+        self._fernet = Fernet(fernet_key)
+
+    # Pickled as its two derived keys (the household import hands the vault to its helper
+    # process): the Fernet object itself cannot be pickled in recent cryptography releases.
+    def __getstate__(self) -> tuple[bytes, bytes]:
+        return self._fernet_key, self._hash_key
+
+    def __setstate__(self, state: tuple[bytes, bytes]) -> None:
+        self._setup(*state)
+
+    def __reduce__(self):
+        # the households import hands the vault to its helper process (pickle over a pipe);
+        # cryptography's Fernet (Rust since 43) cannot be pickled, the secret can
+        return PersonalDataVault, (self._secret,)
 
     def __reduce__(self):
         # pickled for the household importer's helper process: rebuilt from the secret, since

@@ -13,6 +13,8 @@ masked name (张*三), DRG group, amount, date — and the month's fund figures 
   marked as an update. Each village's group gets the pool's totals and fund figures and the
   list of its own village's subsidies (`for_village`), so a town or county pool does not post
   thousands of lines to every village; the full list is `huzhu report disclosure`.
+- `publish_due(session, today)` → what the daily job publishes: each pool's previous month
+  once the day of the month reaches its scheme's `disclosure.day`.
 
 "Paid that month" = the paid lines of the pool's confirmed payout batch of that month
 (PayoutBatch.month); the date shown is the day the batch was confirmed.
@@ -28,7 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import ledger
+from core import ledger, scheme_years
 from core.audit import audit
 from core.crypto import mask_name
 from core.groups import (enqueue_mass, enqueue_posts, followers_of, groups_of, pool_village_ids,
@@ -37,7 +39,7 @@ from core.messages import render
 from core.models import (AuditLog, BatchStatus, Claim, DrgGroup, Household, Member, PayoutBatch,
                          PayoutLine, PayoutLineStatus, Pool, Village)
 from core.outbox import as_utc
-from core.stats import members_paid, year_for
+from core.stats import members_paid
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 PAGE_RESERVE = 200  # bytes kept free in each part for its "（第 2/3 条）" line
@@ -108,7 +110,7 @@ def build(session: Session, pool_id: int, month: str, tz: ZoneInfo | None = None
                      "amount_fen": int(amount), "date": paid_on.isoformat() if paid_on else None,
                      "batch": batch})
     fund = ledger.summary(session, pool_id, since=first, until=after)
-    year = year_for(session, pool_id, after - timedelta(days=1))
+    year = scheme_years.for_report(session, pool_id, after - timedelta(days=1))
     return {
         "pool": pool.code, "pool_name": pool.name, "month": month,
         "period": {"since": first.isoformat(), "until": after.isoformat()},
@@ -214,3 +216,27 @@ def publish(session: Session, pool_id: int, month: str, *, tz: ZoneInfo | None =
            "groups": len(groups), "messages": messages, "update": update})
     return {"posted": True, "update": update, "groups": len(groups), "messages": messages,
             "count": data["count"], "total_fen": data["total_fen"]}
+
+
+def _pool_has_month(session: Session, pool_id: int, month: str) -> bool:
+    first, after = month_range(month)
+    return bool(scheme_years.overlapping(session, pool_id, first, after - timedelta(days=1)))
+
+
+def publish_due(session: Session, today: date, tz: ZoneInfo | None = None) -> list[dict]:
+    """The monthly disclosures due `today`, in the caller's transaction: every pool whose
+    scheme's `disclosure.day` has come this month publishes the previous month (idempotent, so
+    it may run every day and catches up after a pause). Returns one dict per pool published:
+    {pool, month, posted, …} as `publish` returns them."""
+    month = previous_month(today)
+    results = []
+    for pool in list(session.scalars(select(Pool).order_by(Pool.id))):
+        year = scheme_years.running(session, pool.id, today) or scheme_years.running(
+            session, pool.id, today.replace(day=1) - timedelta(days=1))
+        if year is None or not _pool_has_month(session, pool.id, month):
+            continue
+        if today.day < year.scheme.disclosure.day:
+            continue
+        result = publish(session, pool.id, month, tz=tz)
+        results.append({"pool": pool.code, "month": month, **result})
+    return results

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from core import outbox
 from core.audit import audit
+from core.errors import DomainError
 from core.messages import cut_utf8
 from core.models import GroupChat, OutboxMessage, OutboxStatus, Village, utcnow
 from core.outbox import as_utc
@@ -35,11 +36,8 @@ TAG_NAME_BYTES = 30  # WeChat's limit for a tag name
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 
 
-class GroupError(ValueError):
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
+class GroupError(DomainError, ValueError):
+    """A group chat or announcement refused; `code` says why."""
 
 
 # -- group chats ----------------------------------------------------------------------------

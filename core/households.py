@@ -26,13 +26,15 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import Table, bindparam, case, func, select, text
 from sqlalchemy.orm import Session
 
+from core import scheme_years
 from core.audit import audit
 from core.crypto import PersonalDataVault, mask_id, mask_name
+from core.errors import DomainError
 from core.messages import render
 from core.models import (AuditLog, Enrolment, EnrolmentStatus, Household, HouseholdLink,
                          InsuranceType, LinkRole, Member, ProxyCode, Relation, SchemeYear, Village)
 from core.outbox import as_utc, send_text
-from core.scheme import Scheme, enrolment_scheme_year, scheme_of, scheme_year_on
+from core.scheme import Scheme
 
 # ---------------------------------------------------------------------------------------------
 # Words people use (chat and village lists) -> stored values.
@@ -79,13 +81,8 @@ BIND_ATTEMPTS_PER_HOUR = 5
 LABEL_MAX = 12
 
 
-class HouseholdError(Exception):
+class HouseholdError(DomainError):
     """A registration, member or proxy change is refused; nothing was written."""
-
-    def __init__(self, code: str, **info: Any):
-        super().__init__(code)
-        self.code = code
-        self.info = info
 
 
 @dataclass
@@ -250,8 +247,7 @@ def already_registered_info(session: Session, enrolment: Enrolment) -> dict:
 
 def window_info(session: Session, pool_id: int, today: date) -> dict:
     """For an 'outside the window' reply: the latest window that closed and the next one."""
-    years = list(session.scalars(select(SchemeYear).where(SchemeYear.pool_id == pool_id)
-                                 .order_by(SchemeYear.enrolment_opens)))
+    years = scheme_years.of_pool(session, pool_id, by="enrolment_opens")
     past = [y for y in years if y.enrolment_closes < today]
     future = [y for y in years if y.enrolment_opens > today]
     return {"last_opens": past[-1].enrolment_opens if past else None,
@@ -280,7 +276,7 @@ def _member_rows(session: Session, vault: PersonalDataVault, household_id: int,
 
 def _check_members(session: Session, vault: PersonalDataVault, year: SchemeYear,
                    members: Sequence[NewMember], household_id: int | None = None) -> None:
-    scheme = scheme_of(year)
+    scheme = year.scheme
     seen: set[str] = set()
     for m in members:
         if m.id_number in seen:
@@ -305,14 +301,14 @@ def register_household(session: Session, vault: PersonalDataVault, *, village: V
     The first member must be the head and the only one. Writes the household, members,
     pending enrolments, the head's link (when `openid`) and one audit row."""
     if year is None:
-        year = enrolment_scheme_year(session, village.pool_id, today)
+        year = scheme_years.enrolling(session, village.pool_id, today)
         if year is None:
             raise HouseholdError("window_closed", **window_info(session, village.pool_id, today))
     heads = [m for m in members if m.relation is Relation.head]
     if not members or len(heads) != 1 or members[0].relation is not Relation.head:
         raise HouseholdError("one_head")
     _check_members(session, vault, year, members)
-    scheme = scheme_of(year)
+    scheme = year.scheme
     (hid,) = reserve_ids(session, Household.__table__, 1)
     hh = Household(id=hid, number=household_number(hid), pool_id=village.pool_id,
                    village_id=village.id, phone=phone, status="active")
@@ -339,7 +335,7 @@ def renew_household(session: Session, vault: PersonalDataVault, household: House
     """Enrol an existing household's members again for a new scheme year (pending)."""
     if household_enrolled(session, household.id, year.id):
         raise HouseholdError("already_enrolled", household=household.number)
-    scheme = scheme_of(year)
+    scheme = year.scheme
     for m in household.members:
         if not scheme.contribution.may_join(m.category):
             raise HouseholdError("excluded", name=mask_name(m.name), category=m.category)
@@ -362,10 +358,10 @@ def member_year(session: Session, household: Household, born: date, today: date
                 ) -> tuple[SchemeYear, bool]:
     """The scheme year a member added today joins, and whether it is as a newborn: the open
     enrolment year if the household is in it; else the running year, for a newborn only."""
-    open_year = enrolment_scheme_year(session, household.pool_id, today)
+    open_year = scheme_years.enrolling(session, household.pool_id, today)
     if open_year is not None and household_enrolled(session, household.id, open_year.id):
         return open_year, False
-    running = scheme_year_on(session, household.pool_id, today)
+    running = scheme_years.running(session, household.pool_id, today)
     if running is None or not household_enrolled(session, household.id, running.id):
         raise HouseholdError("not_enrolled", household=household.number,
                              **window_info(session, household.pool_id, today))
@@ -394,7 +390,7 @@ def add_member(session: Session, vault: PersonalDataVault, household: Household,
     audit(session, actor, "household.add_member", "household", household.number, None, {
         "member": member.masked(), "scheme_year_id": year.id, "newborn": newborn,
         "enrolment": "pending",
-        "personal_due_fen": personal_due_fen(scheme_of(year), [member])})
+        "personal_due_fen": personal_due_fen(year.scheme, [member])})
     session.flush()
     session.refresh(household, ["members"])
     return enrolment
@@ -534,8 +530,7 @@ def leave_as_proxy(session: Session, openid: str, household: Household) -> None:
 
 def listing_year(session: Session, pool_id: int, today: date) -> SchemeYear | None:
     """The year `households list` reports: the running one, else the one enrolling."""
-    return (scheme_year_on(session, pool_id, today)
-            or enrolment_scheme_year(session, pool_id, today))
+    return scheme_years.running_or_enrolling(session, pool_id, today)
 
 
 def list_households(session: Session, today: date, village: Village | None = None,

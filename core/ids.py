@@ -23,6 +23,8 @@ from stdnum import numdb
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError
 
+from core.errors import DomainError
+
 ID_LENGTH = 18
 MAX_AGE_YEARS = 130
 _SEPARATORS = re.compile(r"[\s\-，,。.]")
@@ -32,10 +34,8 @@ _LANDLINE = re.compile(r"^(0\d{2,3})-?(\d{7,8})$")
 ID_ERRORS = ("length", "format", "checksum", "birth_date", "future", "too_old", "province")
 
 
-class IdError(ValueError):
-    def __init__(self, code: str):
-        super().__init__(code)
-        self.code = code
+class IdError(DomainError, ValueError):
+    """An ID number that is not one; `code` says why (ID_ERROR_TEXT words it)."""
 
 
 @dataclass(frozen=True)

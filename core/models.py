@@ -274,6 +274,19 @@ class SchemeYear(Base):
     pool: Mapped[Pool] = relationship()
     __table_args__ = (UniqueConstraint("pool_id", "start"),)
 
+    @property
+    def scheme(self):
+        """The typed scheme of the stored rules (core.scheme.Scheme, with its quota table),
+        built once and kept while the rules are the same object: new rules assigned (a scheme
+        file loaded again) or read again from the database build it anew."""
+        rules = self.rules
+        cached = self.__dict__.get("_scheme")
+        if cached is None or cached[0] is not rules:
+            from core.scheme import scheme_from_rules
+
+            cached = self.__dict__["_scheme"] = (rules, scheme_from_rules(rules))
+        return cached[1]
+
 
 class DrgGroup(Base):
     __tablename__ = "drg_group"

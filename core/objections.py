@@ -23,15 +23,15 @@ from core import claims as claim_service
 from core.adjudication import REASONS, REVIEWER_REJECTION_CODES
 from core.audit import audit
 from core.crypto import mask_name
+from core.errors import DomainError
 from core.groups import enqueue_posts, groups_of, pool_village_ids, split_parts
+from core.defaults import OBJECTION_DAYS
 from core.households import household_for_user
 from core.messages import render
 from core.models import (AdminGrant, AdminRole, Claim, ClaimStatus, DrgGroup, Enrolment,
-                         EnrolmentStatus, Household, Member, Objection, Pool, SchemeYear,
-                         utcnow)
+                         EnrolmentStatus, Household, Member, Objection, Pool, utcnow)
 from core.notify import notify_household
-from core import outbox
-from core.scheme import scheme_of, scheme_year_on
+from core import outbox, scheme_years
 
 OPEN, CLEARED, UPHELD = "open", "cleared", "upheld"
 REASON_MIN, REASON_MAX = 2, 200
@@ -39,13 +39,8 @@ WINDOW_FLAG = "objection_window"
 FLAG = "objection"
 
 
-class ObjectionError(ValueError):
+class ObjectionError(DomainError, ValueError):
     """A refusal with a stable code; templates/messages/objection_refused.j2 words it."""
-
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
 
 
 def _today(tz: ZoneInfo | None = None) -> date:
@@ -60,10 +55,8 @@ def _today(tz: ZoneInfo | None = None) -> date:
 
 def objection_days(session: Session, claim: Claim, today: date) -> int:
     """The window of the claim's scheme year (the pool's year running today if it has none)."""
-    year = session.get(SchemeYear, claim.scheme_year_id) if claim.scheme_year_id else None
-    if year is None:
-        year = scheme_year_on(session, claim.household.pool_id, today)
-    return scheme_of(year).disclosure.objection_days if year is not None else 0
+    year = scheme_years.of_claim(session, claim, today)
+    return year.scheme.disclosure.objection_days if year is not None else OBJECTION_DAYS
 
 
 def window(claim: Claim) -> tuple[date, date] | None:
@@ -154,6 +147,18 @@ def disclose_approved(session: Session, pool_id: int, today: date | None = None,
     return {"claims": len(claims), "groups": len(groups), "messages": messages}
 
 
+def disclose_due(session: Session, today: date) -> list[dict]:
+    """What the daily job does, in the caller's transaction: every pool's newly approved
+    claims are posted and their windows opened. Returns {pool, claims, groups, messages} for
+    each pool that had any."""
+    results = []
+    for pool in session.scalars(select(Pool).order_by(Pool.id)):
+        result = disclose_approved(session, pool.id, today)
+        if result["claims"]:
+            results.append({"pool": pool.code, **result})
+    return results
+
+
 # -- raising and deciding objections --------------------------------------------------------
 
 def find_claim(session: Session, number: str) -> Claim | None:
@@ -194,7 +199,7 @@ def raise_objection(session: Session, openid: str, number: str, reason: str,
         raise ObjectionError("disabled")
     year_id = claim.scheme_year_id
     if year_id is None:
-        year = scheme_year_on(session, household.pool_id, today)
+        year = scheme_years.running(session, household.pool_id, today)
         year_id = year.id if year else None
     if not _is_enrolled(session, household, year_id):
         raise ObjectionError("not_member")

@@ -1,5 +1,5 @@
 """Transactional outbox: notifications are rows written in the same transaction as the change
-that causes them; a worker (bot/worker.py) delivers them with retries and exponential backoff.
+that causes them; a worker (bot/outbox/worker.py) delivers them with retries and exponential backoff.
 
 Kinds used across the project (payload keys):
 - `wechat.send`      {openid, message: {type: text, content} | {type: image, path} }

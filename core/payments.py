@@ -17,7 +17,7 @@ callbacks and offline cash or transfers), activation, exceptions, the deadline.
   order `paid`, the members' enrolments `paid`, the ledger entry (SPEC "Money": the personal part
   into fund:cash, every other share as receivable:<source>, each as income:<source>), the
   village tag on the payer, audit rows and the household's confirmation through the outbox.
-- **Gateway**: the WeChat Pay adapter lives in bot/pay.py and registers itself here
+- **Gateway**: the WeChat Pay adapter lives in bot/clients/wechatpay.py and registers itself here
   (`register_gateway`), so the dialogue reaches it without importing the bot layer.
 """
 from __future__ import annotations
@@ -35,15 +35,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import ledger, outbox
+from core import ledger, outbox, scheme_years
 from core.audit import audit
 from core.crypto import mask_name
+from core.errors import DomainError
 from core.messages import render
 from core.models import (AdminGrant, AdminRole, Enrolment, EnrolmentStatus, Household,
                          HouseholdLink, LinkRole, Member, OrderStatus, Payment, PaymentException,
                          PaymentOrder, PaymentReminder, SchemeYear, WechatUser, utcnow)
 from core.notify import linked_openids, notify_household
-from core.scheme import enrolment_scheme_year, scheme_of
 
 log = logging.getLogger("huzhu.payments")
 
@@ -52,20 +52,15 @@ OFFLINE_CHANNELS = ("cash", "transfer")
 REMINDER_DAYS = (7, 1)
 
 
-class PaymentError(Exception):
+class PaymentError(DomainError):
     """A refusal with a stable code; templates/messages/payment_refused.j2 words it.
 
     Codes: no_household, window_closed (closes), not_enrolled, already_paid, excluded_member
     (name, category), wrong_amount (due_fen, got_fen), bad_channel, nothing_due."""
 
-    def __init__(self, code: str, **detail):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
-
 
 # ---------------------------------------------------------------------------------------------
-# The gateway (bot/pay.py registers the WeChat Pay v3 one).
+# The gateway (bot/clients/wechatpay.py registers the WeChat Pay v3 one).
 
 class GatewayError(Exception):
     """The payment service could not be reached or refused the request."""
@@ -111,14 +106,10 @@ def deadline_end(year: SchemeYear, tz: ZoneInfo) -> datetime:
 
 def payable_year(session: Session, household: Household, today: date) -> SchemeYear:
     """The scheme year whose payment window is open today, or PaymentError(window_closed)."""
-    year = enrolment_scheme_year(session, household.pool_id, today)
+    year = scheme_years.enrolling(session, household.pool_id, today)
     if year is None:
-        last = session.scalar(select(SchemeYear).where(
-            SchemeYear.pool_id == household.pool_id, SchemeYear.enrolment_closes < today)
-            .order_by(SchemeYear.enrolment_closes.desc()).limit(1))
-        nxt = session.scalar(select(SchemeYear).where(
-            SchemeYear.pool_id == household.pool_id, SchemeYear.enrolment_opens > today)
-            .order_by(SchemeYear.enrolment_opens).limit(1))
+        last = scheme_years.last_closed(session, household.pool_id, today)
+        nxt = scheme_years.next_opening(session, household.pool_id, today)
         raise PaymentError("window_closed", closes=last.enrolment_closes if last else None,
                            opens=nxt.enrolment_opens if nxt else None)
     return year
@@ -170,7 +161,7 @@ def quote(session: Session, household: Household, year: SchemeYear) -> Quote:
         if any(e.status is EnrolmentStatus.paid for e in rows):
             raise PaymentError("already_paid")
         raise PaymentError("not_enrolled")
-    contribution = scheme_of(year).contribution
+    contribution = year.scheme.contribution
     members, excluded, totals = [], [], {}
     for e in pending:
         m = e.member
@@ -487,7 +478,7 @@ def expire_orders(session: Session, today: date, tz: ZoneInfo, actor: str = "sys
         audit(session, actor, "payment.order_expired", "payment_order", order.out_trade_no,
               {"status": "open"}, {"status": "expired", "why": "deadline"})
         n += 1
-    years = session.scalars(select(SchemeYear).where(SchemeYear.enrolment_closes < today))
+    years = scheme_years.closed_before(session, today)
     for year in years:
         cutoff = deadline_end(year, tz).astimezone(timezone.utc)
         for e in session.scalars(select(Enrolment).where(
@@ -505,8 +496,7 @@ def send_reminders(session: Session, today: date) -> int:
     unpaid, one per household and reminder (whichever is due: a server that was down on the
     seventh day still sends it later, but never the 7-day one in the last day)."""
     sent = 0
-    years = session.scalars(select(SchemeYear).where(SchemeYear.enrolment_opens <= today,
-                                                     SchemeYear.enrolment_closes >= today))
+    years = scheme_years.enrolling_all(session, today)
     for year in years:
         days_left = (year.enrolment_closes - today).days
         which = next((d for d in sorted(REMINDER_DAYS) if days_left <= d), None)

@@ -34,7 +34,9 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import scheme_years
 from core.audit import audit
+from core.defaults import OBJECTION_DAYS, REVIEW_WORKING_DAYS
 from core.models import DrgGroup, Pool, PoolLevel, Quota, SchemeYear, Village, utcnow
 from core.money import format_yuan, parse_yuan
 
@@ -112,7 +114,7 @@ class Contribution:
 class ClaimRules:
     thresholds_fen: Mapping[str, int]  # insurance type -> fen
     exclusions: tuple[str, ...]
-    review_working_days: int = 5
+    review_working_days: int = REVIEW_WORKING_DAYS
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class ServiceFee:
 @dataclass(frozen=True)
 class Disclosure:
     day: int
-    objection_days: int = 0
+    objection_days: int = OBJECTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -392,7 +394,8 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
     t = c["thresholds"].mapping(INSURANCE_TYPES)
     thresholds = {kind: t[kind].money() for kind in INSURANCE_TYPES}
     exclusions = _names(c["exclusions"], "不予补助情形", EXCLUSION_KINDS)
-    review_days = (c["review_working_days"].integer(1, 30) if "review_working_days" in c else 5)
+    review_days = (c["review_working_days"].integer(1, 30) if "review_working_days" in c
+                   else REVIEW_WORKING_DAYS)
     claims = ClaimRules(_frozen(thresholds), exclusions, review_days)
 
     benefit = _benefit(top["benefit"], base_dir)
@@ -403,7 +406,8 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
                      f["every"].choice(FEE_PERIODS))
     d = top["disclosure"].mapping(("day",), ("objection_days",))
     disclosure = Disclosure(d["day"].integer(1, 28),
-                            d["objection_days"].integer(0) if "objection_days" in d else 0)
+                            d["objection_days"].integer(0) if "objection_days" in d
+                            else OBJECTION_DAYS)
 
     return Scheme(pool, villages, year, enrolment, contribution, claims, benefit, payout, fee,
                   disclosure, source)
@@ -572,10 +576,7 @@ def store_scheme(session: Session, scheme: Scheme, catalog_codes: Iterable[str] 
             raise SchemeError(f"villages: {full_name} 已属于资金池 {other.code}（{other.name}），"
                               "一个村只能属于一个资金池")
 
-    overlapping = session.scalars(
-        select(SchemeYear).where(SchemeYear.pool_id == pool.id,
-                                 SchemeYear.start <= scheme.year.end,
-                                 SchemeYear.end >= scheme.year.start)).all()
+    overlapping = scheme_years.overlapping(session, pool.id, scheme.year.start, scheme.year.end)
     if len(overlapping) > 1:
         periods = "、".join(f"{y.start}至{y.end}" for y in overlapping)
         raise SchemeError(f"year: {scheme.year.start}至{scheme.year.end} 与资金池 {pool.code} "
@@ -614,43 +615,29 @@ def store_scheme(session: Session, scheme: Scheme, catalog_codes: Iterable[str] 
 
 
 def scheme_of(year: SchemeYear) -> Scheme:
-    """The typed scheme of a stored scheme year."""
-    return scheme_from_rules(year.rules)
+    """The typed scheme of a stored scheme year: `year.scheme` (cached; kept for callers that
+    hold a year as an argument)."""
+    return year.scheme
 
 
-def _pool_id(session: Session, pool: str | int | Pool) -> int | None:
-    if isinstance(pool, Pool):
-        return pool.id
-    if isinstance(pool, int):
-        return pool
-    return session.scalar(select(Pool.id).where(Pool.code == pool))
-
+# Which scheme year: core/scheme_years.py. These names stay for the callers that use them.
 
 def scheme_year_on(session: Session, pool: str | int | Pool, day: date) -> SchemeYear | None:
-    """The pool's scheme year whose period contains `day` (pool by code, id or row)."""
-    pool_id = _pool_id(session, pool)
-    return session.scalar(select(SchemeYear).where(
-        SchemeYear.pool_id == pool_id, SchemeYear.start <= day, SchemeYear.end >= day))
+    """The pool's scheme year whose period contains `day` (scheme_years.running)."""
+    return scheme_years.running(session, pool, day)
 
 
 def current_scheme_year(session: Session, pool_code: str, today: date) -> SchemeYear | None:
-    """The scheme year of the pool running on `today` (None between years or for no such pool)."""
-    return scheme_year_on(session, pool_code, today)
+    """The scheme year of the pool running on `today` (scheme_years.running)."""
+    return scheme_years.running(session, pool_code, today)
 
 
 def enrolment_scheme_year(session: Session, pool: str | int | Pool,
                           today: date) -> SchemeYear | None:
-    """The scheme year whose enrolment window is open on `today` (it may start later, as in
-    Anji: enrolment May–July for a year starting August 1); the latest one if several."""
-    pool_id = _pool_id(session, pool)
-    return session.scalar(
-        select(SchemeYear)
-        .where(SchemeYear.pool_id == pool_id, SchemeYear.enrolment_opens <= today,
-               SchemeYear.enrolment_closes >= today)
-        .order_by(SchemeYear.start.desc()).limit(1))
+    """The scheme year whose enrolment window is open on `today` (scheme_years.enrolling)."""
+    return scheme_years.enrolling(session, pool, today)
 
 
 def previous_scheme_year(session: Session, year: SchemeYear) -> SchemeYear | None:
-    """The pool's scheme year ending the day before `year` starts (for the continuous bonus)."""
-    return session.scalar(select(SchemeYear).where(
-        SchemeYear.pool_id == year.pool_id, SchemeYear.end == year.start - timedelta(days=1)))
+    """The year ending the day before `year` starts (scheme_years.previous)."""
+    return scheme_years.previous(session, year)

@@ -16,13 +16,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
-from core import ledger
+from core import ledger, scheme_years
 from core.adjudication import CAP_STATUSES
 from core.crypto import mask_name
 from core.models import (Claim, ClaimStatus, Enrolment, EnrolmentStatus, Household, Member, Pool,
                          SchemeYear, Village)
 from core.money import round_half_up
-from core.scheme import scheme_of, scheme_year_on
 
 PAID_CLAIM = ClaimStatus.paid
 GRANTED = (ClaimStatus.approved, ClaimStatus.in_payout, ClaimStatus.paid)
@@ -42,16 +41,9 @@ def percent(value: Decimal | None) -> str:
 
 
 def year_for(session: Session, pool_id: int, today: date) -> SchemeYear | None:
-    """The pool's scheme year running today, else the latest one that has started, else the
-    first one to come."""
-    year = scheme_year_on(session, pool_id, today)
-    if year is not None:
-        return year
-    year = session.scalar(select(SchemeYear).where(SchemeYear.pool_id == pool_id,
-                                                   SchemeYear.start <= today)
-                          .order_by(SchemeYear.start.desc()).limit(1))
-    return year or session.scalar(select(SchemeYear).where(SchemeYear.pool_id == pool_id)
-                                  .order_by(SchemeYear.start).limit(1))
+    """The year a report shows (scheme_years.for_report: running today, else the latest one
+    that has started, else the first one to come)."""
+    return scheme_years.for_report(session, pool_id, today)
 
 
 # -- participation --------------------------------------------------------------------------
@@ -130,7 +122,7 @@ def household_balance(session: Session, household: Household, year: SchemeYear |
     paid_fen = paid_count = 0
     cap = None
     if year is not None:
-        cap = scheme_of(year).benefit.annual_cap_fen
+        cap = year.scheme.benefit.annual_cap_fen
         enrolments = {e.member_id: e.status.value for e in session.scalars(
             select(Enrolment).where(Enrolment.scheme_year_id == year.id,
                                     Enrolment.member_id.in_([m.id for m in members] or [-1])))}

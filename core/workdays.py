@@ -15,6 +15,8 @@ from datetime import date, datetime, timedelta
 
 import chinese_calendar
 
+from core.defaults import REVIEW_WORKING_DAYS
+
 log = logging.getLogger("huzhu.workdays")
 
 # holidays fixed by date (《全国年节及纪念日放假办法》); the lunar ones need the yearly notice
@@ -49,7 +51,8 @@ def add_working_days(start: date, days: int) -> date:
     return day
 
 
-def review_due_date(submitted_on: date | datetime, working_days: int = 5) -> date:
+def review_due_date(submitted_on: date | datetime,
+                    working_days: int = REVIEW_WORKING_DAYS) -> date:
     """The date by which a claim submitted on `submitted_on` (local date) must be reviewed."""
     if isinstance(submitted_on, datetime):
         submitted_on = submitted_on.date()

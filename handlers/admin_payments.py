@@ -36,7 +36,7 @@ def _check(ctx: Ctx, scope: Scope, number: str,
     try:
         _, q = payments.due(ctx.session, household, ctx.today)
     except payments.PaymentError as e:
-        raise _refuse(e.code, household=household.number, **e.detail)
+        raise _refuse(e.code, household=household.number, **e.details)
     if amount_fen != q.amount_fen:
         raise _refuse("wrong_amount", household=household.number, due_fen=q.amount_fen,
                       got_fen=amount_fen)
@@ -80,7 +80,7 @@ def _confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
         payments.record_offline(ctx.session, household, data["amount_fen"], data["channel"],
                                 ctx.openid, ctx.now)
     except payments.PaymentError as e:
-        return _refused_step(ctx, data, _refuse(e.code, household=data["household"], **e.detail))
+        return _refused_step(ctx, data, _refuse(e.code, household=data["household"], **e.details))
     except Refused as r:
         return _refused_step(ctx, data, r)
     _close_at_gateway(ctx, household)

@@ -63,7 +63,7 @@ def _pools(ctx: Ctx, ps: PayoutScope) -> list[Pool]:
 
 
 def _refused(e: PayoutError) -> Refused:
-    return Refused("payout_refused", code=e.code, **e.detail)
+    return Refused("payout_refused", code=e.code, **e.details)
 
 
 @command("发放预览", roles=PAYOUT_ROLES)

@@ -8,7 +8,8 @@ from core.admins import Scope, scope_of
 from core.groups import announce, reach
 from core.messages import render
 from core.models import AdminRole
-from core.stats import claims_by_status, participation, year_for
+from core import scheme_years
+from core.stats import claims_by_status, participation
 from handlers.admin import ALL_ROLES, Refused, command
 from handlers.dialogue import Dialogue, register, say, start
 from handlers.types import Ctx, Incoming, Reply
@@ -72,7 +73,7 @@ def _stats(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
     for pool in scope.pools(ctx.session):
         whole = scope.covers_pool(pool.id)
         village_ids = None if whole else scope.village_ids
-        year = year_for(ctx.session, pool.id, ctx.today)
+        year = scheme_years.for_report(ctx.session, pool.id, ctx.today)
         villages = participation(ctx.session, pool.id, year.id if year else None, village_ids)
         claims = claims_by_status(ctx.session, pool.id, year.id if year else None, village_ids)
         pools.append({"pool": pool, "year": year, "villages": villages[:STATS_VILLAGES],

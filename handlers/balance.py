@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from core.households import household_for_user
 from core.messages import render
-from core.stats import household_balance, year_for
+from core import scheme_years
+from core.stats import household_balance
 from handlers.dialogue import Dialogue, register, say
 from handlers.types import Ctx, Incoming
 
@@ -13,7 +14,7 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict):
     household = household_for_user(ctx.session, ctx.openid)
     if household is None:
         return say(render("balance_no_household"))
-    year = year_for(ctx.session, household.pool_id, ctx.today)
+    year = scheme_years.for_report(ctx.session, household.pool_id, ctx.today)
     b = household_balance(ctx.session, household, year)
     return say(render("balance_summary", b=b, year=year, household=household,
                       running=year is not None and year.start <= ctx.today <= year.end))

@@ -52,7 +52,8 @@ def number(ctx: Ctx, msg: Incoming, data: dict):
     try:
         card_number = bankcards.validate_number(msg.text)
     except BankCardError as e:
-        return say(render("bankcard_bad_number", why=e.code, **e.detail), state="number", data=data)
+        return say(render("bankcard_bad_number", why=e.code, **e.details), state="number",
+                   data=data)
     masked = mask_card(card_number)
     if bankcards.is_active_number(ctx.session, ctx.vault, household.id, card_number):
         return say(render("bankcard_same", masked=masked))

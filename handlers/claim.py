@@ -4,7 +4,7 @@ Member choice (numbered, skipped for a one-member household; only a member with 
 may claim, anyone else is told why and what to do), then photos in any order: a photo is answered
 at once with what is still missing when it was labelled (`出院记录` / `费用清单` / `结算单` sent
 before it), else with "recognising…" and, a second later, a push from the photo deliverer
-(bot/deliver_media.py) saying what it was and what is still missing — or asking `1 出院记录
+(bot/outbox/media.py) saying what it was and what is still missing — or asking `1 出院记录
 2 费用清单 3 结算单` when OCR cannot tell. Optional texts: the out-of-pocket amount and the
 discharge date (stored in claim.stated). `提交` once all three kinds are there: the claim number
 and the review due date.

@@ -27,7 +27,7 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict):
         row = objections.raise_objection(ctx.session, ctx.openid, number, reason, ctx.today)
     except objections.ObjectionError as e:
         return say(render("objection_refused", code=e.code, **{"number": number.upper(),
-                                                               **e.detail}))
+                                                               **e.details}))
     return say(render("objection_received", claim=ctx.session.get(Claim, row.claim_id)))
 
 
@@ -53,6 +53,6 @@ def _resolve(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
     try:
         rows = objections.resolve(ctx.session, claim, upheld, ctx.openid, code, note)
     except objections.ObjectionError as e:
-        raise Refused("objection_admin_refused", code=e.code, **{"number": number, **e.detail})
+        raise Refused("objection_admin_refused", code=e.code, **{"number": number, **e.details})
     return [Reply(render("objection_resolved_admin", claim=claim, count=len(rows),
                          upheld=upheld, reason=REASONS.get(code) if code else None))]

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import qrcode
 
-from core import payments
+from core import payments, scheme_years
 from core.households import household_for_user
 from core.messages import render
 from core.models import PaymentOrder, SchemeYear
-from core.scheme import scheme_year_on
 from handlers.dialogue import Dialogue, Step, register, say
 from handlers.types import Ctx, Incoming, Reply
 
@@ -50,10 +49,10 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict) -> Step:
         result = payments.order_for(ctx.session, household, ctx.openid, ctx.now)
     except payments.PaymentError as e:
         if e.code == "window_closed":
-            year = scheme_year_on(ctx.session, household.pool_id, ctx.today)
+            year = scheme_years.running(ctx.session, household.pool_id, ctx.today)
             if year is not None and payments.household_paid(ctx.session, household, year):
                 return _refused("already_paid")
-        return _refused(e.code, **e.detail)
+        return _refused(e.code, **e.details)
     order = result.order
     gw = None
     for old in result.superseded:

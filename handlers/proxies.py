@@ -97,7 +97,7 @@ def _bind(ctx: Ctx, code: str) -> Step:
         link = bind_proxy(ctx.session, ctx.openid, code, ctx.now)
     except HouseholdError as e:
         audit_bind_refusal(ctx.session, ctx.openid, e)
-        return _say("proxy_bind_refused", code=e.code, household=e.info.get("household"),
+        return _say("proxy_bind_refused", code=e.code, household=e.details.get("household"),
                     text=scrub(code)[:8])
     return _say("proxy_bound", household=link.household.number,
                 village=link.household.village.full_name)

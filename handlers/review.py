@@ -11,17 +11,18 @@ handlers.admin and changes nothing else.
 from __future__ import annotations
 
 from core.adjudication import INSURANCE_NAMES, REVIEWER_REJECTION_CODES
+from core import scheme_years
 from core.admins import Scope
 from core.audit import audit
 from core.catalog import group_names
 from core.messages import render
 from core.models import AdminRole, Claim
-from core.review import (ReviewError, approve, calculation_line, document_url,
-                         facts_from_ocr, failed_steps, find_claim, has_bank_card, ocr_readout,
-                         parse_drg, parse_facts, queue, queue_lines, reason_title, record,
-                         reject, request_documents, stored_facts)
-from core.scheme import current_scheme_year
+from core.claims import has_bank_card
+from core.review import (ReviewError, approve, calculation_line, document_url, facts_from_ocr,
+                         failed_steps, find_claim, ocr_readout, queue, queue_lines, reason_title,
+                         record, reject, request_documents, stored_facts)
 from handlers.admin import Refused, command, usage
+from handlers.review_grammar import parse_record
 from handlers.types import Ctx, Reply
 
 VIEW_ROLES = frozenset({AdminRole.reviewer, AdminRole.village_admin, AdminRole.pool_admin,
@@ -35,7 +36,7 @@ _BAD_INPUT = {"bad_args", "bad_drg", "bad_amount", "bad_date", "dates_order", "f
 
 def _refused(e: ReviewError, name: str, number: str | None = None) -> Refused:
     """A ReviewError as the refusal the admin reads (with the usage line for bad input)."""
-    context = dict(e.detail, code=e.code, usage=usage(name), name=name)
+    context = dict(e.details, code=e.code, usage=usage(name), name=name)
     context.setdefault("number", number)
     if e.code == "unknown_claim":
         return Refused("review_unknown_claim", **context)
@@ -159,13 +160,14 @@ def record_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
     short = len(args) == 2
     insurance_from_member = False
     try:
-        if short:
-            found = facts_from_ocr(claim, parse_drg(args[1]), ctx.today)
+        form = parse_record(args[1:], ctx.today)
+        if form.short:
+            found = facts_from_ocr(claim, form.drg_code, ctx.today)
             if found.facts is None:
-                raise ReviewError("ocr_missing", missing=[_FIELD_NAMES[f] for f in found.missing])
+                raise ReviewError("ocr_missing", missing=list(found.missing))
             facts, insurance_from_member = found.facts, found.insurance_from_member
         else:
-            facts = parse_facts(args[1:], ctx.today)
+            facts = form.facts
         decision = record(ctx.session, claim, facts, ctx.openid, today=ctx.today,
                           source="ocr" if short else "reviewer")
     except ReviewError as e:
@@ -177,10 +179,6 @@ def record_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         insurance=INSURANCE_NAMES[facts.insurance], calculation=calculation_line(claim.trace),
         titles=[reason_title(c) for c in decision.reasons],
         steps=failed_steps(claim.trace, decision.reasons)))]
-
-
-_FIELD_NAMES = {"out_of_pocket_fen": "个人自付金额", "admission_date": "入院日期",
-                "discharge_date": "出院日期", "insurance": "医保类型", "hospital": "医院"}
 
 
 @command("通过", roles=DECIDE_ROLES, min_args=1)
@@ -222,7 +220,7 @@ def drg_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
 
     text = " ".join(args)
     pools = scope.pools(ctx.session)
-    year = current_scheme_year(ctx.session, pools[0].code, ctx.today) if pools else None
+    year = scheme_years.running(ctx.session, pools[0].id, ctx.today) if pools else None
     found = drg_search(ctx.session, text, year)
     audit(ctx.session, ctx.openid, "review.drg_search", None, None, None,
           {"text": text[:40], "found": len(found)})

@@ -17,6 +17,7 @@ from datetime import date
 
 from sqlalchemy import select
 
+from core import scheme_years
 from core.crypto import mask_id, mask_name
 from core.households import (INSURANCE_LABELS, INSURANCE_WORDS, RELATION_LABELS, RELATION_WORDS,
                              HouseholdError, NewMember, add_member, check_name, enrolment_of,
@@ -26,7 +27,6 @@ from core.households import (INSURANCE_LABELS, INSURANCE_WORDS, RELATION_LABELS,
 from core.ids import IdError, check_id, check_phone
 from core.messages import render
 from core.models import Household, InsuranceType, Relation, SchemeYear, Village
-from core.scheme import enrolment_scheme_year, scheme_of, scheme_year_on
 from handlers.dialogue import Dialogue, Step, register, say
 from handlers.types import Ctx, Incoming
 
@@ -83,18 +83,18 @@ def _household_summary(ctx: Ctx, hh: Household, year: SchemeYear) -> dict:
     pending = [e.member for e in enrolments if e.status.value == "pending"]
     return {"household": hh.number, "village": hh.village.full_name, "count": len(enrolments),
             "paid": sum(1 for e in enrolments if e.status.value == "paid"),
-            "pending": len(pending), "due": personal_due_fen(scheme_of(year), pending),
+            "pending": len(pending), "due": personal_due_fen(year.scheme, pending),
             "closes": year.enrolment_closes}
 
 
 def _existing_household(ctx: Ctx, hh: Household) -> Step | None:
     """The user already heads a household: say where it stands, or offer to renew it."""
     s = ctx.session
-    open_year = enrolment_scheme_year(s, hh.pool_id, ctx.today)
+    open_year = scheme_years.enrolling(s, hh.pool_id, ctx.today)
     if open_year is not None and household_enrolled(s, hh.id, open_year.id):
         return _say("signup_already", **_household_summary(ctx, hh, open_year), window_open=True)
     if open_year is not None and hh.members:
-        scheme = scheme_of(open_year)
+        scheme = open_year.scheme
         members = [_stored_view(m) for m in hh.members]
         blocked = [m for m in hh.members if not scheme.contribution.may_join(m.category)]
         if blocked:
@@ -106,7 +106,7 @@ def _existing_household(ctx: Ctx, hh: Household) -> Step | None:
                     household=hh.number, village=hh.village.full_name, members=members,
                     due=personal_due_fen(scheme, hh.members), year=open_year,
                     closes=open_year.enrolment_closes)
-    running = scheme_year_on(s, hh.pool_id, ctx.today)
+    running = scheme_years.running(s, hh.pool_id, ctx.today)
     if running is not None and household_enrolled(s, hh.id, running.id):
         return _say("signup_already", **_household_summary(ctx, hh, running), window_open=False)
     return None
@@ -156,7 +156,7 @@ def _villages(ctx: Ctx, ids: list[int]) -> list[Village] | None:
 
 
 def _after_village(ctx: Ctx, v: Village, data: dict) -> Step:
-    year = enrolment_scheme_year(ctx.session, v.pool_id, ctx.today)
+    year = scheme_years.enrolling(ctx.session, v.pool_id, ctx.today)
     if year is None:
         return _closed(ctx, v)
     data = {"mode": "signup", "village_id": v.id, "pool_id": v.pool_id, "year_id": year.id,
@@ -202,7 +202,7 @@ def _take_id(ctx: Ctx, msg: Incoming, data: dict, state: str) -> tuple[dict | No
         except HouseholdError as e:
             return None, _say("signup_not_newborn" if e.code == "not_newborn"
                               else "signup_not_enrolled", state=state, data=data,
-                              name=who, village=hh.village.full_name, **e.info)
+                              name=who, village=hh.village.full_name, **e.details)
         data = {**data, "year_id": year.id}
         if any(m.id_number_hash == h for m in hh.members):
             return None, _say("signup_id_twice", state=state, data=data, name=who)
@@ -213,7 +213,7 @@ def _take_id(ctx: Ctx, msg: Incoming, data: dict, state: str) -> tuple[dict | No
         return None, _say("signup_id_registered", state=state, data=data,
                           masked=mask_id(idn.number), **already_registered_info(s, found))
     category = known_category(s, data["pool_id"], h)
-    scheme = scheme_of(year)
+    scheme = year.scheme
     if not scheme.contribution.may_join(category):
         village = _village_of(ctx, data)
         return None, _say("signup_excluded", state=state, data=data, name=who,
@@ -324,7 +324,7 @@ def _view(m: dict) -> dict:
 
 
 def _due(ctx: Ctx, data: dict, members: list[dict]) -> tuple[int, int]:
-    scheme = scheme_of(ctx.session.get_one(SchemeYear, data["year_id"]))
+    scheme = ctx.session.get_one(SchemeYear, data["year_id"]).scheme
     subsidized = sum(1 for m in members if m.get("category") in scheme.contribution.subsidized)
     return personal_due_fen(scheme, members), subsidized
 
@@ -332,7 +332,7 @@ def _due(ctx: Ctx, data: dict, members: list[dict]) -> tuple[int, int]:
 def _summary(ctx: Ctx, data: dict) -> Step:
     members = data["members"]
     due, subsidized = _due(ctx, data, members)
-    scheme = scheme_of(ctx.session.get_one(SchemeYear, data["year_id"]))
+    scheme = ctx.session.get_one(SchemeYear, data["year_id"]).scheme
     return _say("signup_summary", state="confirm", data=data,
                 village=_village_of(ctx, data).full_name, phone=data["phone"],
                 members=[_view(m) for m in members], due=due, subsidized=subsidized,
@@ -351,10 +351,11 @@ def _refused(ctx: Ctx, e: HouseholdError, data: dict) -> Step:
     if e.code == "window_closed":
         return _closed(ctx, v)
     if e.code == "already_registered":
-        return _say("signup_id_registered", end=True, masked=e.info.pop("id_number"), **e.info)
+        return _say("signup_id_registered", end=True, masked=e.details.pop("id_number"),
+                    **e.details)
     if e.code == "excluded":
-        return _say("signup_excluded", village=_contact(v), end=True, **e.info)
-    return _say("signup_refused", code=e.code, village=_contact(v), **e.info)
+        return _say("signup_excluded", village=_contact(v), end=True, **e.details)
+    return _say("signup_refused", code=e.code, village=_contact(v), **e.details)
 
 
 def confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
@@ -368,7 +369,7 @@ def confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
                                  today=ctx.today)
     except HouseholdError as e:
         return _refused(ctx, e, data)
-    year = enrolment_scheme_year(ctx.session, v.pool_id, ctx.today)
+    year = scheme_years.enrolling(ctx.session, v.pool_id, ctx.today)
     due, _ = _due(ctx, {**data, "year_id": year.id}, data["members"])
     return _say("signup_done", household=hh.number, count=len(data["members"]), due=due,
                 closes=year.enrolment_closes)
@@ -379,7 +380,7 @@ def renew_confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
         return _say("signup_bad_confirm", state="renew_confirm", data=data)
     s = ctx.session
     hh = s.get_one(Household, data["household_id"])
-    year = enrolment_scheme_year(s, hh.pool_id, ctx.today)
+    year = scheme_years.enrolling(s, hh.pool_id, ctx.today)
     if year is None:
         return _closed(ctx, hh.village)
     try:
@@ -387,7 +388,7 @@ def renew_confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     except HouseholdError as e:
         return _refused(ctx, e, {"village_id": hh.village_id})
     return _say("signup_done", household=hh.number, count=len(hh.members),
-                due=personal_due_fen(scheme_of(year), hh.members),
+                due=personal_due_fen(year.scheme, hh.members),
                 closes=year.enrolment_closes, renewed=True)
 
 
@@ -400,8 +401,8 @@ def _add_entry(ctx: Ctx) -> Step:
     if hh is None:
         other = household_for_user(s, ctx.openid)
         return _say("signup_add_not_head", household=other.number if other else None)
-    open_year = enrolment_scheme_year(s, hh.pool_id, ctx.today)
-    running = scheme_year_on(s, hh.pool_id, ctx.today)
+    open_year = scheme_years.enrolling(s, hh.pool_id, ctx.today)
+    running = scheme_years.running(s, hh.pool_id, ctx.today)
     if open_year is not None and household_enrolled(s, hh.id, open_year.id):
         year, newborn_only = open_year, False
     elif running is not None and household_enrolled(s, hh.id, running.id):
@@ -438,7 +439,7 @@ def add_confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
         if e.code in ("not_newborn", "not_enrolled"):
             return _say("signup_not_newborn" if e.code == "not_newborn" else
                         "signup_not_enrolled", name=mask_name(member.name),
-                        village=hh.village.full_name, household=hh.number, end=True, **e.info)
+                        village=hh.village.full_name, household=hh.number, end=True, **e.details)
         return _refused(ctx, e, data)
     year = s.get_one(SchemeYear, enrolment.scheme_year_id)
     summary = _household_summary(ctx, hh, year)

@@ -13,9 +13,9 @@ import requests
 from sqlalchemy import text
 from waitress.server import create_server
 
-from bot.app import AppContext
-from bot.chat import Villager
-from bot.demo import demo_config
+from bot.web.app import AppContext
+from bot.devtools.chat import Villager
+from bot.devtools.demo import demo_config
 from core.db import Database
 from core.models import Base
 
@@ -111,7 +111,7 @@ def db(db_url):
 
 @pytest.fixture(scope="session")
 def emulator_url(tmp_path_factory):
-    from bot.emulator import create_emulator_app
+    from bot.devtools.emulator import create_emulator_app
 
     server = create_server(create_emulator_app(tmp_path_factory.mktemp("emulator")),
                            host="127.0.0.1", port=0, threads=16)

@@ -198,7 +198,7 @@ def test_cli_report_year_writes_xlsx_and_charts(app_ctx, cfg, fund):
     xlsx = doc["files"]["xlsx"]
     assert xlsx.startswith(str(cfg.data_dir / "exports"))
     charts = doc["files"]["charts"]
-    from bot.poster import find_font
+    from bot.clients.poster import find_font
     assert find_font() is not None and len(charts) == 2
     assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in charts)
     wb = load_workbook(xlsx)

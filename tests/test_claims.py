@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from bot import claim_samples as samples
+from bot.devtools import claim_samples as samples
 from core import claims as svc
 from core import media
 from core.models import (AuditLog, Claim, ClaimDocument, ClaimStatus as S, DocumentKind,
@@ -395,8 +395,8 @@ def test_duplicate_photos_of_another_claim_flag_the_claim(app_ctx, villager, db,
 def test_perceptual_hash_catches_a_resaved_copy_but_not_another_sheet(app_ctx, db, docs):
     """pHash distance ≤ 4 against documents of other claims (service level, the deliverer's
     own processing function)."""
-    from bot.deliver import Context
-    from bot.deliver_media import process
+    from bot.outbox.deliver import Context
+    from bot.outbox.media import process
 
     ctx = Context(app_ctx.cfg, db)
     hh_a, hh_b = household(app_ctx, "o_ph_a"), household(app_ctx, "o_ph_b", [M("钱大")])
@@ -591,8 +591,8 @@ def test_outside_the_window_without_template_held_until_the_user_writes(
 
 @pytest.fixture
 def template_bot(tmp_path, db, db_url, emulator):
-    from bot.app import AppContext
-    from bot.chat import Villager
+    from bot.web.app import AppContext
+    from bot.devtools.chat import Villager
     from bot.server import bootstrap
     from tests.conftest import make_cfg, start_bot
 

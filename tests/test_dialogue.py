@@ -86,7 +86,7 @@ def test_29_idle_minutes_keep_the_dialogue(villager, db, pet_dialogue):
 
 def test_state_survives_another_server_process(app_ctx, villager, pet_dialogue, cfg, emulator):
     """The state lives in the database: a second server picks the dialogue up."""
-    from bot.chat import Villager
+    from bot.devtools.chat import Villager
     from tests.conftest import start_bot
 
     villager.text("o_two", "宠物")

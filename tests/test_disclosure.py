@@ -15,8 +15,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from bot import poster, worker
-from bot.jobs_transparency import disclose, run_monthly
+from bot.clients import poster
+from bot.outbox import worker
+from bot.jobs.transparency import disclose, run_monthly
 from core import disclosure
 from core.groups import PER_MINUTE, SPACING, add_group, enqueue_posts
 from core.models import (GroupChat, OutboxMessage, OutboxStatus, PayoutLineStatus, Pool, Village,

@@ -10,7 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
-from bot.emulator import BackgroundServer, create_emulator_app
+from bot.devtools.emulator import BackgroundServer, create_emulator_app
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from PIL import ImageFont
 
-from bot import claim_samples as samples
-from bot import poster
+from bot.clients import poster
+from bot.devtools import claim_samples as samples
 from core import fonts
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from bot.cli import main
-from core.importer import COLUMNS, _FastSheet, _openpyxl_rows
+from core.importer import COLUMNS
+from core.importer.reader import _FastSheet, _openpyxl_rows
 from core.models import (AuditLog, Enrolment, EnrolmentStatus, Household, Member, Pool,
                          SchemeYear, Village, WechatUser)
 from tests.factories import M, make_household, make_id
@@ -84,9 +85,10 @@ def test_template_has_the_columns_and_the_villages(cli, tmp_path):
 def reader(request, monkeypatch):
     """Large files are read by a helper process (which also encrypts the ID numbers): both
     ways, whatever the size of the test's file and the number of cores."""
-    import core.importer
+    import core.importer.helper
 
-    monkeypatch.setattr(core.importer, "_use_helper", lambda path: request.param == "helper")
+    monkeypatch.setattr(core.importer.helper, "_use_helper",
+                        lambda path: request.param == "helper")
     return request.param
 
 
@@ -324,7 +326,7 @@ def test_a_broken_sheet_fails_the_same_with_the_helper(db, app_ctx, tmp_path, mo
     import zipfile
     from xml.parsers import expat
 
-    import core.importer
+    import core.importer.helper
     from core.importer import import_households
 
     good = write_list(tmp_path / "good.xlsx", good_rows(people(5)))
@@ -336,15 +338,15 @@ def test_a_broken_sheet_fails_the_same_with_the_helper(db, app_ctx, tmp_path, mo
                 data = data[:data.index(b"<row r=\"4\"")] + b"<row r=\"4\"><c r=\"A4\" t=\"s\">"
             dst.writestr(item, data)
     started = []
-    real = core.importer._Helper
+    real = core.importer.helper._Helper
 
     class Helper(real):
         def __init__(self, *args):
             super().__init__(*args)
             started.append(self.process)
-    monkeypatch.setattr(core.importer, "_Helper", Helper)
+    monkeypatch.setattr(core.importer.helper, "_Helper", Helper)
     for helper in (False, True):
-        monkeypatch.setattr(core.importer, "_use_helper", lambda path: helper)
+        monkeypatch.setattr(core.importer.helper, "_use_helper", lambda path: helper)
         with pytest.raises(expat.ExpatError):
             with db.session() as s:
                 import_households(s, app_ctx.vault, broken, actor="test", today=date.today())
@@ -359,10 +361,10 @@ def test_without_a_helper_process_the_import_runs_alone(db, app_ctx, tmp_path, m
     encrypted in the importing process, with the same result."""
     import sys
 
-    import core.importer
+    import core.importer.helper
     from core.importer import import_households
 
-    monkeypatch.setattr(core.importer, "_use_helper", lambda path: True)
+    monkeypatch.setattr(core.importer.helper, "_use_helper", lambda path: True)
     monkeypatch.setattr(sys, "executable", executable)
     ids = people(5)
     path = write_list(tmp_path / "list.xlsx", good_rows(ids))
@@ -405,14 +407,14 @@ def test_a_helper_gone_half_way_through_a_message_is_taken_over():
     import subprocess
     import sys
 
-    import core.importer
+    import core.importer.helper
 
     half = ("import pickle, sys; d = pickle.dumps(('rows', [(2, ('x',) * 9)] * 5000)); "
             "sys.stdout.buffer.write(d[:len(d) // 2])")
-    helper = object.__new__(core.importer._Helper)
+    helper = object.__new__(core.importer.helper._Helper)
     helper.process = subprocess.Popen([sys.executable, "-c", half], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE)
-    with pytest.raises(core.importer._HelperGone):
+    with pytest.raises(core.importer.helper._HelperGone):
         helper._recv("rows")
     assert helper.process.poll() is not None
 
@@ -421,17 +423,18 @@ def test_a_helper_gone_half_way_through_a_message_is_taken_over():
 def test_a_helper_that_dies_is_taken_over(db, app_ctx, tmp_path, monkeypatch, caplog, when):
     """The helper killed on the way (out of memory, say): the importing process reads the rest
     of the file (no row twice) or encrypts the rest itself, with the same result."""
-    import core.importer
+    import core.importer.helper
     from core.importer import import_households
 
-    real = core.importer._Helper
+    real = core.importer.helper._Helper
 
     class Helper(real):
         killed = False
 
         def _recv(self, expected):
             if self.killed:  # what it sent before it died is lost with it
-                raise core.importer._HelperGone("the import's helper process stopped (killed)")
+                raise core.importer.helper._HelperGone(
+                    "the import's helper process stopped (killed)")
             out = super()._recv(expected)
             if when == "reading" and out[0] == "rows":  # the first 2,000 rows
                 self.process.kill()
@@ -444,8 +447,8 @@ def test_a_helper_that_dies_is_taken_over(db, app_ctx, tmp_path, monkeypatch, ca
             if when == "encrypting":
                 self.process.kill()
                 self.process.wait()
-    monkeypatch.setattr(core.importer, "_Helper", Helper)
-    monkeypatch.setattr(core.importer, "_use_helper", lambda path: True)
+    monkeypatch.setattr(core.importer.helper, "_Helper", Helper)
+    monkeypatch.setattr(core.importer.helper, "_use_helper", lambda path: True)
     ids = [make_id(date(1940 + i % 60, 1 + i % 12, 1 + i % 28)) for i in range(2500)]
     rows = [["示范镇/东村", str(i), f"王{'一二三四五六七八九十'[i % 10]}", f"王{'一二三四五六七八九十'[i % 10]}",
              idn, "户主", "居民医保", "", ""] for i, idn in enumerate(ids)]
@@ -493,7 +496,7 @@ def test_posters_without_a_cjk_font_still_have_the_code(tmp_path, monkeypatch):
 
     import qrcode
 
-    from bot import cli_households
+    from bot.cli import households as cli_households
 
     monkeypatch.setenv("HUZHU_FONT_FILE", str(tmp_path / "nonexistent.ttc"))
     assert cli_households.find_cjk_font() is None

@@ -11,7 +11,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from bot.jobs_transparency import run_objection_lists
+from bot.jobs.transparency import run_objection_lists
 from core import payouts
 from core.groups import add_group
 from core.models import (AuditLog, BankCard, Claim, ClaimStatus, Objection, Village)

@@ -10,7 +10,7 @@ from datetime import date
 import pytest
 from PIL import Image
 
-from bot import claim_samples as samples
+from bot.devtools import claim_samples as samples
 from core import ocr
 
 STAY = samples.Stay()

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import func, select
 
-from bot.emulator.pay import load_keys
-from bot.jobs_payments import expire
+from bot.devtools.emulator.pay import load_keys
+from bot.jobs.payments import expire
 from core import ledger
 from core.payments import gateway
 from core.models import (AuditLog, Enrolment, EnrolmentStatus, JournalEntry, OrderStatus,
@@ -432,8 +432,8 @@ def test_real_provider_is_only_a_configuration_change(tmp_path, db, db_url, emul
     merchant's API certificate), and nothing is fetched from it or generated."""
     from cryptography.hazmat.primitives import serialization
 
-    from bot.app import AppContext
-    from bot.chat import Villager
+    from bot.web.app import AppContext
+    from bot.devtools.chat import Villager
     from bot.server import bootstrap
 
     conf = requests.get(f"{emulator}/_emulator/pay/config", timeout=5).json()

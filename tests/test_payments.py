@@ -9,7 +9,7 @@ import requests
 from sqlalchemy import func, select
 
 from bot.cli import main as cli
-from bot.jobs_payments import expire, remind
+from bot.jobs.payments import expire, remind
 from core import ledger, payments
 from core.admins import bind, create_invite
 from core.models import (AuditLog, Enrolment, EnrolmentStatus, Household, JournalEntry,

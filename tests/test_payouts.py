@@ -18,7 +18,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 from stdnum import luhn
 
-from bot.jobs_payouts import post_service_fees, run_scheduled_payouts
+from bot.jobs.payouts import post_service_fees, run_scheduled_payouts
 from core import bankcards, ledger
 from core.admins import create_invite
 from core.models import (AuditLog, BatchStatus, Claim, ClaimStatus, Household,
@@ -632,6 +632,35 @@ def test_confirming_a_batch_whose_file_is_not_written_is_refused(db, app_ctx):
     invariants(db)
 
 
+def test_bulk_claim_moves_follow_the_status_table_and_never_half_a_set(db, app_ctx):
+    """claims.transition_bulk: a move the table does not allow (approved → paid) is refused,
+    and a set one of whose claims is no longer in the starting status moves none of them and
+    writes no audit row."""
+    from core.claims import TransitionError, transition_bulk
+    from core.models import utcnow
+
+    hid = household_with_card(db, app_ctx.vault)["id"]
+    numbers = [approved_claim(db, hid, 1000 + i) for i in range(3)]
+    with db.session() as s:
+        claims = list(s.scalars(select(Claim).where(Claim.number.in_(numbers))))
+        items = [{"claim_number": c.number, "household_id": c.household_id,
+                  "amount_fen": c.amount_fen} for c in claims]
+        ids = select(Claim.id).where(Claim.number.in_(numbers))
+        with pytest.raises(TransitionError):
+            transition_bulk(s, ids, items, ClaimStatus.approved, ClaimStatus.paid, "test",
+                            now=utcnow(), what="test set")
+        claims[0].status = ClaimStatus.rejected
+        s.flush()
+        with pytest.raises(RuntimeError, match="2 of 3 claims"):
+            transition_bulk(s, ids, items, ClaimStatus.approved, ClaimStatus.in_payout, "test",
+                            now=utcnow(), what="test set")
+        s.rollback()
+    assert {claim_status(db, n) for n in numbers} == {ClaimStatus.approved}
+    with db.session() as s:
+        assert not s.scalar(select(func.count()).select_from(AuditLog).where(
+            AuditLog.action == "claim.in_payout"))
+
+
 def test_batch_numbers_fit_and_stay_unique():
     short = Pool(id=7, code="demo", name="x", level="town")
     long = Pool(id=8, code="a" * 30, name="y", level="town")
@@ -644,7 +673,7 @@ def test_batch_numbers_fit_and_stay_unique():
 # the schedule
 
 def test_the_jobs_are_scheduled_at_3_and_4_in_the_morning(app_ctx, db):
-    from bot.scheduler import JOBS, Scheduler
+    from bot.jobs.scheduler import JOBS, Scheduler
 
     assert JOBS["payout.monthly"].args == {"hour": 3, "minute": 0}
     assert JOBS["payout.service_fee"].args == {"hour": 4, "minute": 0}

@@ -571,14 +571,14 @@ def test_drg_lookup(villager, db, home):
 
 def test_overdue_reminders_go_to_the_pool_s_reviewers_once_a_day(villager, db, home, app_ctx,
                                                                   monkeypatch):
-    import bot.scheduler
-    from bot.jobs_review import remind_overdue_reviews
+    import bot.jobs.scheduler
+    from bot.jobs.review import remind_overdue_reviews
 
     late = new_claim(db, home, due_date=TODAY - timedelta(days=3))
     in_time = new_claim(db, home, due_date=TODAY + timedelta(days=3))
     bind(villager, db, "o_pool_admin", "pool_admin", pool="demo")
     bind(villager, db, "o_va_east", "village_admin", village="示范镇/东村")
-    monkeypatch.setattr(bot.scheduler, "_current", app_ctx)
+    monkeypatch.setattr(bot.jobs.scheduler, "_current", app_ctx)
     since = villager.last_call_id()
     assert remind_overdue_reviews() == 2
     for openid in (REVIEWER, "o_pool_admin"):
@@ -604,7 +604,7 @@ def test_a_claim_sent_by_photos_is_reviewed_with_the_short_form(villager, db, ho
     import re
     import time
 
-    from bot import claim_samples as samples
+    from bot.devtools import claim_samples as samples
 
     stay = samples.Stay(admission=ADMISSION, discharge=DISCHARGE)
     pages = {"出院记录": samples.discharge_record(stay), "费用清单": samples.itemized_bill(stay),

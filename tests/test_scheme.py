@@ -328,6 +328,23 @@ def test_loading_the_same_file_twice_updates(rules_db, tmp_path):
             "测试镇/一村", "测试镇/二村", "测试镇/三村"}
 
 
+def test_a_year_s_scheme_is_built_once_and_follows_a_reloaded_file(rules_db, tmp_path):
+    """`SchemeYear.scheme` is the same object while the rules stay, and the new quota table
+    as soon as the file is loaded again, in the same session too."""
+    path = write_scheme(tmp_path)
+    with rules_db.session() as s:
+        import_catalog(s, SAMPLE_CATALOG)
+        year = store_scheme(s, load_scheme(path))
+        scheme = year.scheme
+        assert year.scheme is scheme and scheme.benefit.quotas_fen["FM19"] == 800000
+        write_scheme(tmp_path, quotas="drg_code,quota\nFM19,9000.00\nAA19,40000\n")
+        assert store_scheme(s, load_scheme(path)) is year
+        assert year.scheme.benefit.quotas_fen["FM19"] == 900000
+    with rules_db.session() as s:
+        assert s.get(SchemeYear, year.id).scheme.benefit.quotas_fen == {
+            "FM19": 900000, "AA19": 4000000}
+
+
 def test_relative_demo_reloaded_another_day_moves_the_same_year(rules_db):
     with rules_db.session() as s:
         import_catalog(s, SAMPLE_CATALOG)

@@ -8,7 +8,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from bot.chat import Villager, sign
+from bot.devtools.chat import Villager, sign
 from core.models import InboundMessage, WechatUser
 from handlers import dialogue
 from handlers.dialogue import Dialogue, say
@@ -237,7 +237,7 @@ def test_event_retries_are_dropped_by_sender_and_time(villager, db):
 
 def test_slow_handling_answers_success_and_delivers_through_the_outbox(
         tmp_path, db, db_url, emulator, counting_dialogue):
-    from bot.app import AppContext
+    from bot.web.app import AppContext
     from bot.server import bootstrap
     from tests.conftest import make_cfg, start_bot
 
@@ -363,7 +363,7 @@ def test_the_server_copies_the_sqlite_log_into_the_database_file_by_itself(
     import shutil
     import sqlite3
 
-    from bot.app import AppContext
+    from bot.web.app import AppContext
     from bot.server import bootstrap
     from core.db import Database
     from tests.conftest import make_cfg, start_bot
@@ -482,7 +482,7 @@ def test_a_repeated_signature_parameter_counts_once_as_the_first(bot, cfg, villa
 
 def test_an_unexpected_failure_is_a_plain_500_without_a_trace(bot, cfg, villager, db,
                                                                monkeypatch, caplog):
-    import bot.webhook as webhook
+    import bot.web.webhook as webhook
 
     def broken(fields):
         raise RuntimeError(f"boom {ID_NUMBER}")
@@ -507,7 +507,7 @@ def test_only_bookkeeping_commits_without_waiting_for_the_disk(db):
     from sqlalchemy import text, update
 
     from core import outbox
-    from core.inbox import Inbox, Stored
+    from bot.web.inbox import Inbox, Stored
     from core.models import DialogueState
 
     inbox = Inbox(db)
@@ -549,7 +549,7 @@ def test_a_failed_message_is_undone_alone_however_it_wrote(db, how):
     session's connection) and then failed is undone alone; the next message's write stays."""
     from sqlalchemy import text, update
 
-    from core.inbox import Inbox, Stored
+    from bot.web.inbox import Inbox, Stored
 
     with db.session() as s:
         s.add_all([WechatUser(openid=f"o_undo_{how}_a", subscribed=True),
@@ -598,7 +598,7 @@ def test_the_dedupe_look_up_keeps_using_its_index_as_the_table_grows(db):
         pytest.skip("SQLite plans every statement afresh from its indexes")
     from sqlalchemy import text
 
-    from core.inbox import Inbox
+    from bot.web.inbox import Inbox
 
     inbox = Inbox(db)
 

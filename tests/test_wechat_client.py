@@ -17,10 +17,10 @@ from PIL import Image
 from sqlalchemy import create_engine, delete, select, text
 from sqlalchemy.engine import make_url
 
-from bot import worker
-from bot.app import AppContext
-from bot.emulator import BackgroundServer, create_emulator_app
-from bot.wechat import WeChat, WeChatClientException
+from bot.outbox import worker
+from bot.web.app import AppContext
+from bot.devtools.emulator import BackgroundServer, create_emulator_app
+from bot.clients.wechat import WeChat, WeChatClientException
 from core import outbox
 from core.config import load_config
 from core.db import Database

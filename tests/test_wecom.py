@@ -8,10 +8,10 @@ import pytest
 import requests
 from PIL import Image
 
-from bot import worker
-from bot.app import AppContext
-from bot.emulator import BackgroundServer, create_emulator_app
-from bot.wecom import MARKDOWN_LIMIT, GroupBot, WeComError, split_markdown
+from bot.outbox import worker
+from bot.web.app import AppContext
+from bot.devtools.emulator import BackgroundServer, create_emulator_app
+from bot.clients.wecom import MARKDOWN_LIMIT, GroupBot, WeComError, split_markdown
 from core import outbox
 from core.config import load_config
 from core.models import OutboxMessage, OutboxStatus

@@ -90,6 +90,6 @@ def test_submit_refuses_until_the_three_kinds_are_there(app_ctx, db):
         claim.documents.remove(claim.documents[2])
         with pytest.raises(svc.ClaimError) as err:
             svc.submit(s, claim, "o_wd_missing", date(2025, 9, 30))
-        assert err.value.code == "missing" and err.value.info["missing"] == [
+        assert err.value.code == "missing" and err.value.details["missing"] == [
             DocumentKind.settlement_sheet]
         assert claim.status is S.collecting and claim.due_date is None

@@ -1,0 +1,226 @@
+"""Payment and fund commands:
+
+    huzhu payments record HOUSEHOLD AMOUNT [--channel cash|transfer]
+    huzhu payments exceptions [--all] [--json]      payments that could not be applied
+    huzhu payments resolve ID --note TEXT           an administrator dealt with one
+    huzhu funds add --pool P --source SOURCE AMOUNT [--note TEXT]
+    huzhu ledger check
+    huzhu report fund --pool P [--json]
+"""
+from __future__ import annotations
+
+import getpass
+import sys
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+
+from bot.cli import app_context, print_json, subcommands
+
+SOURCES = ("personal", "collective", "charity", "government", "donor", "interest")
+
+
+def register(sub) -> None:
+    g = subcommands(sub, "payments", "household payments")
+    p = g.add_parser("record", help="record an offline payment (cash or bank transfer)")
+    p.add_argument("household", metavar="HOUSEHOLD")
+    p.add_argument("amount", metavar="AMOUNT", help="yuan, e.g. 150.00: exactly what is due")
+    p.add_argument("--channel", choices=["cash", "transfer"], default="cash")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_payments_record)
+    p = g.add_parser("exceptions", help="payments that could not be applied")
+    p.add_argument("--all", action="store_true", help="resolved ones too")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_payments_exceptions)
+    p = g.add_parser("resolve", help="mark a payment exception as dealt with")
+    p.add_argument("id", type=int)
+    p.add_argument("--note", required=True)
+    p.set_defaults(func=cmd_payments_resolve)
+
+    g = subcommands(sub, "funds", "income that is not a household's payment")
+    p = g.add_parser("add", help="record a donation, top-up, grant or interest")
+    p.add_argument("--pool", required=True)
+    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("amount", metavar="AMOUNT", help="yuan, e.g. 10000.00")
+    p.add_argument("--note", default="")
+    p.set_defaults(func=cmd_funds_add)
+
+    g = subcommands(sub, "ledger", "the fund's double-entry ledger")
+    g.add_parser("check", help="prove every journal entry balances").set_defaults(
+        func=cmd_ledger_check)
+
+    g = subcommands(sub, "report", "reports")
+    p = g.add_parser("fund", help="the pool's income by source, payouts, fees and balance")
+    p.add_argument("--pool", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report_fund)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli:unknown"
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"huzhu: {message}", file=sys.stderr)
+    return code
+
+
+def _yuan(text: str) -> int | None:
+    from core.money import parse_yuan
+
+    try:
+        return parse_yuan(text)
+    except ValueError:
+        return None
+
+
+# -- payments ---------------------------------------------------------------------------------
+
+def cmd_payments_record(args) -> int:
+    from core import payments
+    from core.messages import render
+    from core.models import Household
+    from core.money import format_yuan
+
+    amount = _yuan(args.amount)
+    if amount is None:
+        return _fail(f"amount {args.amount!r} is not an amount in yuan (e.g. 150.00)")
+    x = app_context()
+    now = datetime.now(x.cfg.tz)
+    try:
+        with x.db.session() as s:
+            household = s.scalar(select(Household).where(Household.number == args.household.upper()))
+            if household is None:
+                return _fail(f"no household {args.household}")
+            payment = payments.record_offline(s, household, amount, args.channel, _actor(), now)
+            doc = {"household": household.number, "amount_fen": payment.amount_fen,
+                   "channel": payment.channel, "transaction_id": payment.transaction_id}
+    except payments.PaymentError as e:
+        message = render("payment_record_refused", code=e.code, household=args.household.upper(),
+                         usage="huzhu payments record HOUSEHOLD AMOUNT [--channel cash|transfer]",
+                         **e.detail)
+        return _fail(f"refused ({e.code}): {message}", 1)
+    x.wake_outbox()
+    if args.json:
+        print_json(doc)
+    else:
+        print(f"recorded {doc['household']}: {format_yuan(doc['amount_fen'])} "
+              f"{doc['channel']} ({doc['transaction_id']})")
+    return 0
+
+
+def cmd_payments_exceptions(args) -> int:
+    from core.money import format_yuan
+    from core.payments import list_exceptions
+
+    x = app_context()
+    with x.db.session() as s:
+        rows = [{"id": e.id, "kind": e.kind, "out_trade_no": e.out_trade_no,
+                 "transaction_id": e.transaction_id, "household": e.detail.get("household"),
+                 "total_fen": e.detail.get("total_fen"), "due_fen": e.detail.get("due_fen"),
+                 "created_at": e.created_at, "resolved_at": e.resolved_at,
+                 "resolution": e.detail.get("resolution")}
+                for e in list_exceptions(s, include_resolved=args.all)]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no payment exceptions")
+    for r in rows:
+        print(f"#{r['id']} {r['kind']:<18} {r['household'] or '-':<10} "
+              f"{format_yuan(r['total_fen']) or '-':>12} order {r['out_trade_no']} "
+              f"transaction {r['transaction_id']}"
+              + (f" resolved: {r['resolution']}" if r["resolved_at"] else ""))
+    return 0
+
+
+def cmd_payments_resolve(args) -> int:
+    from core.payments import PaymentError, resolve_exception
+
+    x = app_context()
+    try:
+        with x.db.session() as s:
+            resolve_exception(s, args.id, _actor(), args.note)
+    except PaymentError:
+        return _fail(f"no payment exception #{args.id}")
+    print(f"payment exception #{args.id} resolved")
+    return 0
+
+
+# -- funds, ledger, report ----------------------------------------------------------------------
+
+def _pool(s, code: str):
+    from core.models import Pool
+
+    return s.scalar(select(Pool).where(Pool.code == code))
+
+
+def cmd_funds_add(args) -> int:
+    from core import ledger
+    from core.audit import audit
+    from core.money import format_yuan
+
+    amount = _yuan(args.amount)
+    if amount is None or amount <= 0:
+        return _fail(f"amount {args.amount!r} must be a positive amount in yuan (e.g. 10000.00)")
+    x = app_context()
+    today = datetime.now(x.cfg.tz).date()
+    with x.db.session() as s:
+        pool = _pool(s, args.pool)
+        if pool is None:
+            return _fail(f"no pool {args.pool}")
+        ref = f"funds:{uuid.uuid4().hex}"
+        entry = ledger.post(s, pool.id, "funds", ref, ledger.funds_lines(args.source, amount),
+                            booked_on=today, memo=f"{args.source} {args.note}".strip())
+        audit(s, _actor(), "funds.add", "journal_entry", entry.id, None,
+              {"pool": pool.code, "source": args.source, "amount_fen": amount, "note": args.note})
+    print(f"added {format_yuan(amount)} from {args.source} to pool {args.pool} (entry {entry.id})")
+    return 0
+
+
+def cmd_ledger_check(args) -> int:
+    from core import ledger
+
+    x = app_context()
+    with x.db.session() as s:
+        bad = ledger.check(s)
+    if bad:
+        for line in bad:
+            print(f"unbalanced: {line}")
+        return 1
+    print("ledger ok: every journal entry balances")
+    return 0
+
+
+def cmd_report_fund(args) -> int:
+    from core.money import format_yuan
+    from core.reports import fund_report
+
+    x = app_context()
+    today = datetime.now(x.cfg.tz).date()
+    with x.db.session() as s:
+        pool = _pool(s, args.pool)
+        if pool is None:
+            return _fail(f"no pool {args.pool}")
+        doc = fund_report(s, pool, today)
+        name = pool.name
+    if args.json:
+        print_json(doc)
+        return 0
+    labels = {"personal": "个人缴费", "collective": "村集体", "charity": "慈善",
+              "government": "政府", "donor": "捐赠", "interest": "利息"}
+    period = doc["period"]
+    print(f"{name}（{doc['pool']}）基金情况"
+          + (f" {period['start']} 至 {period['end']}" if period else ""))
+    print(f"  上年结转    {format_yuan(doc['carried_over_fen']):>16}")
+    for source, fen in doc["income_fen"].items():
+        print(f"  收入·{labels.get(source, source):<6}{format_yuan(fen):>16}")
+    print(f"  补助支出    {format_yuan(doc['paid_fen']):>16}")
+    print(f"  服务费      {format_yuan(doc['fees_fen']):>16}")
+    print(f"  追回        {format_yuan(doc['recovered_fen']):>16}")
+    print(f"  余额        {format_yuan(doc['balance_fen']):>16}")
+    return 0

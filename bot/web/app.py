@@ -1,0 +1,97 @@
+"""The Flask app: webhook, payment notify, health, web console. `create_app()` serves gunicorn:
+
+    gunicorn -w 4 -b 0.0.0.0:8000 "bot.web.app:create_app()"
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+from flask import Flask, jsonify
+from sqlalchemy import func, select, text
+
+from core.config import Config, load_config, secret_key
+from core.crypto import PersonalDataVault
+from core.db import Database
+from core.models import OutboxMessage, OutboxStatus, WorkerHeartbeat, utcnow
+from core.outbox import as_utc, counts
+
+log = logging.getLogger("huzhu.app")
+
+
+
+@dataclass
+class AppContext:
+    """What every adapter needs: configuration, database, the personal-data vault."""
+    cfg: Config
+    db: Database
+    wake_outbox: Callable[[], None] = field(default=lambda: None)
+
+    @cached_property
+    def vault(self) -> PersonalDataVault:
+        return PersonalDataVault(secret_key(self.cfg))
+
+    @cached_property
+    def deliver_context(self):
+        from bot.outbox.deliver import Context
+
+        return Context(cfg=self.cfg, db=self.db)
+
+
+def make_context(cfg: Config | None = None, db: Database | None = None) -> AppContext:
+    cfg = cfg or load_config()
+    return AppContext(cfg=cfg, db=db or Database(cfg.DATABASE_URL))
+
+
+def create_app(app_ctx: AppContext | None = None) -> Flask:
+    from bot import logs
+    from bot.discover import blueprints, load_handlers
+    from bot.web.webhook import SWITCH_INTERVAL_SECONDS, Webhook, WebhookApp
+
+    x = app_ctx or make_context()
+    if app_ctx is None:
+        logs.setup(x.cfg.LOG_LEVEL)
+    app = Flask("huzhu")
+    app.config["MAX_CONTENT_LENGTH"] = None  # the webhook checks sizes itself (400, not 413)
+    app.extensions["huzhu"] = x
+    app.extensions["huzhu.webhook"] = hook = Webhook(x)
+    app.wsgi_app = WebhookApp(app.wsgi_app, hook)  # POST /wechat without Flask's machinery
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the line gets the interpreter back sooner
+    load_handlers()
+    for bp in blueprints():
+        app.register_blueprint(bp)
+
+    @app.get("/healthz")
+    def healthz():
+        body = {"status": "ok", "database": "ok"}
+        try:
+            with x.db.session() as s:
+                s.execute(text("SELECT 1"))
+                body["outbox"] = counts(s)
+                oldest = s.scalar(select(func.min(OutboxMessage.created_at)).where(
+                    OutboxMessage.status == OutboxStatus.pending,
+                    OutboxMessage.next_attempt_at <= utcnow()))
+                body["outbox"]["oldest_due_seconds"] = (
+                    round((utcnow() - as_utc(oldest)).total_seconds(), 1) if oldest else 0)
+                beats = list(s.scalars(select(WorkerHeartbeat)))
+                alive = [b for b in beats if (utcnow() - as_utc(b.seen_at)).total_seconds() < 60]
+                body["worker"] = {"alive": len(alive),
+                                  "scheduler_active": any(b.scheduler_active for b in alive)}
+                from core.backup import health as backup_health
+
+                body["backup"] = backup_health(s)
+        except Exception as exc:
+            log.error("health check failed: %s", type(exc).__name__)
+            return jsonify({"status": "error", "database": type(exc).__name__}), 503
+        if body["outbox"]["dead"]:
+            body["status"] = "degraded"
+        if not body["worker"]["alive"]:
+            body["status"] = "degraded"
+        if not body["backup"]["ok"]:
+            body["status"] = "degraded"
+        return jsonify(body)
+
+    return app

@@ -1,0 +1,472 @@
+"""The database side of inbound messages, on the driver's own connection.
+
+Every message costs the same few statements, so they are written here in the dialect's SQL
+instead of going through the ORM, with the values passed through the same SQLAlchemy type
+processors the ORM uses (the rows are the ones the ORM would write):
+
+- `Batch`: the messages the webhook's line has taken together, in one transaction — one read
+  for all their senders (with whether each is in a dialogue) and for which of their dedupe keys
+  were answered before, one write for all the users' last inbound time and one for all the
+  dedupe rows (on PostgreSQL the two writes are one statement), one commit. Each message's
+  handler gets an ORM session of its own (`MessageScope`); its first write sets a SAVEPOINT, so
+  a message that fails is undone alone. On PostgreSQL a batch in which no message wrote
+  anything of its own and nothing went to the outbox commits with `synchronous_commit` off:
+  only the bookkeeping of read-only messages could be lost, and only if the database stopped
+  within a fraction of a second (WeChat's retry is then answered afresh).
+- `MessageUnit`: one message in one transaction (administrator commands, and the messages of a
+  batch that failed as a whole): one read for the sender and whether the message was answered
+  before, and at the end the same two writes. Its ORM session is opened only when a handler
+  asks for it.
+
+The unique dedupe key settles two copies of one message handled at the same moment: the
+loser's INSERT fails and its transaction is rolled back.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Iterator
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from core.models import InboundMessage, OutboxMessage, WechatUser, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from core.db import Database
+
+
+_OUTBOX_ADDED = "huzhu.outbox_added"
+_BATCH = "huzhu.batch"
+
+
+class _MessageSession(Session):
+    """The ORM session of a message or a batch: it remembers whether a flush wrote outbox rows,
+    so the worker is woken after the commit. Only these sessions carry the listener; the
+    application's other sessions are left as they are."""
+
+
+@event.listens_for(_MessageSession, "before_flush")
+def _before_flush(session: Session, _context, _instances) -> None:
+    if not session.info.get(_OUTBOX_ADDED) and any(
+            isinstance(o, OutboxMessage) for o in session.new):
+        session.info[_OUTBOX_ADDED] = True
+
+
+def _before_cursor_execute(conn, _cursor, statement, _parameters, _context, _executemany):
+    """Every statement SQLAlchemy sends on the line's connection passes here — ORM flushes,
+    ORM or Core DML, `text()`, bulk inserts, `session.connection()` — so any that is not a
+    plain SELECT counts as a write of the message in hand: its SAVEPOINT is set first, and the
+    batch commits durably. (The batch's own statements go through the driver's cursor.)"""
+    batch = conn.info.get(_BATCH)
+    if batch is not None and statement.lstrip()[:6].upper() != "SELECT":
+        batch.before_write()
+
+
+class Answered(Exception):
+    """This message was answered before (a retry), or is being answered right now by another
+    copy that got its dedupe row in first."""
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The user as the first statement read them."""
+    user_id: int
+    last_inbound_at: datetime | None  # UTC
+    pushes_since_inbound: int
+    in_dialogue: bool
+
+
+class _Sql:
+    """The statements of one dialect, with the ORM's own value processors."""
+
+    def __init__(self, dialect):
+        self.postgres = dialect.name == "postgresql"
+        p = "%s" if self.postgres else "?"
+
+        def bind(column):
+            return column.type.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+
+        def result(column):
+            return (column.type.dialect_impl(dialect).result_processor(dialect, None)
+                    or (lambda v: v))
+
+        u, m = WechatUser.__table__.c, InboundMessage.__table__.c
+        self.bind_time = bind(u.last_inbound_at)
+        self.read_time = result(u.last_inbound_at)
+        self.bind_reply = bind(m.reply)
+        self.bind_bool = bind(m.done)
+        self.load = (
+            "SELECT u.id, u.last_inbound_at, u.pushes_since_inbound, d.openid IS NOT NULL, "
+            f"EXISTS (SELECT 1 FROM inbound_message WHERE dedupe_key = {p}) "
+            "FROM wechat_user u LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid "
+            f"WHERE u.openid = {p}")
+        new_user = ("INSERT INTO wechat_user (openid, subscribed, pushes_since_inbound, created_at) "
+                    f"VALUES ({p}, {p}, 0, {p})")
+        # on PostgreSQL another request may be creating the same user at this moment: the
+        # INSERT waits for it and then does nothing (no id back), and the user is read again
+        self.new_user = (new_user + " ON CONFLICT (openid) DO NOTHING RETURNING id"
+                         if self.postgres else new_user)
+        touch = ("UPDATE wechat_user SET last_inbound_at = {p}, pushes_since_inbound = 0 "
+                 "WHERE id = {p}").format(p=p)
+        inbound = ("INSERT INTO inbound_message (dedupe_key, openid, msg_type, received_at, done, "
+                   "reply) VALUES ({p}, {p}, {p}, {p}, {p}, {p})").format(p=p)
+        # PostgreSQL: one round trip for both writes
+        self.finish = ([f"WITH touched AS ({touch}) {inbound}"] if self.postgres
+                       else [touch, inbound])
+
+
+class MessageUnit:
+    """One inbound message's transaction (see the module's docstring)."""
+
+    def __init__(self, conn: "Connection", sql: _Sql, integrity_error: type[Exception]):
+        self.conn = conn
+        self.sql = sql
+        self._integrity_error = integrity_error
+        self._cursor = conn.connection.driver_connection.cursor()
+        self._session: Session | None = None
+        self.woke_held = False  # messages held for the sender were made due
+
+    @property
+    def session(self) -> Session:
+        """The ORM session of this transaction, opened on first use."""
+        if self._session is None:
+            self._session = _MessageSession(bind=self.conn, expire_on_commit=False)
+        return self._session
+
+    def sender(self, openid: str, key: str) -> Sender:
+        """The user (created on their first message); Answered if this message was answered
+        before. A user who is not there yet cannot have sent a message already answered: the
+        user is created in that message's transaction."""
+        cur, sql = self._cursor, self.sql
+        for _ in range(2):
+            cur.execute(sql.load, (key, openid))
+            row = cur.fetchone()
+            if row is not None:
+                if row[4]:
+                    raise Answered()
+                last = row[1]
+                if last is not None and not isinstance(last, datetime):
+                    last = sql.read_time(last)
+                return Sender(row[0], _utc(last), row[2] or 0, bool(row[3]))
+            cur.execute(sql.new_user, (openid, sql.bind_bool(True), sql.bind_time(utcnow())))
+            if not sql.postgres:
+                return Sender(cur.lastrowid, None, 0, False)
+            created = cur.fetchone()
+            if created is not None:
+                return Sender(created[0], None, 0, False)
+        raise RuntimeError("the user could not be read or created")
+
+    def user(self, sender: Sender) -> WechatUser:
+        return self.session.get_one(WechatUser, sender.user_id)
+
+    def finish(self, sender: Sender, openid: str, key: str, kind: str, texts: list[str]) -> bool:
+        """Write what the dialogue changed, the user's last inbound time and the dedupe row with
+        the reply; Answered if another copy of the message stored its row first. Returns
+        whether the message put anything in the outbox."""
+        enqueued = self.woke_held
+        if self._session is not None:
+            self._session.flush()
+            enqueued = enqueued or bool(self._session.info.get(_OUTBOX_ADDED))
+        sql, now = self.sql, utcnow()
+        touch = (sql.bind_time(now), sender.user_id)
+        inbound = (key, openid, kind, sql.bind_time(now), sql.bind_bool(True), sql.bind_reply(texts))
+        try:
+            if sql.postgres:
+                self._cursor.execute(sql.finish[0], touch + inbound)
+            else:
+                self._cursor.execute(sql.finish[0], touch)
+                self._cursor.execute(sql.finish[1], inbound)
+        except self._integrity_error:
+            raise Answered() from None
+        return enqueued
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        self._cursor.close()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    from core.outbox import as_utc
+
+    return as_utc(value) if value is not None else None
+
+
+# -- several messages in one transaction ------------------------------------------------------
+
+class Conflict(Exception):
+    """The batch met another process's work on the same rows; handle its messages one by one."""
+
+
+class _BatchSql:
+    """A batch's statements: one read for all senders and dedupe keys, one write for all users'
+    last inbound time and one for all dedupe rows, whatever the batch's size. On SQLite the
+    lists travel as one JSON parameter (json_each), so the statements never change and each
+    read comes back as a single row."""
+
+    def __init__(self, dialect):
+        self.postgres = dialect.name == "postgresql"
+        serializer = getattr(dialect, "_json_serializer", None)
+        self.dumps = serializer or __import__("json").dumps
+        if self.postgres:
+            # one round trip: the senders' rows, then one row per key answered before
+            self.senders = (
+                "SELECT u.openid, u.id, u.last_inbound_at, u.pushes_since_inbound, "
+                "d.openid IS NOT NULL, CAST(NULL AS TEXT) FROM wechat_user u "
+                "LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid WHERE u.openid = ANY(%s) "
+                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, dedupe_key FROM inbound_message "
+                "WHERE dedupe_key = ANY(%s)")
+            self.lazy_commit = "SET LOCAL synchronous_commit TO off"
+            self.finish = (
+                "WITH touched AS (UPDATE wechat_user SET last_inbound_at = %s, "
+                "pushes_since_inbound = 0 WHERE id = ANY(%s)) "
+                "INSERT INTO inbound_message (dedupe_key, openid, msg_type, received_at, done, reply) "
+                "SELECT k, o, t, %s, true, CAST(r AS JSON) "
+                "FROM unnest(CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), "
+                "CAST(%s AS TEXT[])) AS x(k, o, t, r)")
+        else:
+            self.senders = (
+                "SELECT (SELECT json_group_array(json_array(u.openid, u.id, u.last_inbound_at, "
+                "u.pushes_since_inbound, d.openid IS NOT NULL)) FROM wechat_user u "
+                "LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid "
+                "WHERE u.openid IN (SELECT value FROM json_each(?))), "
+                "(SELECT json_group_array(dedupe_key) FROM inbound_message "
+                "WHERE dedupe_key IN (SELECT value FROM json_each(?)))")
+            self.touch = ("UPDATE wechat_user SET last_inbound_at = ?, pushes_since_inbound = 0 "
+                          "WHERE id IN (SELECT value FROM json_each(?))")
+            self.inbound = (
+                "INSERT INTO inbound_message (dedupe_key, openid, msg_type, received_at, done, "
+                "reply) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+                "json_extract(value, '$[2]'), ?, ?, json_extract(value, '$[3]') "
+                "FROM json_each(?)")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One message's dedupe row, written when the batch ends."""
+    sender: Sender
+    openid: str
+    key: str
+    kind: str
+    texts: list[str]
+
+
+class Batch:
+    """Several messages handled one after the other in one transaction: a read for all of them
+    at the start, a write for all of them at the end, one commit. Each message's handler has a
+    session of its own whose writes follow a SAVEPOINT (MessageScope), so a handler that fails
+    undoes only its own message."""
+
+    def __init__(self, conn: "Connection", sql: _Sql, bsql: _BatchSql,
+                 integrity_error: type[Exception]):
+        self.conn = conn
+        self.sql = sql
+        self.bsql = bsql
+        self.integrity_error = integrity_error
+        self.cursor = self._cursor = conn.connection.driver_connection.cursor()
+        self._session: Session | None = None
+        self._messages = 0
+        self.woke_held = False
+        self.outbox_added = False
+        self.wrote = False  # something besides the batch's own bookkeeping was written
+        self.current: "MessageScope | None" = None  # the message being handled
+
+    @property
+    def session(self) -> Session:
+        """A session of the batch's own (the late replies' outbox rows)."""
+        if self._session is None:
+            self._session = _MessageSession(bind=self.conn, expire_on_commit=False)
+        return self._session
+
+    def senders(self, openids: list[str], keys: list[str]) -> tuple[dict[str, Sender], set[str]]:
+        """The senders already known, by openid, and the keys answered before."""
+        cur, sql, b = self._cursor, self.sql, self.bsql
+        if b.postgres:
+            cur.execute(b.senders, (openids, keys))
+            rows, seen = [], set()
+            for row in cur.fetchall():
+                if row[5] is not None:
+                    seen.add(row[5])
+                else:
+                    rows.append(row[:5])
+        else:
+            import json
+
+            cur.execute(b.senders, (json.dumps(openids), json.dumps(keys)))
+            users_json, seen_json = cur.fetchone()
+            rows = json.loads(users_json)
+            seen = set(json.loads(seen_json))
+        found = {}
+        for openid, user_id, last, pushes, in_dialogue in rows:
+            if last is not None and not isinstance(last, datetime):
+                last = sql.read_time(last)
+            found[openid] = Sender(user_id, _utc(last), pushes or 0, bool(in_dialogue))
+        return found, seen
+
+    def new_user(self, openid: str) -> Sender:
+        sql = self.sql
+        self._cursor.execute(sql.new_user, (openid, sql.bind_bool(True), sql.bind_time(utcnow())))
+        if not sql.postgres:
+            return Sender(self._cursor.lastrowid, None, 0, False)
+        created = self._cursor.fetchone()
+        if created is None:  # another process created them a moment ago
+            raise Conflict()
+        return Sender(created[0], None, 0, False)
+
+    def message(self) -> "MessageScope":
+        self._messages += 1
+        self.current = MessageScope(self, self._messages)
+        return self.current
+
+    def before_write(self) -> None:
+        """A statement other than a SELECT is about to run for a message (or for the late
+        replies): the message's SAVEPOINT first."""
+        self.wrote = True
+        if self.current is not None:
+            self.current.before_write()
+
+    def finish(self, stored: list[Stored], touched: set[int]) -> bool:
+        """Write the users' last inbound time and the dedupe rows; returns whether anything was
+        put in the outbox. A dedupe key stored meanwhile by another process: Conflict."""
+        enqueued = self.woke_held or self.outbox_added
+        if self._session is not None:
+            self._session.flush()
+            enqueued = enqueued or bool(self._session.info.get(_OUTBOX_ADDED))
+        sql, b, now = self.sql, self.bsql, utcnow()
+        try:
+            if b.postgres:
+                if not (self.wrote or enqueued):
+                    # Only the messages' own bookkeeping (dedupe rows with their replies, last
+                    # inbound times, new users) and nothing sent: the commit need not wait for
+                    # the disk, as SQLite's `synchronous=NORMAL` does not. PostgreSQL stopping
+                    # in the next fraction of a second could lose it; then WeChat's retry is
+                    # answered afresh, with the same answer. Any other change keeps the usual
+                    # durable commit.
+                    self._cursor.execute(b.lazy_commit)
+                self._cursor.execute(b.finish, (
+                    now, sorted(touched), now, [s.key for s in stored],
+                    [s.openid for s in stored], [s.kind for s in stored],
+                    [b.dumps(s.texts) for s in stored]))
+            else:
+                import json
+
+                stamp = sql.bind_time(now)
+                self._cursor.execute(b.touch, (stamp, json.dumps(sorted(touched))))
+                if stored:
+                    self._cursor.execute(b.inbound, (stamp, sql.bind_bool(True), json.dumps(
+                        [[s.key, s.openid, s.kind, b.dumps(s.texts)] for s in stored])))
+        except self.integrity_error:
+            raise Conflict() from None
+        return enqueued
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        self._cursor.close()
+
+
+class MessageScope:
+    """One message of a batch, with an ORM session of its own on the batch's connection. The
+    first statement other than a SELECT sent for it on that connection (however it is sent)
+    sets a SAVEPOINT first, so a message that fails is undone alone with `undo()`; a message
+    that only reads costs no SAVEPOINT."""
+
+    def __init__(self, batch: "Batch", number: int):
+        self.batch = batch
+        self.name = f"huzhu_message_{number}"
+        self._session: Session | None = None
+        self._savepoint = False
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = _MessageSession(bind=self.batch.conn, expire_on_commit=False)
+        return self._session
+
+    def before_write(self) -> None:
+        if not self._savepoint:
+            self.batch.cursor.execute(f"SAVEPOINT {self.name}")
+            self._savepoint = True
+
+    def flush(self) -> None:
+        """Write what the handler left pending (a failure here fails the message)."""
+        if self._session is not None:
+            self._session.flush()
+            if self._session.info.get(_OUTBOX_ADDED):
+                self.batch.outbox_added = True
+
+    def undo(self) -> None:
+        """Undo everything this message wrote; its session's objects are dropped."""
+        if self._savepoint:
+            self.batch.cursor.execute(f"ROLLBACK TO SAVEPOINT {self.name}")
+        if self._session is not None:
+            self._session.info.pop(_OUTBOX_ADDED, None)
+
+    def close(self) -> None:
+        if self.batch.current is self:
+            self.batch.current = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+class Inbox:
+    """Opens message units and batches on a Database."""
+
+    def __init__(self, db: "Database"):
+        self.db = db
+        dialect = db.engine.dialect
+        self.sql = _Sql(dialect)
+        self.bsql = _BatchSql(dialect)
+        self.integrity_error = dialect.loaded_dbapi.IntegrityError
+        self._line_lock = threading.Lock()
+        self._line_conn: "Connection | None" = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator["Batch"]:
+        """Several messages' transaction: committed at the end, rolled back on any error. For
+        the one thread that handles batches: its connection is kept from one batch to the next
+        (no pool check-out and, on PostgreSQL, no ping each time) and dropped after any error,
+        so a broken one is replaced by the next batch."""
+        with self._line_lock, self.db.writing():
+            conn = self._line_conn
+            if conn is None:
+                conn = self._line_conn = self.db.engine.connect()
+                event.listen(conn, "before_cursor_execute", _before_cursor_execute)
+            try:
+                with conn.begin():
+                    batch = Batch(conn, self.sql, self.bsql, self.integrity_error)
+                    conn.info[_BATCH] = batch
+                    try:
+                        yield batch
+                    finally:
+                        conn.info.pop(_BATCH, None)
+                        batch.close()
+            except BaseException:
+                self._line_conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+
+    def close(self) -> None:
+        """Give back the kept connection (when the server stops)."""
+        with self._line_lock:
+            if self._line_conn is not None:
+                with contextlib.suppress(Exception):
+                    self._line_conn.close()
+                self._line_conn = None
+
+    @contextlib.contextmanager
+    def unit(self) -> Iterator[MessageUnit]:
+        """One message's transaction: committed at the end, rolled back on any error."""
+        with self.db.connection() as conn:
+            unit = MessageUnit(conn, self.sql, self.integrity_error)
+            try:
+                yield unit
+            finally:
+                unit.close()

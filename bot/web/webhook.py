@@ -1,0 +1,511 @@
+"""The WeChat webhook: verify, decrypt, drop retries, route, answer within WeChat's 5 seconds.
+
+A villager's message is handled by the line: one thread that takes whatever messages have
+queued up and handles them as one batch in one database transaction (bot/web/inbox.py): one read
+for all their senders and dedupe keys, each message's dialogue in a SAVEPOINT of its own when
+it writes, one write for all users' last inbound time and all dedupe rows (unique key: MsgId, or
+FromUserName+CreateTime for events) holding the passive replies, one commit. In one process the
+interpreter runs one thread at a time and SQLite has one writer, so handling messages side by
+side in many threads only made them queue for each other at every database call.
+
+A retry of a message gets the stored reply and changes nothing; copies in one batch are handled
+once; a copy handled by another process at the same moment loses the race for the unique key
+and is answered with the first copy's reply. A message whose handler fails is undone alone and
+stores nothing, so WeChat's retry of it is handled afresh. Administrator commands, which may
+read a whole pool, run one per transaction on a small pool of threads beside the line, as does
+each message of a batch that failed as a whole.
+
+`POST /wechat` is answered by `WebhookApp`, a WSGI layer in front of the Flask app, straight
+from the WSGI environ; Flask's request context, URL map and response objects cost about a fifth
+of a message's processor time. The URL check (GET) and everything else go on to Flask.
+
+The request's thread waits for its reply at most REPLY_BUDGET_SECONDS; past that it answers
+`success` and the reply goes out through the outbox instead — decided under a lock, so it goes
+out exactly once.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
+from queue import Empty, SimpleQueue
+from typing import Callable, Mapping
+from urllib.parse import parse_qsl
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.wsgi import get_content_length, get_input_stream
+from sqlalchemy import select
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidSignatureException
+from wechatpy.replies import TextReply
+from wechatpy.utils import check_signature, random_string
+
+from bot.clients.wechat import PUSHES_PER_INBOUND, WINDOW
+from bot.web.wxml import BadXml, parse_flat
+from core import outbox
+from core.messages import render
+from bot.web.inbox import Answered, Conflict, Inbox, Sender, Stored
+from core.models import InboundMessage, WechatUser, utcnow
+from handlers import dialogue, router
+from handlers.types import Ctx, Incoming, Reply
+
+log = logging.getLogger("huzhu.webhook")
+bp = Blueprint("wechat", __name__)
+
+PASSIVE_LIMIT = 2000  # bytes of one passive text reply (WeChat allows 2048)
+# How long a thread may hold the interpreter while another waits for it. The line gives the
+# interpreter up at every database call and must wait to get it back from request threads busy
+# signing and decrypting; at Python's default of 5 ms that wait made the slowest 1% of replies
+# 5-8 ms slower (bench/webhook.py, safe mode, 32 connections: p99 44 -> 36 ms on SQLite,
+# 46 -> 39 ms on PostgreSQL, the same messages/s).
+SWITCH_INTERVAL_SECONDS = 0.001
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the webhook answers one POST: status, body, content type (UTF-8)."""
+    status: int
+    body: str
+    content_type: str = "text/plain"
+
+
+def _bad(status: int, why: str, remote_addr: str | None) -> Answer:
+    log.warning("webhook refused status=%s why=%s ip=%s", status, why, remote_addr)
+    return Answer(status, why)
+
+
+@bp.get("/wechat")
+def verify_url():
+    hook: Webhook = current_app.extensions["huzhu.webhook"]
+    args = request.args
+    if not hook.signature_ok(args.get("signature", ""), args.get("timestamp", ""),
+                             args.get("nonce", "")):
+        a = _bad(403, "bad signature", request.remote_addr)
+        return Response(a.body, status=a.status, mimetype=a.content_type)
+    return Response(args.get("echostr", ""), mimetype="text/plain")
+
+
+@bp.post("/wechat")
+def receive():
+    """What the WSGI layer in front does not take (`//wechat`, a server's own spelling of the
+    path), answered the same way through Flask."""
+    hook: Webhook = current_app.extensions["huzhu.webhook"]
+    a = hook.answer(request.args, request.stream.read, request.content_length,
+                    request.remote_addr)
+    return Response(a.body, status=a.status, mimetype=a.content_type)
+
+
+_STATUS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden",
+           500: "500 Internal Server Error"}
+
+
+def _query_text(environ) -> str:
+    """The query string as Flask reads it: WSGI hands the URL's bytes over as Latin-1 text, and
+    they are UTF-8. WeChat's own are plain ASCII, which needs nothing."""
+    query = environ.get("QUERY_STRING", "")
+    if query.isascii():
+        return query
+    try:
+        return query.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a server that decoded the bytes already
+        return query
+
+
+class WebhookApp:
+    """WSGI in front of the Flask app: `POST /wechat` — every villager's message — is answered
+    here straight from the WSGI environ, without Flask's request context, URL map and response
+    objects (about a fifth of the processor time a message took); every other request goes on
+    to Flask."""
+
+    def __init__(self, flask_wsgi, hook: "Webhook"):
+        self.flask_wsgi = flask_wsgi
+        self.hook = hook
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != "/wechat" or environ.get("REQUEST_METHOD") != "POST":
+            return self.flask_wsgi(environ, start_response)
+        args: dict[str, str] = {}
+        for k, v in parse_qsl(_query_text(environ), keep_blank_values=True):
+            args.setdefault(k, v)  # the first of repeated parameters, as Flask's request.args
+        try:
+            # the body as Flask reads it: never past Content-Length, and empty without one
+            # unless the server marks its stream as ending by itself (chunked, with waitress)
+            answer = self.hook.answer(args, get_input_stream(environ).read,
+                                      get_content_length(environ), environ.get("REMOTE_ADDR"))
+        except Exception:
+            log.error("webhook failed", exc_info=True)
+            answer = Answer(500, "internal error")
+        data = answer.body.encode()
+        start_response(_STATUS.get(answer.status, f"{answer.status} Error"),
+                       [("Content-Type", f"{answer.content_type}; charset=utf-8"),
+                        ("Content-Length", str(len(data)))])
+        return [data]
+
+
+@dataclass
+class _Ticket:
+    """Who sends the reply: the request (in time) or the outbox (late)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    late: bool = False
+    committing: bool = False
+
+
+class Webhook:
+    def __init__(self, app_ctx):
+        self.x = app_ctx  # bot.web.app.AppContext
+        cfg = app_ctx.cfg
+        self.token = cfg.WECHAT_TOKEN
+        self.crypto = (WeChatCrypto(cfg.WECHAT_TOKEN, cfg.WECHAT_AES_KEY, cfg.WECHAT_APP_ID)
+                       if cfg.safe_mode else None)
+        # administrator commands, and messages handled again one by one
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="huzhu-msg")
+        self.inbox = Inbox(app_ctx.db)
+        self.line = _Line(self.handle_batch)
+
+    def close(self) -> None:
+        """The server stops: no more threads for commands, the line's connection given back."""
+        self.pool.shutdown(wait=False)
+        self.inbox.close()
+
+    # -- HTTP -------------------------------------------------------------------------------
+    def signature_ok(self, signature: str, timestamp: str, nonce: str) -> bool:
+        try:
+            check_signature(self.token, signature, timestamp, nonce)
+            return True
+        except InvalidSignatureException:
+            return False
+
+    def answer(self, args: Mapping[str, str], read: Callable[[int], bytes],
+               content_length: int | None, remote_addr: str | None) -> Answer:
+        """One POST: its query parameters, a reader of its body and the body's declared
+        length."""
+        cfg = self.x.cfg
+        if not self.signature_ok(args.get("signature", ""), args.get("timestamp", ""),
+                                 args.get("nonce", "")):
+            return _bad(403, "bad signature", remote_addr)
+        if content_length is not None and content_length > cfg.MAX_BODY_BYTES:
+            return _bad(400, "body too large", remote_addr)
+        body = read(cfg.MAX_BODY_BYTES + 1)
+        if len(body) > cfg.MAX_BODY_BYTES:
+            return _bad(400, "body too large", remote_addr)
+        try:
+            fields = parse_flat(body)
+        except BadXml as exc:
+            return _bad(400, f"malformed xml ({exc})", remote_addr)
+        encrypted = args.get("encrypt_type") == "aes"
+        if self.crypto is not None:
+            if not encrypted or "Encrypt" not in fields:
+                return _bad(400, "safe mode expects an encrypted message", remote_addr)
+            try:
+                inner = self.crypto.decrypt_message(fields, args.get("msg_signature", ""),
+                                                    args.get("timestamp", ""), args.get("nonce", ""))
+            except InvalidSignatureException:
+                return _bad(403, "bad msg_signature", remote_addr)
+            except Exception as exc:  # a wrong key, bad padding, another app's message, …
+                return _bad(400, f"cannot decrypt ({type(exc).__name__})", remote_addr)
+            try:
+                fields = parse_flat(inner.encode() if isinstance(inner, str) else inner)
+            except BadXml as exc:
+                return _bad(400, f"malformed xml ({exc})", remote_addr)
+        elif encrypted:
+            return _bad(400, "encrypted message but safe mode is off", remote_addr)
+        msg = to_incoming(fields)
+        if msg is None:
+            return _bad(400, "not a WeChat message", remote_addr)
+        started = time.monotonic()
+        texts = self.dispatch(msg)
+        log.info("inbound type=%s openid=%s key=%s ms=%.1f", msg.kind, _short(msg.openid),
+                 msg.key, (time.monotonic() - started) * 1000)
+        if not texts:
+            return Answer(200, "success")
+        reply_xml = TextReply(source=fields.get("ToUserName", ""), target=msg.openid,
+                              content="\n\n".join(texts)).render()
+        if self.crypto is not None:
+            reply_xml = self.crypto.encrypt_message(reply_xml, args.get("nonce") or random_string(),
+                                                    args.get("timestamp"))
+        return Answer(200, reply_xml, "application/xml")
+
+    # -- handling ---------------------------------------------------------------------------
+    def dispatch(self, msg: Incoming) -> list[str]:
+        """The passive reply's texts, or [] for `success` (nothing to say, or it comes late)."""
+        ticket = _Ticket()
+        if _beside_line(msg):
+            future = self.pool.submit(self._process, msg, ticket)
+        else:
+            future = self.line.submit(msg, ticket)
+        try:
+            return future.result(timeout=self.x.cfg.REPLY_BUDGET_SECONDS)
+        except FutureTimeout:
+            with ticket.lock:
+                if not ticket.committing:
+                    ticket.late = True
+            if ticket.late:
+                log.warning("reply late key=%s: it goes through the outbox", msg.key)
+                return []
+            return future.result()
+
+    def _process(self, msg: Incoming, ticket: _Ticket) -> list[str]:
+        try:
+            with self.inbox.unit() as unit:
+                sender = unit.sender(msg.openid, msg.key)
+                if _may_have_held(sender):
+                    unit.woke_held = outbox.wake(unit.session, msg.openid) > 0
+                texts = self._route(msg, sender, unit, state_known=True)
+                with ticket.lock:
+                    if ticket.late:
+                        for t in texts:
+                            outbox.send_text(unit.session, msg.openid, t)
+                    ticket.committing = True
+                enqueued = unit.finish(sender, msg.openid, msg.key, msg.kind, texts)
+            if enqueued:
+                self.x.wake_outbox()
+            return texts
+        except Answered:
+            # a retry of a message already answered, or a copy handled at this very moment
+            # by another request that stored its dedupe row first (this transaction is undone)
+            return self._cached_reply(msg, ticket)
+        except Exception:
+            log.error("handling failed key=%s openid=%s", msg.key, _short(msg.openid),
+                      exc_info=True)
+            with ticket.lock:
+                ticket.committing = True
+            return [render("internal_error")]
+
+    def _route(self, msg: Incoming, sender: Sender, scope, state_known: bool) -> list[str]:
+        """The router's answer to one message, with `scope.session` as its ORM session; the
+        texts for the passive reply (the rest is queued in the outbox)."""
+        ctx = Ctx(cfg=self.x.cfg, vault=self.x.vault, openid=msg.openid,
+                  now=datetime.now(self.x.cfg.tz), session=lambda: scope.session,
+                  user=lambda: scope.session.get_one(WechatUser, sender.user_id),
+                  extra={"app": self.x})
+        if state_known and not sender.in_dialogue:
+            ctx.extra["dialogue_state"] = None  # nothing to read
+        return _passive_texts(scope, msg.openid, router.handle(ctx, msg))
+
+    def handle_batch(self, items: list["_Queued"]) -> None:
+        """Messages taken together by the line: one transaction, one commit. If the batch as a
+        whole fails (another process touched the same rows, a database error), each message is
+        handled again on its own."""
+        try:
+            results, answered, enqueued = self._batch(items)
+        except Exception as exc:
+            if not isinstance(exc, Conflict):
+                log.error("batch of %d failed; handling them one by one", len(items),
+                          exc_info=True)
+            for item in items:
+                item.future.set_result(self._process(item.msg, item.ticket))
+            return
+        if enqueued:
+            self.x.wake_outbox()
+        for item, texts in results:
+            item.future.set_result(texts)
+        for item in answered:
+            item.future.set_result(self._cached_reply(item.msg, item.ticket))
+
+    def _batch(self, items: list["_Queued"]):
+        results: list[tuple[_Queued, list[str]]] = []
+        answered: list[_Queued] = []
+        with self.inbox.batch() as batch:
+            openids = list(dict.fromkeys(item.msg.openid for item in items))
+            senders, seen = batch.senders(openids, [item.msg.key for item in items])
+            handled: dict[str, tuple[list[str], bool]] = {}  # key → texts, stored
+            done: list[tuple[_Queued, Sender, list[str], bool]] = []
+            users_seen: set[str] = set()
+            for item in items:
+                msg = item.msg
+                if msg.key in seen:
+                    answered.append(item)
+                    continue
+                if msg.key in handled:  # two copies of one message in the same batch
+                    results.append((item, handled[msg.key][0]))
+                    continue
+                sender = senders.get(msg.openid)
+                if sender is None:
+                    sender = senders[msg.openid] = batch.new_user(msg.openid)
+                scope = batch.message()
+                first = msg.openid not in users_seen
+                users_seen.add(msg.openid)
+                try:
+                    if first and _may_have_held(sender):
+                        batch.woke_held |= outbox.wake(scope.session, msg.openid) > 0
+                    # a second message of the same user in this batch reads the state the
+                    # first one left
+                    texts = self._route(msg, sender, scope, state_known=first)
+                    scope.flush()
+                    ok = True
+                except Exception:
+                    scope.undo()
+                    log.error("handling failed key=%s openid=%s", msg.key, _short(msg.openid),
+                              exc_info=True)
+                    texts, ok = [render("internal_error")], False
+                finally:
+                    scope.close()
+                handled[msg.key] = (texts, ok)
+                done.append((item, sender, texts, ok))
+            stored, touched = [], set()
+            for item, sender, texts, ok in done:
+                msg, ticket = item.msg, item.ticket
+                with ticket.lock:
+                    if ticket.late and ok:
+                        for t in texts:
+                            outbox.send_text(batch.session, msg.openid, t)
+                    ticket.committing = True
+                if ok:  # a failed message stores nothing: a retry is handled afresh
+                    stored.append(Stored(sender, msg.openid, msg.key, msg.kind, texts))
+                    touched.add(sender.user_id)
+                results.append((item, texts))
+            enqueued = batch.finish(stored, touched)
+        return results, answered, enqueued
+
+    def _cached_reply(self, msg: Incoming, ticket: _Ticket) -> list[str]:
+        """A retry: the first delivery's reply, once it is committed (or `success`)."""
+        with ticket.lock:
+            ticket.committing = True
+        with self.x.db.session() as s:
+            row = s.scalar(select(InboundMessage).where(InboundMessage.dedupe_key == msg.key))
+            if row is not None and row.done:
+                return list(row.reply or [])
+        return []
+
+
+def _beside_line(msg: Incoming) -> bool:
+    """Administrator commands (they may read a whole pool) and messages that start a dialogue
+    calling a service outside (WeChat Pay) run beside the line, one per transaction, so that
+    neither holds up the other villagers' messages."""
+    if msg.kind not in ("text", "voice") and msg.event != "click":
+        return False
+    text = router.normalise(msg.text)
+    if text.startswith(("/", "／")):
+        return True
+    found = dialogue.find_entry(text) if text else None
+    return found is not None and found.calls_out
+
+
+@dataclass
+class _Queued:
+    msg: Incoming
+    ticket: _Ticket
+    future: Future = field(default_factory=Future)
+
+
+class _Line:
+    """The one thread that handles villagers' messages, taking whatever has queued up as one
+    batch. In one process the interpreter runs one thread at a time anyway, and SQLite one
+    writer; handling messages side by side in many threads only made them wait for each
+    other at every database call. Started on the first message; ends after a minute with
+    nothing to do and starts again with the next."""
+
+    MAX_BATCH = 64
+    IDLE_SECONDS = 60.0
+
+    def __init__(self, handle: Callable[[list[_Queued]], None]):
+        self.handle = handle
+        self.queue: SimpleQueue[_Queued] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(self, msg: Incoming, ticket: _Ticket) -> Future:
+        item = _Queued(msg, ticket)
+        self.queue.put(item)
+        with self._lock:
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="huzhu-line", daemon=True).start()
+        return item.future
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self.queue.get(timeout=self.IDLE_SECONDS)
+            except Empty:
+                with self._lock:
+                    if self.queue.empty():
+                        self._running = False
+                        return
+                continue
+            items = [first]
+            while len(items) < self.MAX_BATCH:
+                try:
+                    items.append(self.queue.get_nowait())
+                except Empty:
+                    break
+            try:
+                self.handle(items)
+            except BaseException as exc:  # never leave a request waiting for ever
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+
+
+def _passive_texts(unit, openid: str, replies: list[Reply]) -> list[str]:
+    """Texts go in the passive reply (overflow and images through the outbox)."""
+    texts: list[str] = []
+    size = 0
+    for r in replies:
+        if r.image_path:
+            outbox.enqueue(unit.session, "wechat.send", {"openid": openid,
+                                                    "message": {"type": "image",
+                                                                "path": r.image_path}})
+        if r.text:
+            n = len(r.text.encode()) + 2
+            if size + n <= PASSIVE_LIMIT:
+                texts.append(r.text)
+                size += n
+            else:
+                outbox.send_text(unit.session, openid, r.text)
+    return texts
+
+
+def _may_have_held(sender: Sender) -> bool:
+    """Whether messages may be held for this user. A message is held only while the 48-hour
+    window is closed or its 5 pushes are used up, and every inbound message wakes what is held;
+    so if the previous inbound message is within 48 hours and fewer than 5 pushes followed it,
+    nothing can be held and the look-up is skipped."""
+    last = sender.last_inbound_at
+    return (last is None or utcnow() - last >= WINDOW
+            or sender.pushes_since_inbound >= PUSHES_PER_INBOUND)
+
+
+def _short(openid: str) -> str:
+    return openid[:6] + "…" if len(openid) > 8 else openid
+
+
+def to_incoming(f: dict[str, str]) -> Incoming | None:
+    openid = f.get("FromUserName", "")
+    msg_type = f.get("MsgType", "").lower()
+    created = f.get("CreateTime", "")
+    if not openid or not msg_type or not created.isdigit():
+        return None
+    received = datetime.fromtimestamp(int(created), timezone.utc)
+    if msg_type == "event":
+        event = f.get("Event", "").lower()
+        key = "evt:" + hashlib.sha1(f"{openid}:{created}".encode()).hexdigest()
+        event_key = f.get("EventKey", "")
+        if event == "subscribe":
+            scene = event_key[len("qrscene_"):] if event_key.startswith("qrscene_") else None
+            return Incoming(openid, "event", event="subscribe", scene=scene, key=key,
+                            received_at=received)
+        if event == "scan":
+            return Incoming(openid, "event", event="scan", scene=event_key, key=key,
+                            received_at=received)
+        if event == "unsubscribe":
+            return Incoming(openid, "event", event="unsubscribe", key=key, received_at=received)
+        if event == "click":
+            return Incoming(openid, "event", event="click", text=event_key, key=key,
+                            received_at=received)
+        return Incoming(openid, "event", event=event or "unknown", key=key, received_at=received)
+    msg_id = f.get("MsgId") or f"{openid}:{created}"
+    key = "msg:" + msg_id
+    if msg_type == "text":
+        return Incoming(openid, "text", text=f.get("Content", ""), key=key, received_at=received)
+    if msg_type == "voice":
+        return Incoming(openid, "voice", text=f.get("Recognition", ""), media_id=f.get("MediaId"),
+                        key=key, received_at=received)
+    if msg_type == "image":
+        return Incoming(openid, "image", media_id=f.get("MediaId"), pic_url=f.get("PicUrl"),
+                        key=key, received_at=received)
+    return Incoming(openid, "other", key=key, received_at=received)
