@@ -21,13 +21,15 @@ log = logging.getLogger("huzhu.server")
 
 
 def bootstrap(x: AppContext) -> None:
-    """Create or migrate the schema; with no pool at all, load the demo pool and scheme."""
+    """Create or migrate the schema; an empty DRG catalogue gets the packaged CHS-DRG 1.1 list;
+    with no pool at all, load the demo pool and scheme."""
     from core.files import secure_data_dir
 
     secure_data_dir(x.cfg.data_dir)
     x.db.upgrade()
-    from core.bootstrap import ensure_demo
+    from core.bootstrap import ensure_catalog, ensure_demo
 
+    ensure_catalog(x.db)
     ensure_demo(x.db)
 
 

@@ -5,6 +5,12 @@ Two file formats, UTF-8 (a BOM, blank lines, CRLF and `#` comment lines are tole
 - CSV: `code,name` with that header (chosen by the .csv suffix).
 `import_catalog` checks the whole file before writing anything: one bad line and nothing is
 imported, the error names the line.
+
+The national CHS-DRG 1.1 group list (628 groups, the codes the preset schemes' quota tables use)
+is installed with the package (core/data/chs-drg-1.1: DRG.dat from the OpenDRG project, unchanged,
+its Apache-2.0 LICENSE and a NOTICE). `ensure_catalog` loads it into an empty catalogue; `huzhu db
+upgrade`, `huzhu serve` and `huzhu scheme load` call it, so a fresh database knows the groups.
+A county's own list is imported on top with `huzhu catalog import FILE`.
 """
 from __future__ import annotations
 
@@ -14,13 +20,14 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from core.config import ROOT
 from core.models import DrgGroup
 
 SAMPLE_CATALOG = ROOT / "config" / "drg" / "sample.dat"
+CHS_DRG_11 = Path(__file__).resolve().parent / "data" / "chs-drg-1.1" / "DRG.dat"
 
 _CODE = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,15}$")
 NAME_MAX = 128
@@ -99,6 +106,16 @@ def import_catalog(session: Session, path: str | Path) -> tuple[int, int]:
             updated += 1
     session.flush()
     return added, updated
+
+
+def ensure_catalog(session: Session, path: str | Path = CHS_DRG_11) -> int:
+    """Load the packaged CHS-DRG 1.1 group list if the catalogue is empty: the number of groups
+    added (0 when it already had groups; those are left as they are)."""
+    if session.scalar(select(DrgGroup.code).limit(1)) is not None:
+        return 0
+    groups = parse_catalog(path)
+    session.execute(insert(DrgGroup), [{"code": c, "name": n} for c, n in groups])
+    return len(groups)
 
 
 def group_names(session: Session, codes) -> dict[str, str]:

@@ -24,17 +24,9 @@ class PersonalDataVault:
         self._fernet_key, self._hash_key = fernet_key, hash_key
         self._fernet = Fernet(fernet_key)
 
-    # Pickled as its two derived keys (the household import hands the vault to its helper
-    # process): the Fernet object itself cannot be pickled in recent cryptography releases.
-    def __getstate__(self) -> tuple[bytes, bytes]:
-        return self._fernet_key, self._hash_key
-
-    def __setstate__(self, state: tuple[bytes, bytes]) -> None:
-        self._setup(*state)
-
     def __reduce__(self):
-        # the households import hands the vault to its helper process (pickle over a pipe);
-        # cryptography's Fernet (Rust since 43) cannot be pickled, the secret can
+        # the household import hands the vault to its helper process (pickle over a pipe);
+        # cryptography's Fernet object cannot be pickled in recent releases, the secret can
         return PersonalDataVault, (self._secret,)
 
     def encrypt(self, plain: str) -> str:

@@ -37,17 +37,46 @@ def _template_sqlite(tmp_path_factory) -> Path:
     return path
 
 
+def _worker_database(url: str, worker: str):
+    """Under pytest-xdist (`-n N`), each worker gets its own database beside the given one,
+    named <database>_<worker>, created afresh and dropped at the end."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
-def _pg_migrated():
+def _pg_migrated(worker_id):
     if not PG_URL:
-        return None
-    db = Database(PG_URL)
+        yield None
+        return
+    own = _worker_database(PG_URL, worker_id) if worker_id != "master" else iter([PG_URL])
+    url = next(own)
+    db = Database(url)
     with db.engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     db.upgrade()
     db.dispose()
-    return PG_URL
+    yield url
+    next(own, None)
+
+
+@pytest.fixture(scope="session")
+def worker_id(request) -> str:
+    """pytest-xdist's worker name ("gw0", …), or "master" when the suite runs in one process."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else "master"
 
 
 def _truncate_all(db: Database) -> None:

@@ -199,7 +199,7 @@ def test_cli_report_year_writes_xlsx_and_charts(app_ctx, cfg, fund):
     assert xlsx.startswith(str(cfg.data_dir / "exports"))
     charts = doc["files"]["charts"]
     from bot.clients.poster import find_font
-    assert len(charts) == (2 if find_font() else 0)  # no CJK font: the xlsx alone
+    assert find_font() is not None and len(charts) == 2
     assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in charts)
     wb = load_workbook(xlsx)
     overview = {r[0]: r[1] for r in wb["概览"].iter_rows(min_row=2, values_only=True)}

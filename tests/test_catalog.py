@@ -1,13 +1,18 @@
 """The DRG catalogue: parsing both formats, importing (all or nothing), ICD-10 search."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from core.catalog import (SAMPLE_CATALOG, CatalogError, group_names, import_catalog,
-                          parse_catalog, search_icd)
+from core.catalog import (CHS_DRG_11, SAMPLE_CATALOG, CatalogError, ensure_catalog, group_names,
+                          import_catalog, parse_catalog, search_icd)
+from core.config import SCHEMES_DIR
 from core.db import Database
 from core.models import DrgGroup
 
@@ -33,9 +38,8 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 
-@needs_shared
 def test_national_catalogue_has_628_groups(rules_db):
-    path = SHARED_DRG / "DRG.dat"
+    path = CHS_DRG_11  # installed with the package
     with rules_db.session() as s:
         assert import_catalog(s, path) == (628, 0)
     groups = groups_in(rules_db)
@@ -47,12 +51,11 @@ def test_national_catalogue_has_628_groups(rules_db):
     assert len(groups_in(rules_db)) == 628
 
 
-@needs_shared
 def test_sample_then_national_adds_the_rest(rules_db):
     with rules_db.session() as s:
         sample_added, _ = import_catalog(s, SAMPLE_CATALOG)
         assert sample_added == len(parse_catalog(SAMPLE_CATALOG))
-        assert import_catalog(s, SHARED_DRG / "DRG.dat") == (628 - sample_added, 0)
+        assert import_catalog(s, CHS_DRG_11) == (628 - sample_added, 0)
 
 
 def test_text_format_tolerates_bom_crlf_blank_lines_and_comments(tmp_path):
@@ -125,3 +128,69 @@ def test_search_icd_small_file(tmp_path):
     assert search_icd(path, "心肌梗死") == [("I21.000", "急性前壁心肌梗死"), ("I21.100", "急性下壁心肌梗死")]
     assert search_icd(path, "I21.1") == [("I21.100", "急性下壁心肌梗死")]
     assert search_icd(path, "I", limit=1) == [("I21.000", "急性前壁心肌梗死")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The CHS-DRG 1.1 list installed with the package, loaded into an empty catalogue
+
+def cli(db_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUZHU_")}
+    env.update(HUZHU_DATABASE_URL=db_url, HUZHU_DATA_DIR=str(tmp_path / "data"))
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120, cwd=tmp_path)
+
+
+def test_the_packaged_list_has_its_licence_and_notice_beside_it():
+    folder = CHS_DRG_11.parent
+    assert "Apache License" in (folder / "LICENSE").read_text(encoding="utf-8")
+    notice = (folder / "NOTICE").read_text(encoding="utf-8")
+    assert "OpenDRG/DRG_Python" in notice and "5d523a26b110082fee8d6e324e2e527ad0b87ee5" in notice
+    assert "unchanged" in notice
+    assert len(parse_catalog(CHS_DRG_11)) == 628
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in SCHEMES_DIR.glob("*.yaml")))
+def test_every_preset_loads_with_scheme_load_on_a_fresh_database(db, db_url, tmp_path, preset):
+    assert groups_in(db) == {}
+    out = cli(db_url, tmp_path, "scheme", "load", str(SCHEMES_DIR / preset), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["quotas"] >= 15
+    groups = groups_in(db)
+    assert len(groups) == 628 and groups["AA19"] == "心脏移植"
+
+
+def test_db_upgrade_loads_an_empty_catalogue_once_and_leaves_a_county_list_alone(
+        db, db_url, tmp_path):
+    out = cli(db_url, tmp_path, "db", "upgrade")
+    assert out.returncode == 0, out.stderr
+    assert "CHS-DRG 1.1 group list (628 groups)" in out.stdout
+    assert len(groups_in(db)) == 628
+    again = cli(db_url, tmp_path, "db", "upgrade")
+    assert again.returncode == 0 and "CHS-DRG" not in again.stdout
+    # a county's own list, imported on top: renamed groups stay renamed, new ones stay
+    county = write(tmp_path, "county.csv", "code,name\nAA19,心脏移植术（本县）\nXX11,本县自定病种\n")
+    out = cli(db_url, tmp_path, "catalog", "import", str(county))
+    assert out.returncode == 0 and "1 DRG group(s) added, 1 renamed" in out.stdout, out
+    assert cli(db_url, tmp_path, "db", "upgrade").returncode == 0
+    groups = groups_in(db)
+    assert len(groups) == 629 and groups["AA19"] == "心脏移植术（本县）" and groups["XX11"]
+
+
+def test_ensure_catalog_fills_only_an_empty_catalogue(rules_db, tmp_path):
+    own = write(tmp_path, "own.dat", "ZZ11 自定病种\n")
+    with rules_db.session() as s:
+        import_catalog(s, own)
+        assert ensure_catalog(s) == 0
+    assert groups_in(rules_db) == {"ZZ11": "自定病种"}
+
+
+def test_a_scheme_refused_on_a_fresh_database_stores_nothing(db, db_url, tmp_path):
+    """A preset whose quota table names a group the list lacks: refused, and the catalogue it
+    would have loaded is rolled back with it."""
+    text = (SCHEMES_DIR / "anji-2024.yaml").read_text(encoding="utf-8")
+    quotas = (SCHEMES_DIR / "anji-2024-quotas.csv").read_text(encoding="utf-8")
+    write(tmp_path, "anji-2024-quotas.csv", quotas + "QQ99,1000\n")
+    scheme = write(tmp_path, "anji-2024.yaml", text)
+    out = cli(db_url, tmp_path, "scheme", "load", str(scheme))
+    assert out.returncode == 2 and "QQ99" in out.stderr, out
+    assert groups_in(db) == {}

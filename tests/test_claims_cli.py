@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from core.catalog import CHS_DRG_11
 from core.models import AuditLog, Claim, DrgGroup, Household, OutboxMessage
 from core.review import Facts, approve, record, reject
 from tests.factories import local_today, M, make_claim, make_household
@@ -114,14 +115,13 @@ def group_count(db) -> int:
         return s.scalar(select(func.count()).select_from(DrgGroup))
 
 
-@pytest.mark.skipif(not SHARED_DRG.is_dir(), reason=f"CHS-DRG 1.1 data not at {SHARED_DRG}")
 def test_catalog_import_the_national_groups(cfg, app_ctx, db):
     before = group_count(db)
-    out = run(cfg, "catalog", "import", str(SHARED_DRG / "DRG.dat"))
+    out = run(cfg, "catalog", "import", str(CHS_DRG_11))
     assert out.returncode == 0, out.stderr
     assert f"{628 - before} DRG group(s) added" in out.stdout
     assert group_count(db) == 628
-    again = run(cfg, "catalog", "import", str(SHARED_DRG / "DRG.dat"))
+    again = run(cfg, "catalog", "import", str(CHS_DRG_11))
     assert "0 DRG group(s) added, 0 renamed" in again.stdout
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(AuditLog).where(
@@ -130,7 +130,7 @@ def test_catalog_import_the_national_groups(cfg, app_ctx, db):
 
 def test_catalog_import_csv_and_a_bad_file_imports_nothing(cfg, app_ctx, db, tmp_path):
     good = tmp_path / "groups.csv"
-    good.write_text("code,name\nZZ11,测试病种甲\nZZ12,测试病种乙\n", encoding="utf-8")
+    good.write_text("code,name\nXX11,测试病种甲\nXX12,测试病种乙\n", encoding="utf-8")
     before = group_count(db)
     out = run(cfg, "catalog", "import", str(good))
     assert out.returncode == 0 and "2 DRG group(s) added" in out.stdout

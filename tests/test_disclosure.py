@@ -153,9 +153,10 @@ def _groups_and_followers(app_ctx) -> dict:
 
 def test_disclosure_goes_to_every_group_with_poster_and_to_the_village_tags(
         app_ctx, bot, emulator, month_data):
-    """With a CJK font (CI installs fonts-noto-cjk) each group gets the markdown and the poster;
-    on a machine without one, the markdown alone (see also the no-font test below)."""
+    """Each group gets the markdown and the poster (drawn with the system's CJK font or the
+    packaged one: there is always one; see the bad-font test below)."""
     font = poster.find_font()
+    assert font is not None
     keys = _groups_and_followers(app_ctx)
     result = disclose(app_ctx, month_data["pool_id"], month_data["month"])
     assert result["posted"] and result["groups"] == 2 and result["messages"] == 4
@@ -223,11 +224,19 @@ def test_disclosing_twice_posts_once_and_a_late_batch_posts_an_update(app_ctx, m
     assert ["赵*海" in u for u in updates] == [True, False]  # 东村's list, 西村's list
 
 
-def test_without_a_cjk_font_the_disclosure_goes_as_text_alone(app_ctx, bot, emulator, month_data,
-                                                             monkeypatch):
-    monkeypatch.setattr(poster, "FONT_CANDIDATES", [("/nonexistent/fonts/NotoSansCJK.ttc", 2)])
-    monkeypatch.setattr(poster, "USE_FONTCONFIG", False)
+@pytest.mark.parametrize("bad", ["latin", "corrupt"])
+def test_with_a_font_file_that_is_not_cjk_the_disclosure_goes_as_text_alone(
+        app_ctx, bot, emulator, month_data, monkeypatch, caplog, tmp_path, bad):
+    """FONT_FILE names a font without Chinese glyphs (Pillow's own Latin face), or a file that
+    is not a font at all: one warning line naming the file, and the markdown alone."""
+    from PIL import ImageFont
+
+    path = tmp_path / f"{bad}.ttf"
+    path.write_bytes(ImageFont.load_default(20).font_bytes if bad == "latin"
+                     else b"\x00\x01\x00\x00 not really a font" * 50)
+    monkeypatch.setenv("HUZHU_FONT_FILE", str(path))
     assert poster.find_font() is None
+    caplog.clear()
     key = f"nofont-{uuid.uuid4().hex[:12]}"
     with app_ctx.db.session() as s:
         add_group(s, village(s, "东村"), key, "cli:test")
@@ -249,6 +258,9 @@ def test_without_a_cjk_font_the_disclosure_goes_as_text_alone(app_ctx, bot, emul
         assert [r.status for r in rows] == [OutboxStatus.sent]  # done, nothing to post
     assert not (app_ctx.cfg.data_dir / "posters").exists() or \
         not list((app_ctx.cfg.data_dir / "posters").glob("*.png"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(path) in warnings[0], warnings
+    assert ("not a CJK font" if bad == "latin" else "cannot be read as a font") in warnings[0]
 
 
 def test_poster_uses_the_simplified_chinese_face_and_stays_small(app_ctx, month_data, tmp_path):
@@ -256,9 +268,7 @@ def test_poster_uses_the_simplified_chinese_face_and_stays_small(app_ctx, month_
         data = disclosure.build(s, month_data["pool_id"], month_data["month"], app_ctx.cfg.tz)
     drawn = poster.disclosure_poster(data, tmp_path / "p.png")
     font = poster.find_font()
-    if font is None:  # a machine without fonts-noto-cjk: no poster, nothing drawn
-        assert drawn.path is None and drawn.lines == []
-        return
+    assert font is not None and drawn.path is not None
     name = " ".join(font.get(20).getname())
     assert "CJK JP" not in name and ("SC" in name or "CJK" not in name)
     if font.path.endswith("NotoSansCJK-Regular.ttc"):

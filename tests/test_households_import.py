@@ -502,7 +502,7 @@ def test_posters_without_a_cjk_font_still_have_the_code(tmp_path, monkeypatch):
 
     from bot.cli import households as cli_households
 
-    monkeypatch.setattr(cli_households, "CJK_FONTS", (("/nonexistent.ttc", 0),))
+    monkeypatch.setenv("HUZHU_FONT_FILE", str(tmp_path / "nonexistent.ttc"))
     assert cli_households.find_cjk_font() is None
     buf = io.BytesIO()
     qrcode.make("http://weixin.qq.com/q/x").save(buf, format="PNG")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from core.catalog import SAMPLE_CATALOG, import_catalog, parse_catalog
+from core.catalog import CHS_DRG_11, SAMPLE_CATALOG, import_catalog, parse_catalog
 from core.config import SCHEMES_DIR
 from core.models import AuditLog, Pool, Quota, SchemeYear, Village
 from core.scheme import (SchemeError, current_scheme_year, enrolment_scheme_year, load_scheme,
@@ -19,7 +19,6 @@ from core.scheme import (SchemeError, current_scheme_year, enrolment_scheme_year
 
 PRESET_NAMES = ("anji-2024", "tangqiao-2020", "haimen-2023", "zhangjiagang", "lianshui-2020",
                 "demo")
-SHARED_DRG = Path(__file__).resolve().parents[2] / "shared" / "data" / "chs-drg-1.1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,9 +268,8 @@ def test_preset_quota_csvs_say_the_amounts_are_illustrative():
         assert any("ILLUSTRATIVE" in line for line in head if line.startswith("#")), name
 
 
-@pytest.mark.skipif(not SHARED_DRG.is_dir(), reason=f"CHS-DRG 1.1 data not at {SHARED_DRG}")
 def test_sample_catalogue_is_the_national_catalogue_s_lines():
-    national = dict(parse_catalog(SHARED_DRG / "DRG.dat"))
+    national = dict(parse_catalog(CHS_DRG_11))
     sample = dict(parse_catalog(SAMPLE_CATALOG))
     assert 20 <= len(sample) < len(national)
     assert all(national[code] == name for code, name in sample.items())

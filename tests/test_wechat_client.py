@@ -28,7 +28,9 @@ from core.models import AccessToken, OutboxMessage, OutboxStatus, WechatUser
 
 PG_URL = os.environ.get("HUZHU_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("HUZHU_TEST_REDIS_URL")
-PG_NAME = f"{make_url(PG_URL).database}_client" if PG_URL else ""
+# its own database beside the test database (one per pytest-xdist worker)
+PG_NAME = (f"{make_url(PG_URL).database}_client{os.environ.get('PYTEST_XDIST_WORKER', '')}"
+           if PG_URL else "")
 CUSTOM = "/cgi-bin/message/custom/send"
 TEMPLATE = "/cgi-bin/message/template/send"
 STABLE = "/cgi-bin/stable_token"

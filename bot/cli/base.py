@@ -105,9 +105,14 @@ def cmd_worker(args) -> int:
 
 
 def cmd_db_upgrade(args) -> int:
+    from core.bootstrap import ensure_catalog
+
     x = app_context(migrate=False)
     x.db.upgrade()
     print("database schema is up to date")
+    added = ensure_catalog(x.db)
+    if added:
+        print(f"DRG catalogue was empty: loaded the CHS-DRG 1.1 group list ({added} groups)")
     return 0
 
 

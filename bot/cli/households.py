@@ -16,17 +16,6 @@ from sqlalchemy import select
 
 from bot.cli import app_context, print_json
 
-CJK_FONTS = (
-    # (path, face index): the Simplified Chinese face of the Noto CJK collection first
-    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", 2),
-    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", 2),
-    ("/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc", 2),
-    ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 0),
-    ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", 0),
-    ("/usr/share/fonts/truetype/arphic/uming.ttc", 0),
-)
-
-
 def register(sub) -> None:
     p = sub.add_parser("households", help="households: import template, bulk import, list")
     hsub = p.add_subparsers(dest="households_command", required=True)
@@ -177,10 +166,15 @@ def cmd_list(args) -> int:
 # -- village QR codes and posters ------------------------------------------------------------
 
 def find_cjk_font() -> tuple[str, int] | None:
-    for path, index in CJK_FONTS:
-        if Path(path).is_file():
-            return path, index
-    return None
+    """(path, face index) of the CJK face (core/fonts.py), or None if FONT_FILE is not one."""
+    from core import fonts
+
+    try:
+        face = fonts.find_cjk_face()
+    except fonts.FontError as exc:
+        print(f"注意：{exc}", file=sys.stderr)
+        return None
+    return face.path, face.index
 
 
 def poster(qr_png: bytes, village: str, pool: str, out: Path,
@@ -232,8 +226,8 @@ def cmd_qrcodes(args) -> int:
     out_dir = Path(args.out) if args.out else x.cfg.data_dir / "qrcodes" / args.pool
     font = find_cjk_font()
     if font is None and not args.json:
-        print("注意：没有找到中文字体（例如 fonts-noto-cjk），海报上只有二维码，没有村名；"
-              "请在海报上手写村名，或安装字体后重新生成。", file=sys.stderr)
+        print("注意：没有可用的中文字体（见配置 FONT_FILE），海报上只有二维码，没有村名；"
+              "请在海报上手写村名，或改正 FONT_FILE 后重新生成。", file=sys.stderr)
     wechat = WeChat(x.cfg, x.db)
     made = []
     for vid, full_name in villages:

@@ -19,6 +19,7 @@ def register(sub) -> None:
 
 
 def cmd_load(args) -> int:
+    from core.catalog import ensure_catalog
     from core.scheme import SchemeError, load_scheme, store_scheme
 
     x = app_context()
@@ -33,6 +34,7 @@ def cmd_load(args) -> int:
         actor = "cli"
     try:
         with x.db.session() as s:
+            ensure_catalog(s)  # a fresh database: the CHS-DRG 1.1 groups the presets use
             year = store_scheme(s, scheme, actor=actor)
             doc = {"pool": scheme.pool.code, "pool_name": scheme.pool.name,
                    "level": scheme.pool.level, "villages": list(scheme.villages),

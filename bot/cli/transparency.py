@@ -181,7 +181,7 @@ def cmd_report_year(args) -> int:
     for p in charts:
         print(f"wrote {p}")
     if not charts:
-        print("no CJK font found (apt-get install fonts-noto-cjk): no charts drawn")
+        print("no Chinese font (see FONT_FILE): no charts drawn")
     return 0
 
 

@@ -1,11 +1,10 @@
 """Posters and charts drawn with Pillow: the monthly disclosure poster posted to the village
 groups as an image, and the year report's bar charts.
 
-Chinese text needs a CJK font. Debian's fonts-noto-cjk ships .ttc collections whose first face
-is the Japanese one, whose glyphs for the same code points differ from Chinese forms; the
-Simplified Chinese face is index 2 of NotoSansCJK-*.ttc. `find_font()` tries FONT_CANDIDATES
-(path, face index) in order, then fontconfig's list of Chinese fonts, and accepts a face only if
-it really draws 互助. With no such font nothing is drawn: the callers fall back to text alone.
+Chinese text needs a CJK face: `find_font()` takes the one core/fonts.py finds (FONT_FILE, else a
+system CJK font, else the packaged Noto Sans CJK; the Simplified Chinese face of a collection).
+If FONT_FILE names a file that is not a CJK font (or cannot be read), one warning line says so
+and nothing is drawn: the callers fall back to text alone.
 
 Every text drawn is also returned (`Drawing.lines`), so tests can check what the poster says
 (no full name, no ID number) without OCR. Texts come from templates/messages/poster.yaml.
@@ -14,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,23 +21,14 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
+from core import fonts
 from core.config import TEMPLATES_DIR
 from core.messages import environment
 from core.money import format_yuan
 
 log = logging.getLogger("huzhu.poster")
 
-FONT_CANDIDATES: list[tuple[str, int]] = [
-    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", 2),  # Debian/Ubuntu: SC face
-    ("/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc", 2),  # Arch, Fedora
-    ("/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc", 2),
-    ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 0),
-    ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", 0),
-    ("/System/Library/Fonts/PingFang.ttc", 0),
-]
 BOLD_OF = {"NotoSansCJK-Regular.ttc": "NotoSansCJK-Bold.ttc"}
-USE_FONTCONFIG = True  # also ask fc-list for a Chinese font when no candidate is found
-PROBE = "互助"
 
 WIDTH = 900
 MARGIN = 48
@@ -72,49 +60,15 @@ def _truetype(path: str, index: int, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size, index=index)
 
 
-def _draws_cjk(path: str, index: int) -> bool:
+def find_font() -> Font | None:
+    """The CJK face to draw with, or None (after one warning line naming the file) if there is
+    none: the caller then posts its text alone."""
     try:
-        font = ImageFont.truetype(path, 32, index=index)
-    except (OSError, ValueError):
-        return False
-    name = " ".join(font.getname())
-    if "CJK JP" in name or "CJK KR" in name:  # the .ttc's other faces: not our forms
-        return False
-    bbox = font.getmask(PROBE).getbbox()
-    return bbox is not None
-
-
-def _fontconfig() -> list[tuple[str, int]]:
-    if not USE_FONTCONFIG or shutil.which("fc-list") is None:
-        return []
-    try:
-        out = subprocess.run(["fc-list", ":lang=zh-cn", "file", "index", "family"],
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    found = []
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split(":")]
-        if len(parts) < 2 or not parts[0]:
-            continue
-        index = 0
-        for p in parts[1:]:
-            if p.startswith("index="):
-                index = int(p[6:] or 0)
-        sc = "SC" in line or "Hans" in line
-        found.append((0 if sc else 1, parts[0], index))
-    return [(path, index) for _, path, index in sorted(found)]
-
-
-def find_font(candidates: list[tuple[str, int]] | None = None) -> Font | None:
-    """The first font that draws Chinese (Simplified forms preferred), or None."""
-    tried = list(FONT_CANDIDATES if candidates is None else candidates)
-    if candidates is None:
-        tried += _fontconfig()
-    for path, index in tried:
-        if os.path.exists(path) and _draws_cjk(path, index):
-            return Font(path, index)
-    return None
+        face = fonts.find_cjk_face()
+    except fonts.FontError as exc:
+        log.warning("%s; drawing nothing, the text goes out alone", exc)
+        return None
+    return Font(face.path, face.index)
 
 
 @lru_cache(maxsize=1)
@@ -182,7 +136,6 @@ def disclosure_poster(data: dict, path: Path, font: Font | None = None) -> Drawi
     """The month's disclosure poster from core.disclosure.build's dict (names masked)."""
     font = font or find_font()
     if font is None:
-        log.info("no CJK font found: the disclosure goes out as text only")
         return Drawing(None)
     t = texts()["disclosure"]
     y_, m_ = (int(x) for x in data["month"].split("-"))

@@ -3,51 +3,37 @@ tests: a settlement sheet (医保结算单), a discharge record (出院记录), 
 a photo of something else, and `degrade()` to make a clean page look like a phone photo (blur,
 a slight rotation, strong JPEG compression).
 
-The font is Noto Sans CJK (`apt-get install fonts-noto-cjk`), its Simplified Chinese face
-(index 2 of the .ttc; the other faces draw Japanese glyph variants).
+The font is the one core/fonts.py finds (FONT_FILE, else a system CJK font, else the packaged
+Noto Sans CJK), its Simplified Chinese face. Without a real CJK face nothing is drawn:
+`FontMissing` names the file tried, rather than pages of .notdef boxes.
 """
 from __future__ import annotations
 
 import io
 import random
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-FONT_CANDIDATES = (
-    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", 2),
-    ("/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc", 2),
-    ("/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc", 2),
-    ("/System/Library/Fonts/PingFang.ttc", 0),
-)
+from core import fonts
 
 
 class FontMissing(RuntimeError):
     pass
 
 
-@lru_cache(maxsize=1)
-def _font_file() -> tuple[str, int]:
-    for path, index in FONT_CANDIDATES:
-        if Path(path).is_file():
-            return path, index
-    if shutil.which("fc-match"):
-        out = subprocess.run(["fc-match", "-f", "%{file}", "Noto Sans CJK SC:lang=zh-cn"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        if out and Path(out).is_file() and "CJK" in out:
-            return out, 2 if out.endswith(".ttc") else 0
-    raise FontMissing("no CJK font found: install it with `apt-get install -y fonts-noto-cjk`")
+def face() -> fonts.Face:
+    """The CJK face the documents are drawn with; FontMissing (naming the file) if none."""
+    try:
+        return fonts.find_cjk_face()
+    except fonts.FontError as exc:
+        raise FontMissing(f"the sample documents need a Chinese font: {exc}") from None
 
 
-@lru_cache(maxsize=16)
 def font(size: int) -> ImageFont.FreeTypeFont:
-    path, index = _font_file()
-    return ImageFont.truetype(path, size, index=index)
+    return face().get(size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ a neighbour pays cash to the village administrator (/收款), and the fund repor
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import datetime
 
 import requests
 from sqlalchemy import select

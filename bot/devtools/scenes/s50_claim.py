@@ -9,7 +9,7 @@ Leaves state["claim"] (the submitted claim's number) for the review scene.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -101,9 +101,8 @@ def scene(t, x, state: dict) -> None:
     print("\n【村民出院后申请补助：拍照上传三项资料】")
     try:
         photos = _photos(x)
-    except FontMissing as exc:
-        print(f"  (跳过：{exc})")
-        return
+    except FontMissing as exc:  # FONT_FILE names a file that is not a Chinese font
+        raise SystemExit(f"huzhu demo: 无法画出示例单据：{exc}") from None
     _ensure_paid_household(x, villager)
     r = t.say("村民", villager, "3", wait=0)
     if "哪位家人" in r.reply:

@@ -8,7 +8,7 @@ and a submitted claim with sample photos through the services.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
