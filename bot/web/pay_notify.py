@@ -85,7 +85,7 @@ def qr_page(out_trade_no: str):
     x = current_app.extensions["huzhu"]
     if not _TRADE_NO.match(out_trade_no):
         return Response("not found", status=404, mimetype="text/plain")
-    from handlers.payment import qr_png
+    from bot.outbox.pay_qr import qr_png
 
     with x.db.session() as s:
         order = s.scalar(select(PaymentOrder).where(PaymentOrder.out_trade_no == out_trade_no))
@@ -96,7 +96,8 @@ def qr_page(out_trade_no: str):
         png_b64 = ""
         status = order.status.value
         if status == "open" and order.code_url:
-            png_b64 = base64.b64encode(qr_png(x.cfg, order.code_url, out_trade_no).read_bytes()).decode()
+            png = qr_png(x.cfg.data_dir, order.code_url, out_trade_no)
+            png_b64 = base64.b64encode(png.read_bytes()).decode()
         elif status == "open":
             status = "expired"
         html = render("payment_page", status=status, household=household.number,
