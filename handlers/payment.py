@@ -73,7 +73,7 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict) -> Step:
 
 def _gateway(ctx: Ctx):
     try:
-        return payments.gateway(ctx.cfg)
+        return ctx.gateway
     except payments.GatewayError as exc:
         log.warning("no payment gateway: %s", exc)
         return None

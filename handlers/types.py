@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from core.config import Config
     from core.crypto import PersonalDataVault
     from core.models import DialogueState, WechatUser
+    from core.payments import Gateway
     from handlers.router import Route
 
 
@@ -41,11 +42,13 @@ class Ctx:
 
     `route` is the message's route (handlers/router.py), decided once; `in_dialogue` says
     whether the sender had a dialogue state when it is known already (the webhook reads it with
-    the user), None when handlers/dialogue.py has to look."""
+    the user), None when handlers/dialogue.py has to look; `gateway` builds the payment gateway
+    the app was given (GatewayError if there is none)."""
 
     def __init__(self, cfg: "Config", vault: "PersonalDataVault", openid: str, now: datetime,
                  session: "Callable[[], Session]", user: "Callable[[], WechatUser]",
-                 route: "Route | None" = None, in_dialogue: bool | None = None):
+                 route: "Route | None" = None, in_dialogue: bool | None = None,
+                 gateway: "Callable[[], Gateway] | None" = None):
         self.cfg = cfg
         self.vault = vault
         self.openid = openid
@@ -56,8 +59,18 @@ class Ctx:
         self.dialogue_row: "DialogueState | None" = None
         self._open_session = session
         self._load_user = user
+        self._gateway = gateway
         self._session: "Session | None" = None
         self._user: "WechatUser | None" = None
+
+    @property
+    def gateway(self) -> "Gateway":
+        """The payment gateway; core.payments.GatewayError when the app has none."""
+        if self._gateway is None:
+            from core.payments import GatewayError
+
+            raise GatewayError("no payment gateway given")
+        return self._gateway()
 
     @property
     def session(self) -> "Session":

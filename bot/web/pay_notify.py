@@ -17,7 +17,6 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from bot.clients import wechatpay  # noqa: F401  (registers the WeChat Pay gateway)
 from core import payments
 from core.messages import render
 from core.models import Household, PaymentOrder, SchemeYear
@@ -43,7 +42,7 @@ def notify():
     if len(body) > limit:
         return _fail(413, "body too large")
     try:
-        gw = payments.gateway(x.cfg)
+        gw = x.gateway()
     except payments.GatewayError as exc:
         log.error("payment callback: no gateway: %s", exc)
         return _fail(500, "payment gateway not configured")
@@ -75,7 +74,7 @@ def notify():
         return _fail(500, "稍后重试")
     log.info("payment callback out_trade_no=%s outcome=%s", resource.get("out_trade_no"),
              outcome.status)
-    x.wake_outbox()
+    x.waker.wake()
     return Response(status=204)
 
 

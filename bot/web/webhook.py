@@ -270,7 +270,7 @@ class Webhook:
                     ticket.committing = True
                 enqueued = unit.finish(sender, msg.openid, msg.key, msg.kind, texts)
             if enqueued:
-                self.x.wake_outbox()
+                self.x.waker.wake()
             return texts
         except Answered:
             # a retry of a message already answered, or a copy handled at this very moment
@@ -292,7 +292,8 @@ class Webhook:
                   user=lambda: scope.session.get_one(WechatUser, sender.user_id),
                   route=route,
                   # the sender was read with its dialogue flag: outside one, nothing to read
-                  in_dialogue=False if state_known and not sender.in_dialogue else None)
+                  in_dialogue=False if state_known and not sender.in_dialogue else None,
+                  gateway=self.x.gateway)
         return _passive_texts(scope, msg.openid, router.handle(ctx, msg))
 
     def handle_batch(self, items: list["_Queued"]) -> None:
@@ -309,7 +310,7 @@ class Webhook:
                 item.future.set_result(self._process(item.msg, item.route, item.ticket))
             return
         if enqueued:
-            self.x.wake_outbox()
+            self.x.waker.wake()
         for item, texts in results:
             item.future.set_result(texts)
         for item in answered:
