@@ -12,8 +12,10 @@ A retry of a message gets the stored reply and changes nothing; copies in one ba
 once; a copy handled by another process at the same moment loses the race for the unique key
 and is answered with the first copy's reply. A message whose handler fails is undone alone and
 stores nothing, so WeChat's retry of it is handled afresh. Administrator commands, which may
-read a whole pool, run one per transaction on a small pool of threads beside the line, as does
-each message of a batch that failed as a whole.
+read a whole pool, and messages that start a dialogue calling out (WeChat Pay) run one per
+transaction on a small pool of threads beside the line, as does each message of a batch that
+failed as a whole; which line is the message's route's to say (handlers/router.py `route`,
+the same decision the router then follows).
 
 `POST /wechat` is answered by `WebhookApp`, a WSGI layer in front of the Flask app, straight
 from the WSGI environ; Flask's request context, URL map and response objects cost about a fifth
