@@ -53,8 +53,6 @@ class Running:
         self.app = create_app(x)
         self.scheduler = Scheduler(x) if scheduler else None
         self.loop = OutboxLoop(x, scheduler=self.scheduler) if worker else None
-        if self.loop is not None:
-            x.wake_outbox = self.loop.wake
         self.server = create_server(self.app, host=host, port=port, threads=threads,
                                     connection_limit=256, channel_timeout=30)
         self.thread: threading.Thread | None = None

@@ -5,6 +5,7 @@ Kinds used across the project (payload keys):
 - `wechat.send`      {openid, message: {type: text, content} | {type: image, path} }
 - `media.download`   {document_id, media_id}
 - `wecom.post`       {key, markdown} or {key, image_path}
+- `pay.qr`           {openid, out_trade_no, code_url}: the payment code, drawn and sent as an image
 """
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ callbacks and offline cash or transfers), activation, exceptions, the deadline.
   order `paid`, the members' enrolments `paid`, the ledger entry (SPEC "Money": the personal part
   into fund:cash, every other share as receivable:<source>, each as income:<source>), the
   village tag on the payer, audit rows and the household's confirmation through the outbox.
-- **Gateway**: the WeChat Pay adapter lives in bot/clients/wechatpay.py and registers itself here
-  (`register_gateway`), so the dialogue reaches it without importing the bot layer.
+- **Gateway**: what this module asks of a payment service (`Gateway`); the WeChat Pay adapter
+  lives in bot/clients/wechatpay.py, and the app hands it to whoever needs it (bot/web/app.py
+  `make_context`; the dialogues through `Ctx.gateway`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Callable, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -60,7 +61,7 @@ class PaymentError(DomainError):
 
 
 # ---------------------------------------------------------------------------------------------
-# The gateway (bot/clients/wechatpay.py registers the WeChat Pay v3 one).
+# The gateway (bot/clients/wechatpay.py is the WeChat Pay v3 one; the app context builds it).
 
 class GatewayError(Exception):
     """The payment service could not be reached or refused the request."""
@@ -74,21 +75,6 @@ class Gateway(Protocol):
                time_expire: datetime | None) -> str: ...
 
     def close(self, out_trade_no: str) -> None: ...
-
-
-_GATEWAYS: dict[str, Callable[[object], Gateway]] = {}
-
-
-def register_gateway(provider: str, factory: Callable[[object], Gateway]) -> None:
-    _GATEWAYS[provider] = factory
-
-
-def gateway(cfg) -> Gateway:
-    """The configured payment gateway (PAY_PROVIDER); GatewayError if none can be built."""
-    factory = _GATEWAYS.get(cfg.PAY_PROVIDER)
-    if factory is None:
-        raise GatewayError(f"no payment gateway registered for {cfg.PAY_PROVIDER!r}")
-    return factory(cfg)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def _close_at_gateway(ctx: Ctx, household: Household) -> None:
     if order is None:
         return
     try:
-        payments.gateway(ctx.cfg).close(order.out_trade_no)
+        ctx.gateway.close(order.out_trade_no)
     except Exception:  # best effort: a later WeChat payment becomes an exception anyway
         pass
 

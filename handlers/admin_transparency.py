@@ -35,7 +35,8 @@ def _targets(ctx: Ctx, scope: Scope) -> list[dict]:
 
 @command("公告", roles=ANNOUNCE_ROLES, min_args=1)
 def _announce(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
-    text = (ctx.extra.get("command_text") or " ".join(args)).strip()
+    typed = ctx.route.command_text if ctx.route is not None else ""
+    text = (typed or " ".join(args)).strip()
     if len(text) > ANNOUNCE_MAX:
         raise Refused("announce_too_long", length=len(text), limit=ANNOUNCE_MAX)
     typed, text = text, plain(text)  # the preview shows what the groups will read

@@ -65,6 +65,11 @@ def find_entry(text: str, include_numbers: bool = True) -> Dialogue | None:
     item = menu.find(text)
     if item is not None and (include_numbers or text != item.number):
         return REGISTRY.get(item.dialogue)
+    return find_word(text)
+
+
+def find_word(text: str) -> Dialogue | None:
+    """The dialogue one of whose own entry words the text is, or begins with (绑定 123456)."""
     first = text.split(maxsplit=1)[0] if text else ""
     for d in REGISTRY.values():
         if text in d.words or first in d.words:
@@ -72,22 +77,31 @@ def find_entry(text: str, include_numbers: bool = True) -> Dialogue | None:
     return None
 
 
-_UNREAD = object()
-
-
 def _row(ctx: Ctx) -> DialogueState | None:
-    """The user's dialogue state row as this message knows it: read once (the webhook reads it
-    with the user, in one query) and kept up to date by the functions below, which are the only
-    ones that change it — so a user outside any dialogue costs no second look-up."""
-    row = ctx.extra.get("dialogue_state", _UNREAD)
-    if row is _UNREAD:
-        row = ctx.session.get(DialogueState, ctx.openid)
-        ctx.extra["dialogue_state"] = row
-    return row
+    """The user's dialogue state row as this message knows it: read once and kept up to date
+    by the functions below, which are the only ones that change it — so a user the webhook
+    already knows to be outside any dialogue (`ctx.in_dialogue` False) costs no look-up."""
+    if ctx.in_dialogue is None or (ctx.in_dialogue and ctx.dialogue_row is None):
+        ctx.dialogue_row = ctx.session.get(DialogueState, ctx.openid)
+        ctx.in_dialogue = ctx.dialogue_row is not None
+    return ctx.dialogue_row
 
 
 def _set_row(ctx: Ctx, row: DialogueState | None) -> None:
-    ctx.extra["dialogue_state"] = row
+    ctx.dialogue_row = row
+    ctx.in_dialogue = row is not None
+
+
+def open_dialogue(session, openid: str) -> str | None:
+    """The name of the user's open dialogue (not timed out), read without changing anything:
+    for the webhook's choice of line before the message's transaction."""
+    row = session.get(DialogueState, openid)
+    if row is None:
+        return None
+    found = REGISTRY.get(row.dialogue)
+    if found is None or utcnow() - as_utc(row.updated_at) > found.timeout:
+        return None
+    return row.dialogue
 
 
 def load_state(ctx: Ctx) -> tuple[DialogueState | None, bool]:

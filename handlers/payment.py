@@ -1,16 +1,13 @@
 """The payment dialogue (`2 缴费`): the household's order for the scheme year whose payment
 window is open, broken down per member and source, with a WeChat Pay Native QR code (the
-gateway's code_url drawn by `qrcode` into DATA_DIR, pushed as an image) and a link to a page
-showing the same code. The confirmation follows the payment callback (core.payments)."""
+gateway's code_url queued as a `pay.qr` outbox row: bot/outbox/pay_qr.py draws and pushes the
+image) and a link to a page showing the same code. The confirmation follows the payment
+callback (core.payments)."""
 from __future__ import annotations
 
-import hashlib
 import logging
-from pathlib import Path
 
-import qrcode
-
-from core import payments, scheme_years
+from core import outbox, payments, scheme_years
 from core.households import household_for_user
 from core.messages import render
 from core.models import PaymentOrder, SchemeYear
@@ -18,19 +15,6 @@ from handlers.dialogue import Dialogue, Step, register, say
 from handlers.types import Ctx, Incoming, Reply
 
 log = logging.getLogger("huzhu.payment")
-
-
-def qr_png(cfg, code_url: str, name: str) -> Path:
-    """The code_url as a PNG under DATA_DIR/pay/qr (made once per code_url)."""
-    digest = hashlib.sha256(code_url.encode()).hexdigest()[:10]
-    path = cfg.data_dir / "pay" / "qr" / f"{name}-{digest}.png"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        img = qrcode.make(code_url, box_size=8, border=4)
-        tmp = path.with_suffix(".tmp")
-        img.save(tmp, format="PNG")
-        tmp.replace(path)
-    return path
 
 
 def pay_link(cfg, order: PaymentOrder) -> str:
@@ -75,18 +59,20 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict) -> Step:
                               amount_fen=order.amount_fen))
         code_url = order.code_url  # the code made before (valid two hours at WeChat Pay)
     order.code_url = code_url
-    png = qr_png(ctx.cfg, code_url, order.out_trade_no)
     b = order.breakdown
     text = render("payment_order", household=household.number, members=b["members"],
                   excluded=b.get("excluded", []),
                   totals=b["totals"], whole_fen=b["whole_fen"], amount_fen=order.amount_fen,
                   deadline=payments.deadline(year), link=pay_link(ctx.cfg, order))
-    return Step([Reply(text=text), Reply(image_path=str(png))])
+    # the code as an image, after the text: drawn and pushed by the outbox
+    outbox.enqueue(ctx.session, "pay.qr", {"openid": ctx.openid, "code_url": code_url,
+                                           "out_trade_no": order.out_trade_no})
+    return Step([Reply(text=text)])
 
 
 def _gateway(ctx: Ctx):
     try:
-        return payments.gateway(ctx.cfg)
+        return ctx.gateway
     except payments.GatewayError as exc:
         log.warning("no payment gateway: %s", exc)
         return None

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from core.config import Config
     from core.crypto import PersonalDataVault
-    from core.models import WechatUser
+    from core.models import DialogueState, WechatUser
+    from core.payments import Gateway
+    from handlers.router import Route
 
 
 @dataclass(frozen=True)
@@ -36,20 +38,39 @@ class Reply:
 class Ctx:
     """Everything a handler may use. `session` is the ORM session of this message's one
     transaction and `user` the sender's WechatUser in it; both are opened on first use, so a
-    message whose handler needs neither (the menu, help) costs no ORM work."""
+    message whose handler needs neither (the menu, help) costs no ORM work.
+
+    `route` is the message's route (handlers/router.py), decided once; `in_dialogue` says
+    whether the sender had a dialogue state when it is known already (the webhook reads it with
+    the user), None when handlers/dialogue.py has to look; `gateway` builds the payment gateway
+    the app was given (GatewayError if there is none)."""
 
     def __init__(self, cfg: "Config", vault: "PersonalDataVault", openid: str, now: datetime,
                  session: "Callable[[], Session]", user: "Callable[[], WechatUser]",
-                 extra: dict[str, Any] | None = None):
+                 route: "Route | None" = None, in_dialogue: bool | None = None,
+                 gateway: "Callable[[], Gateway] | None" = None):
         self.cfg = cfg
         self.vault = vault
         self.openid = openid
         self.now = now  # local time (cfg.tz)
-        self.extra: dict[str, Any] = extra if extra is not None else {}
+        self.route = route
+        self.in_dialogue = in_dialogue
+        # the sender's DialogueState row once read, kept up to date by handlers/dialogue.py
+        self.dialogue_row: "DialogueState | None" = None
         self._open_session = session
         self._load_user = user
+        self._gateway = gateway
         self._session: "Session | None" = None
         self._user: "WechatUser | None" = None
+
+    @property
+    def gateway(self) -> "Gateway":
+        """The payment gateway; core.payments.GatewayError when the app has none."""
+        if self._gateway is None:
+            from core.payments import GatewayError
+
+            raise GatewayError("no payment gateway given")
+        return self._gateway()
 
     @property
     def session(self) -> "Session":

@@ -436,7 +436,7 @@ def test_need_documents_loop(app_ctx, villager, db, docs):
         claim = s.scalar(select(Claim).where(Claim.number == number))
         claim.note = "结算单看不清，请重新拍"
         svc.transition(s, claim, S.need_documents, "o_reviewer", notify="claim_need_documents")
-    app_ctx.wake_outbox()
+    app_ctx.waker.wake()
     texts = wait_for(lambda: pushed(villager, openid, since))
     assert number in texts[0] and "结算单看不清" in texts[0] and "提交" in texts[0]
 
@@ -544,7 +544,7 @@ def test_inside_the_window_a_customer_service_message(app_ctx, villager, db, bot
     _open_window(villager, db, openid, hours_ago=47)
     since = villager.last_call_id()
     _change_status(app_ctx, number)
-    bot.loop.wake()
+    bot.x.waker.wake()
     calls = wait_for(lambda: villager.calls(touser=openid, since=since))
     assert calls[0]["path"] == "/cgi-bin/message/custom/send"
     assert number in calls[0]["json"]["text"]["content"]
@@ -559,7 +559,7 @@ def test_at_most_five_pushes_per_inbound_message(app_ctx, villager, db, bot):
         claim = s.scalar(select(Claim).where(Claim.number == number))
         for i in range(7):
             svc.transition(s, claim, S.in_review, "o_reviewer", notify="claim_in_review")
-    bot.loop.wake()
+    bot.x.waker.wake()
     assert wait_for(lambda: len(villager.calls(touser=openid, since=since)) >= 5)
     time.sleep(1.0)
     calls = villager.calls(touser=openid, since=since)
@@ -576,7 +576,7 @@ def test_outside_the_window_without_template_held_until_the_user_writes(
     _open_window(villager, db, openid, hours_ago=49)
     since = villager.last_call_id()
     _change_status(app_ctx, number)
-    bot.loop.wake()
+    bot.x.waker.wake()
     assert wait_for(lambda: _held(db, openid))
     assert villager.calls(touser=openid, since=since) == []
     r = villager.text(openid, "你好", wait=4)
@@ -611,7 +611,7 @@ def test_outside_the_window_a_template_message(template_bot, db):
     _open_window(villager, db, openid, hours_ago=50)
     since = villager.last_call_id()
     _change_status(x, number)
-    running.loop.wake()
+    running.x.waker.wake()
     calls = wait_for(lambda: villager.calls(touser=openid, since=since))
     assert calls[0]["path"] == "/cgi-bin/message/template/send"
     assert calls[0]["json"]["template_id"] == "tpl_claim_status"

@@ -31,7 +31,7 @@ def pet_dialogue():
 
     def help_fallback(ctx, msg, data):
         if msg.text == "提示":
-            return say("这是提示。", state=ctx.extra.get("_state", "name"), data=data)
+            return say("这是提示。", state="name", data=data)
         return None
 
     d = dialogue.register(Dialogue("pet", entry, {"name": name, "kind": kind},

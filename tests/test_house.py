@@ -130,3 +130,62 @@ def test_bot_keeps_its_modules_in_the_role_packages():
     assert top == ["__init__.py", "discover.py", "logs.py", "server.py"]
     packages = sorted(p.parent.name for p in (ROOT / "bot").glob("*/__init__.py"))
     assert packages == ["cli", "clients", "devtools", "jobs", "outbox", "web"]
+
+
+def _attribute_assignments(files: list[Path], owners: set[str]) -> list[str]:
+    """`owner.attr = …` (or `self.owner.attr = …`) anywhere in the files."""
+    bad = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"), filename=str(f))):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+            for t in targets:
+                if not isinstance(t, ast.Attribute):
+                    continue
+                base = t.value
+                name = base.id if isinstance(base, ast.Name) else (
+                    base.attr if isinstance(base, ast.Attribute)
+                    and isinstance(base.value, ast.Name) and base.value.id == "self" else None)
+                if name in owners:
+                    bad.append(f"{f.relative_to(ROOT)}:{node.lineno} sets {name}.{t.attr}")
+    return bad
+
+
+def test_the_app_context_is_given_its_collaborators_not_patched():
+    """The payment gateway and the outbox's waker are given to the app context when it is made
+    (bot/web/app.py `make_context`); nothing assigns them onto it afterwards."""
+    import inspect
+
+    from bot.web.app import AppContext, make_context
+
+    assert {"waker", "gateway"} <= set(inspect.signature(make_context).parameters)
+    assert {"waker", "gateway"} <= set(inspect.signature(AppContext).parameters)
+    assert _attribute_assignments(_files("bot"), {"x", "app_ctx"}) == []
+
+
+def test_no_registry_in_core_is_filled_from_outside():
+    """core/ offers no `register…` hook for adapters to fill at import: what it needs from
+    outside (the payment gateway) is passed in."""
+    hooks = [f"{f.relative_to(ROOT)}:{node.lineno} {node.name}"
+             for f in _files("core")
+             for node in ast.parse(f.read_text(encoding="utf-8")).body
+             if isinstance(node, ast.FunctionDef) and node.name.startswith("register")
+             and node.name != "register_household"]  # a domain word: a household is registered
+    assert hooks == []
+
+
+def test_handlers_see_a_typed_context_without_a_side_channel():
+    """What a handler gets is typed on `Ctx` (the route, the dialogue flag, the gateway): no
+    `extra` dict for one layer to leave notes for another."""
+    from datetime import datetime
+
+    from handlers.types import Ctx
+
+    ctx = Ctx(cfg=None, vault=None, openid="o", now=datetime.now(), session=lambda: None,
+              user=lambda: None)
+    assert not hasattr(ctx, "extra")
+    uses = [f"{f.relative_to(ROOT)}:{node.lineno}"
+            for f in _files("bot", "handlers")
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Attribute) and node.attr == "extra"]
+    assert uses == []

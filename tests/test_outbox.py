@@ -33,7 +33,7 @@ def test_a_message_is_delivered_to_the_user(bot, db, villager, emulator):
         row = outbox.send_text(s, "o_out", "您的申请已受理")
         s.flush()
         rid = row.id
-    bot.loop.wake()
+    bot.x.waker.wake()
     assert wait_for(lambda: status_of(db, rid).status is OutboxStatus.sent)
     calls = villager.calls(touser="o_out")
     assert [c["json"]["text"]["content"] for c in calls] == ["您的申请已受理"]
@@ -49,7 +49,7 @@ def test_failures_back_off_then_die_and_health_shows_it(bot, db, villager, emula
             row = outbox.send_text(s, "o_dead", "不会送达")
             s.flush()
             rid = row.id
-        bot.loop.wake()
+        bot.x.waker.wake()
         assert wait_for(lambda: status_of(db, rid).attempts >= 1)
         first = status_of(db, rid)
         assert first.status is OutboxStatus.pending and first.last_error
@@ -58,7 +58,7 @@ def test_failures_back_off_then_die_and_health_shows_it(bot, db, villager, emula
             r = s.get(OutboxMessage, rid)
             r.attempts = cfg.OUTBOX_MAX_ATTEMPTS - 1
             r.next_attempt_at = utcnow()
-        bot.loop.wake()
+        bot.x.waker.wake()
         assert wait_for(lambda: status_of(db, rid).status is OutboxStatus.dead)
     finally:
         requests.post(f"{emulator}/_emulator/fail", json={
@@ -89,7 +89,7 @@ def test_outside_the_window_without_template_it_is_held_until_the_user_writes(
         row = outbox.send_text(s, "o_held", "审核结果出来了")
         s.flush()
         rid = row.id
-    bot.loop.wake()
+    bot.x.waker.wake()
     assert wait_for(lambda: (status_of(db, rid).last_error or "").startswith("held"))
     assert status_of(db, rid).status is OutboxStatus.pending
     assert villager.calls(touser="o_held") == []

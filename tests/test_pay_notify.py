@@ -20,7 +20,6 @@ from sqlalchemy import func, select
 from bot.devtools.emulator.pay import load_keys
 from bot.jobs.payments import expire
 from core import ledger
-from core.payments import gateway
 from core.models import (AuditLog, Enrolment, EnrolmentStatus, JournalEntry, OrderStatus,
                          OutboxMessage, Payment, PaymentException, PaymentOrder, SchemeYear,
                          Village, WechatUser)
@@ -367,7 +366,7 @@ def test_payment_for_an_unknown_order_is_an_exception(app_ctx, db, emulator, bot
     """A genuine notification for an order this bot never made (another system, a lost row)."""
     conf = requests.get(f"{emulator}/_emulator/pay/config", timeout=5).json()
     # an order made at the emulator with the bot's gateway, unknown to the database
-    gw = gateway(app_ctx.cfg)
+    gw = app_ctx.gateway()
     gw.native("HZUNKNOWN0001", "测试", 100, None)
     result = emulator_pay(emulator, "HZUNKNOWN0001")
     assert result["status"] in (200, 204)
@@ -467,5 +466,55 @@ def test_real_provider_is_only_a_configuration_change(tmp_path, db, db_url, emul
         with db.session() as s:
             assert s.get(PaymentOrder, order.id).status is OrderStatus.paid
         assert not (cfg.data_dir / "pay" / "merchant_key.pem").exists()
+    finally:
+        running.stop()
+
+
+class _RecordingGateway:
+    """A payment service given to the app by hand: it answers every Native order with its own
+    code and remembers what it was asked."""
+    appid, mchid = "wx_fake", "1900000000"
+
+    def __init__(self):
+        self.orders: list[tuple[str, int]] = []
+
+    def native(self, out_trade_no, description, amount_fen, time_expire):
+        self.orders.append((out_trade_no, amount_fen))
+        return f"weixin://wxpay/bizpayurl?pr=FAKE{len(self.orders)}"
+
+    def close(self, out_trade_no):
+        pass
+
+
+def test_the_gateway_is_the_one_the_app_was_given(tmp_path, db, db_url, emulator):
+    """The payment dialogue orders from the gateway the app context was made with, and the
+    outbox draws that gateway's code as the image it pushes."""
+    from bot.devtools.chat import Villager
+    from bot.server import bootstrap
+    from bot.web.app import make_context
+
+    gw = _RecordingGateway()
+    cfg = make_cfg(tmp_path, db_url, emulator)
+    x = make_context(cfg, db, gateway=lambda: gw)
+    bootstrap(x)
+    running = start_bot(x)
+    try:
+        v = Villager(running.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, "", emulator)
+        number = household(x, openid="o_given")
+        since = v.last_call_id()
+        assert "您家需付 150.00 元" in v.text("o_given", "2").reply
+        order = the_order(db, number)
+        assert gw.orders == [(order.out_trade_no, 15000)]
+        assert order.code_url == "weixin://wxpay/bizpayurl?pr=FAKE1"
+        pushed = v.wait_pushes("o_given", since, 8)
+        assert [c["json"]["msgtype"] for c in pushed if c.get("json")] == ["image"]
+        digest = hashlib.sha256(order.code_url.encode()).hexdigest()[:10]
+        png = cfg.data_dir / "pay" / "qr" / f"{order.out_trade_no}-{digest}.png"
+        uploads = v.calls(since=since, path="/cgi-bin/media/upload")
+        assert [u["files"]["media"]["sha256"] for u in uploads] == [
+            hashlib.sha256(png.read_bytes()).hexdigest()]
+        # no order at the emulator's WeChat Pay: the gateway configured is not used
+        orders = requests.get(f"{emulator}/_emulator/pay/orders", timeout=5).json()
+        assert order.out_trade_no not in {o["out_trade_no"] for o in orders}
     finally:
         running.stop()

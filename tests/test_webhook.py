@@ -686,3 +686,48 @@ def test_raw_utf8_in_the_query_is_read_as_utf8(bot, cfg, villager, db):
     assert status == "403 Forbidden" and inbound_count(db) == before
     status, body = call("o_raw_right", sign(cfg.WECHAT_TOKEN, ts, nonce))
     assert status == "200 OK" and "1 参加互助" in body
+
+
+@pytest.fixture
+def calling_out(monkeypatch):
+    """The payment entry (`2`, 缴费) as a dialogue that notes the thread it ran on, and a quiz
+    dialogue whose question is answered by `1` or `2`."""
+    threads: list[tuple[str, str]] = []
+
+    def pay_entry(ctx, msg, data):
+        threads.append(("payment", threading.current_thread().name))
+        return say("付款码来了")
+
+    def quiz_entry(ctx, msg, data):
+        return say("几个人？回复 1 或 2", state="count")
+
+    def quiz_count(ctx, msg, data):
+        threads.append(("quiz", threading.current_thread().name))
+        return say(f"记下了：{msg.text} 人")
+
+    monkeypatch.setitem(dialogue.REGISTRY, "payment",
+                        Dialogue("payment", pay_entry, {}, calls_out=True))
+    quiz = dialogue.register(Dialogue("quiz", quiz_entry, {"count": quiz_count}, words=("问答",)))
+    yield threads
+    dialogue.REGISTRY.pop(quiz.name, None)
+
+
+def test_a_menu_number_inside_a_dialogue_answers_it_on_the_line(villager, calling_out):
+    """`2` is the payment's menu number, which calls WeChat Pay and so runs beside the line of
+    villagers' messages; inside an open dialogue the same `2` answers the dialogue — and the
+    webhook's choice of line follows the same route, so the answer runs on the line."""
+    assert villager.text("o_quiz", "问答").reply == "几个人？回复 1 或 2"
+    assert villager.text("o_quiz", "2").reply == "记下了：2 人"
+    assert calling_out == [("quiz", "huzhu-line")]
+
+
+def test_the_payment_starts_beside_the_line_from_the_menu_or_a_dialogue(villager, calling_out):
+    """Outside a dialogue `2` starts the payment beside the line; inside one, the payment's
+    word (缴费) leaves the dialogue for the payment, beside the line as well."""
+    assert villager.text("o_payer", "2").reply == "付款码来了"
+    assert villager.text("o_quiz2", "问答").reply == "几个人？回复 1 或 2"
+    assert villager.text("o_quiz2", "缴费").reply == "付款码来了"
+    assert [who for who, _ in calling_out] == ["payment", "payment"]
+    assert all(thread.startswith("huzhu-msg") for _, thread in calling_out)
+    # the dialogue was left: a number is the menu's again
+    assert villager.text("o_quiz2", "2").reply == "付款码来了"

@@ -94,7 +94,6 @@ def cmd_worker(args) -> int:
     x = app_context()
     sched = Scheduler(x)
     loop = OutboxLoop(x, scheduler=sched)
-    x.wake_outbox = loop.wake
     sched.start()
     loop.start()
     stop = threading.Event()

@@ -104,7 +104,7 @@ def cmd_payments_record(args) -> int:
                          usage="huzhu payments record HOUSEHOLD AMOUNT [--channel cash|transfer]",
                          **e.detail)
         return _fail(f"refused ({e.code}): {message}", 1)
-    x.wake_outbox()
+    x.waker.wake()
     if args.json:
         print_json(doc)
     else:

@@ -117,7 +117,7 @@ def cmd_confirm(args) -> int:
             balance = ledger.balance(s, r.pool_id)
     except PayoutError as e:
         return _fail(e)
-    x.wake_outbox()
+    x.waker.wake()
     doc = {"batch": r.batch, "already": r.already, "paid": r.paid, "paid_fen": r.paid_fen,
            "failed": r.failed, "balance_fen": balance}
     if args.json:
@@ -218,7 +218,7 @@ def cmd_recover(args) -> int:
             number, amount = claim.number, claim.amount_fen
     except PayoutError as e:
         return _fail(e)
-    x.wake_outbox()
+    x.waker.wake()
     print(f"claim {number}: recovered, {format_yuan(amount)} "
           + ("received back into the fund" if args.received else "owed to the fund"))
     return 0

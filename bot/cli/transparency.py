@@ -112,7 +112,7 @@ def cmd_report_disclosure(args) -> int:
         if args.post:
             posted = disclosure.publish(s, pool.id, args.month, tz=x.cfg.tz,
                                         actor=f"cli:{getpass.getuser()}")
-    x.wake_outbox()
+    x.waker.wake()
     if args.json:
         doc = {k: v for k, v in data.items() if k != "digest"}
         if posted is not None:

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3.utils import load_public_key, rsa_verify
 
-from core.payments import GatewayError, register_gateway
+from core.payments import GatewayError
 
 log = logging.getLogger("huzhu.pay")
 
@@ -253,6 +253,3 @@ def gateway_for(cfg) -> WeChatPayGateway:
             gw = _cache[key] = WeChatPayGateway(settings(cfg))
         return gw
 
-
-register_gateway("wechatpay", gateway_for)
-register_gateway("emulator", gateway_for)

@@ -86,7 +86,7 @@ def run_nightly(x, now: datetime) -> dict:
             audit(s, ACTOR, backup.FAILED, "backup", now.strftime("%Y-%m-%d"), None, outcome)
             _alert(s, "backup_failed", now, when=now.strftime("%Y-%m-%d %H:%M"),
                    error=outcome["error"])
-    x.wake_outbox()
+    x.waker.wake()
     return outcome
 
 
@@ -119,7 +119,7 @@ def watch(x, now_utc: datetime | None = None) -> bool:
             return False
         last = format_date(as_utc(done.at).astimezone(x.cfg.tz)) if done else None
         _alert(s, "backup_overdue", now_utc, hours=backup.OVERDUE_HOURS, last=last)
-    x.wake_outbox()
+    x.waker.wake()
     return True
 
 

@@ -26,7 +26,7 @@ def remind(x, now: datetime | None = None) -> int:
         n = payments.send_reminders(s, now.date())
     if n:
         log.info("payment reminders sent to %s households", n)
-        x.wake_outbox()
+        x.waker.wake()
     return n
 
 

@@ -19,7 +19,7 @@ from core.payout_schedule import post_due_service_fees, run_due_payouts
 def run_scheduled_payouts(x, now: datetime) -> list:
     """The payout runs due at `now` (local time), one per pool; returns their results."""
     results = run_due_payouts(x.db, x.vault, x.cfg.data_dir, now.date())
-    x.wake_outbox()
+    x.waker.wake()
     return results
 
 

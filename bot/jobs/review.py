@@ -20,5 +20,5 @@ def remind_overdue_reviews() -> int:
         sent = remind_overdue(s, today)
     if sent:
         log.info("review-due reminders queued: %s", sent)
-        x.wake_outbox()
+        x.waker.wake()
     return sent

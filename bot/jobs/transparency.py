@@ -40,7 +40,7 @@ def disclose(session_or_ctx, pool_id: int, month: str, *, force: bool = False,
                                   force=force)
     with x.db.session() as s:  # bot.web.app.AppContext
         result = disclosure.publish(s, pool_id, month, tz=x.cfg.tz, actor=actor, force=force)
-    x.wake_outbox()
+    x.waker.wake()
     return result
 
 
@@ -50,7 +50,7 @@ def run_monthly(x, today: date | None = None) -> list[dict]:
     today = today or datetime.now(x.cfg.tz).date()
     with x.db.session() as s:
         results = disclosure.publish_due(s, today, tz=x.cfg.tz)
-    x.wake_outbox()
+    x.waker.wake()
     for r in results:
         if r["posted"]:
             log.info("disclosure %s %s: %s messages to %s groups", r["pool"], r["month"],
@@ -63,7 +63,7 @@ def run_objection_lists(x, today: date | None = None) -> list[dict]:
     today = today or datetime.now(x.cfg.tz).date()
     with x.db.session() as s:
         results = objections.disclose_due(s, today)
-    x.wake_outbox()
+    x.waker.wake()
     return results
 
 

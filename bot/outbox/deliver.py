@@ -75,7 +75,17 @@ def deliverer(kind: str) -> Callable[[Deliverer], Deliverer]:
 @deliverer("wechat.send")
 def send_wechat(ctx: Context, row: OutboxMessage) -> str | None:
     try:
-        how = ctx.wechat.deliver(row.payload["openid"], row.payload["message"])
+        openid, message = row.payload["openid"], row.payload["message"]
+    except (KeyError, TypeError) as exc:
+        raise PermanentError(f"bad wechat.send payload: {exc!r}") from exc
+    return send_message(ctx, openid, message)
+
+
+def send_message(ctx: Context, openid: str, message: dict) -> str | None:
+    """One message to one follower through the customer-service API (bot/clients/wechat.py),
+    its errors sorted into permanent and retryable; HELD when the follower's window is closed."""
+    try:
+        how = ctx.wechat.deliver(openid, message)
     except (KeyError, TypeError, ValueError, FileNotFoundError) as exc:
         raise PermanentError(f"bad wechat.send payload: {exc!r}") from exc
     except WeChatClientException as exc:

@@ -73,22 +73,19 @@ def heartbeat(app_ctx, scheduler_active: bool) -> None:
 
 
 class OutboxLoop(threading.Thread):
-    """Drains the outbox continuously; `wake()` makes it look at once (after a commit)."""
+    """Drains the outbox continuously; the app context's waker (`x.waker.wake()`, after a
+    commit) makes it look at once."""
 
     def __init__(self, app_ctx, idle_seconds: float = 1.0, scheduler=None):
         super().__init__(name="huzhu-outbox", daemon=True)
         self.x = app_ctx
         self.idle = idle_seconds
         self.scheduler = scheduler
-        self._wake = threading.Event()
         self._stop = threading.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self.x.waker.wake()
 
     def run(self) -> None:
         beat_every, since_beat = 15.0, 15.0
@@ -104,5 +101,4 @@ class OutboxLoop(threading.Thread):
                 log.exception("outbox drain failed")
                 n = 0
             if n == 0:
-                self._wake.wait(self.idle)
-                self._wake.clear()
+                self.x.waker.wait(self.idle)

@@ -18,17 +18,39 @@ from core.crypto import PersonalDataVault
 from core.db import Database
 from core.models import OutboxMessage, OutboxStatus, WorkerHeartbeat, utcnow
 from core.outbox import as_utc, counts
+from core.payments import Gateway, GatewayError
+from bot.outbox.waker import Waker
 
 log = logging.getLogger("huzhu.app")
 
 
 
+def payment_gateway(cfg: Config) -> "Callable[[], Gateway]":
+    """The payment gateway PAY_PROVIDER names, built from the configuration on first use (it
+    may need the network: the emulator's keys) — a GatewayError then, not at start."""
+    from bot.clients import wechatpay
+
+    if cfg.PAY_PROVIDER in ("wechatpay", "emulator"):  # the emulator speaks WeChat Pay v3
+        return lambda: wechatpay.gateway_for(cfg)
+
+    def none() -> Gateway:
+        raise GatewayError(f"no payment gateway for {cfg.PAY_PROVIDER!r}")
+    return none
+
+
 @dataclass
 class AppContext:
-    """What every adapter needs: configuration, database, the personal-data vault."""
+    """What every adapter needs: configuration, database, the personal-data vault, the
+    payment gateway (`gateway()`: built on first use) and the outbox's doorbell (`waker`,
+    rung after a commit that queued messages; the worker's loop waits on it)."""
     cfg: Config
     db: Database
-    wake_outbox: Callable[[], None] = field(default=lambda: None)
+    waker: Waker = field(default_factory=Waker)
+    gateway: "Callable[[], Gateway] | None" = None
+
+    def __post_init__(self) -> None:
+        if self.gateway is None:
+            self.gateway = payment_gateway(self.cfg)
 
     @cached_property
     def vault(self) -> PersonalDataVault:
@@ -41,12 +63,16 @@ class AppContext:
         return Context(cfg=self.cfg, db=self.db)
 
 
-def make_context(cfg: Config | None = None, db: Database | None = None) -> AppContext:
+def make_context(cfg: Config | None = None, db: Database | None = None,
+                 waker: Waker | None = None,
+                 gateway: "Callable[[], Gateway] | None" = None) -> AppContext:
+    """The app's context from the configuration: its database, a doorbell for the outbox and
+    the payment gateway PAY_PROVIDER names (or the ones given)."""
     cfg = cfg or load_config()
     db = db or Database(cfg.DATABASE_URL)
     if db.secret is None:  # a migration that encrypts existing rows (phones) needs the key
         db.secret = lambda: secret_key(cfg)
-    return AppContext(cfg=cfg, db=db)
+    return AppContext(cfg=cfg, db=db, waker=waker or Waker(), gateway=gateway)
 
 
 def create_app(app_ctx: AppContext | None = None) -> Flask:

@@ -17,7 +17,6 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from bot.clients import wechatpay  # noqa: F401  (registers the WeChat Pay gateway)
 from core import payments
 from core.messages import render
 from core.models import Household, PaymentOrder, SchemeYear
@@ -43,7 +42,7 @@ def notify():
     if len(body) > limit:
         return _fail(413, "body too large")
     try:
-        gw = payments.gateway(x.cfg)
+        gw = x.gateway()
     except payments.GatewayError as exc:
         log.error("payment callback: no gateway: %s", exc)
         return _fail(500, "payment gateway not configured")
@@ -75,7 +74,7 @@ def notify():
         return _fail(500, "稍后重试")
     log.info("payment callback out_trade_no=%s outcome=%s", resource.get("out_trade_no"),
              outcome.status)
-    x.wake_outbox()
+    x.waker.wake()
     return Response(status=204)
 
 
@@ -85,7 +84,7 @@ def qr_page(out_trade_no: str):
     x = current_app.extensions["huzhu"]
     if not _TRADE_NO.match(out_trade_no):
         return Response("not found", status=404, mimetype="text/plain")
-    from handlers.payment import qr_png
+    from bot.outbox.pay_qr import qr_png
 
     with x.db.session() as s:
         order = s.scalar(select(PaymentOrder).where(PaymentOrder.out_trade_no == out_trade_no))
@@ -96,7 +95,8 @@ def qr_page(out_trade_no: str):
         png_b64 = ""
         status = order.status.value
         if status == "open" and order.code_url:
-            png_b64 = base64.b64encode(qr_png(x.cfg, order.code_url, out_trade_no).read_bytes()).decode()
+            png = qr_png(x.cfg.data_dir, order.code_url, out_trade_no)
+            png_b64 = base64.b64encode(png.read_bytes()).decode()
         elif status == "open":
             status = "expired"
         html = render("payment_page", status=status, household=household.number,

@@ -12,8 +12,10 @@ A retry of a message gets the stored reply and changes nothing; copies in one ba
 once; a copy handled by another process at the same moment loses the race for the unique key
 and is answered with the first copy's reply. A message whose handler fails is undone alone and
 stores nothing, so WeChat's retry of it is handled afresh. Administrator commands, which may
-read a whole pool, run one per transaction on a small pool of threads beside the line, as does
-each message of a batch that failed as a whole.
+read a whole pool, and messages that start a dialogue calling out (WeChat Pay) run one per
+transaction on a small pool of threads beside the line, as does each message of a batch that
+failed as a whole; which line is the message's route's to say (handlers/router.py `route`,
+the same decision the router then follows).
 
 `POST /wechat` is answered by `WebhookApp`, a WSGI layer in front of the Flask app, straight
 from the WSGI environ; Flask's request context, URL map and response objects cost about a fifth
@@ -233,10 +235,11 @@ class Webhook:
     def dispatch(self, msg: Incoming) -> list[str]:
         """The passive reply's texts, or [] for `success` (nothing to say, or it comes late)."""
         ticket = _Ticket()
-        if _beside_line(msg):
-            future = self.pool.submit(self._process, msg, ticket)
+        route = router.route(msg)  # decided once: the line here, the handler in the router
+        if route.beside_line(lambda: self._open_dialogue(msg.openid)):
+            future = self.pool.submit(self._process, msg, route, ticket)
         else:
-            future = self.line.submit(msg, ticket)
+            future = self.line.submit(msg, route, ticket)
         try:
             return future.result(timeout=self.x.cfg.REPLY_BUDGET_SECONDS)
         except FutureTimeout:
@@ -248,13 +251,20 @@ class Webhook:
                 return []
             return future.result()
 
-    def _process(self, msg: Incoming, ticket: _Ticket) -> list[str]:
+    def _open_dialogue(self, openid: str) -> str | None:
+        """The sender's open dialogue, read before the message's transaction: asked only for a
+        message that could start a dialogue calling out (its menu number means something else
+        inside a dialogue), so other messages cost no look-up."""
+        with self.x.db.sessions() as s:
+            return dialogue.open_dialogue(s, openid)
+
+    def _process(self, msg: Incoming, route: router.Route, ticket: _Ticket) -> list[str]:
         try:
             with self.inbox.unit() as unit:
                 sender = unit.sender(msg.openid, msg.key)
                 if _may_have_held(sender):
                     unit.woke_held = outbox.wake(unit.session, msg.openid) > 0
-                texts = self._route(msg, sender, unit, state_known=True)
+                texts = self._route(msg, route, sender, unit, state_known=True)
                 with ticket.lock:
                     if ticket.late:
                         for t in texts:
@@ -262,7 +272,7 @@ class Webhook:
                     ticket.committing = True
                 enqueued = unit.finish(sender, msg.openid, msg.key, msg.kind, texts)
             if enqueued:
-                self.x.wake_outbox()
+                self.x.waker.wake()
             return texts
         except Answered:
             # a retry of a message already answered, or a copy handled at this very moment
@@ -275,15 +285,17 @@ class Webhook:
                 ticket.committing = True
             return [render("internal_error")]
 
-    def _route(self, msg: Incoming, sender: Sender, scope, state_known: bool) -> list[str]:
-        """The router's answer to one message, with `scope.session` as its ORM session; the
-        texts for the passive reply (the rest is queued in the outbox)."""
+    def _route(self, msg: Incoming, route: router.Route, sender: Sender, scope,
+               state_known: bool) -> list[str]:
+        """The router's answer to one message along its route, with `scope.session` as its ORM
+        session; the texts for the passive reply (the rest is queued in the outbox)."""
         ctx = Ctx(cfg=self.x.cfg, vault=self.x.vault, openid=msg.openid,
                   now=datetime.now(self.x.cfg.tz), session=lambda: scope.session,
                   user=lambda: scope.session.get_one(WechatUser, sender.user_id),
-                  extra={"app": self.x})
-        if state_known and not sender.in_dialogue:
-            ctx.extra["dialogue_state"] = None  # nothing to read
+                  route=route,
+                  # the sender was read with its dialogue flag: outside one, nothing to read
+                  in_dialogue=False if state_known and not sender.in_dialogue else None,
+                  gateway=self.x.gateway)
         return _passive_texts(scope, msg.openid, router.handle(ctx, msg))
 
     def handle_batch(self, items: list["_Queued"]) -> None:
@@ -297,10 +309,10 @@ class Webhook:
                 log.error("batch of %d failed; handling them one by one", len(items),
                           exc_info=True)
             for item in items:
-                item.future.set_result(self._process(item.msg, item.ticket))
+                item.future.set_result(self._process(item.msg, item.route, item.ticket))
             return
         if enqueued:
-            self.x.wake_outbox()
+            self.x.waker.wake()
         for item, texts in results:
             item.future.set_result(texts)
         for item in answered:
@@ -334,7 +346,7 @@ class Webhook:
                         batch.woke_held |= outbox.wake(scope.session, msg.openid) > 0
                     # a second message of the same user in this batch reads the state the
                     # first one left
-                    texts = self._route(msg, sender, scope, state_known=first)
+                    texts = self._route(msg, item.route, sender, scope, state_known=first)
                     scope.flush()
                     ok = True
                 except Exception:
@@ -372,22 +384,10 @@ class Webhook:
         return []
 
 
-def _beside_line(msg: Incoming) -> bool:
-    """Administrator commands (they may read a whole pool) and messages that start a dialogue
-    calling a service outside (WeChat Pay) run beside the line, one per transaction, so that
-    neither holds up the other villagers' messages."""
-    if msg.kind not in ("text", "voice") and msg.event != "click":
-        return False
-    text = router.normalise(msg.text)
-    if text.startswith(("/", "／")):
-        return True
-    found = dialogue.find_entry(text) if text else None
-    return found is not None and found.calls_out
-
-
 @dataclass
 class _Queued:
     msg: Incoming
+    route: router.Route
     ticket: _Ticket
     future: Future = field(default_factory=Future)
 
@@ -408,8 +408,8 @@ class _Line:
         self._lock = threading.Lock()
         self._running = False
 
-    def submit(self, msg: Incoming, ticket: _Ticket) -> Future:
-        item = _Queued(msg, ticket)
+    def submit(self, msg: Incoming, route: router.Route, ticket: _Ticket) -> Future:
+        item = _Queued(msg, route, ticket)
         self.queue.put(item)
         with self._lock:
             if not self._running:
