@@ -59,6 +59,7 @@ class _Gateway:
             return order is not None, order is not None and order.code_url is not None
 
     def close(self, out_trade_no):
+        time.sleep(self.delay)
         self.closed.append(out_trade_no)
 
 
@@ -167,3 +168,31 @@ def test_gateway_failing_is_retried_then_the_household_is_told(running):
     with x.db.session() as s:
         order = s.scalar(select(PaymentOrder).join(Household).where(Household.number == number))
         assert order.status is OrderStatus.open and order.code_url is None
+
+
+@pytest.mark.parametrize("running", [{"delay": 1.0}], indirect=True)
+def test_cash_recorded_closes_the_code_at_wechat_pay_after_the_commit(running):
+    """/收款 confirmed for a household whose WeChat Pay code was made: the administrator is
+    answered without waiting for WeChat Pay, and the code is closed there by the outbox."""
+    from core.admins import bind, create_invite
+
+    x, v, gw = running
+    number = household(x, "o_cash")
+    since = v.last_call_id()
+    assert "您家需付 100.00 元" in v.text("o_cash", "2").reply
+    assert len(images(v, "o_cash", since, 8)) == 1
+    with x.db.session() as s:
+        code = create_invite(s, "village_admin", "cli:test", village="示范镇/西村")
+    with x.db.session() as s:
+        bind(s, "o_va", code)
+    assert "回复 确认" in v.text("o_va", f"/收款 {number} 100").reply
+    gw.delay = 3.0  # WeChat Pay slow now: the administrator does not wait for it
+    started = time.monotonic()
+    assert "已登记" in v.text("o_va", "确认").reply
+    assert time.monotonic() - started < 1.5
+    with x.db.session() as s:
+        order = s.scalar(select(PaymentOrder).join(Household).where(Household.number == number))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not gw.closed:
+        time.sleep(0.1)
+    assert gw.closed == [order.out_trade_no]
