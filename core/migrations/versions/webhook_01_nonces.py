@@ -20,9 +20,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("nonce"),
     )
-    op.create_index("ix_webhook_nonce_expires_at", "webhook_nonce", ["expires_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_webhook_nonce_expires_at", table_name="webhook_nonce")
     op.drop_table("webhook_nonce")
