@@ -18,6 +18,8 @@ TEMPLATES_DIR = ROOT / "templates"
 SCHEMES_DIR = ROOT / "config" / "schemes"
 
 REAL_WECHAT_API = "https://api.weixin.qq.com"
+# the demo token of config/huzhu.toml: public, so a server still using it serves no real account
+DEMO_TOKEN = "huzhu-demo-token"
 
 
 class ConfigError(Exception):
@@ -26,6 +28,8 @@ class ConfigError(Exception):
 
 INT_KEYS = {"MAX_BODY_BYTES", "OUTBOX_MAX_ATTEMPTS", "OUTBOX_BACKOFF_SECONDS", "BACKUP_KEEP"}
 FLOAT_KEYS = {"REPLY_BUDGET_SECONDS"}
+BOOL_KEYS = {"WECHAT_ALLOW_PLAIN"}
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 
 
 @dataclass
@@ -51,6 +55,14 @@ class Config:
         return bool(self.values["WECHAT_AES_KEY"])
 
     @property
+    def production(self) -> bool:
+        """Serving a real official account: the real WeChat API with a token of its own. Against
+        the emulator (the demo, the tests, the benchmarks), or with the public demo token, it
+        is not."""
+        return (self.values["WECHAT_API_BASE"].rstrip("/") == REAL_WECHAT_API
+                and self.values["WECHAT_TOKEN"] != DEMO_TOKEN)
+
+    @property
     def is_sqlite(self) -> bool:
         return self.values["DATABASE_URL"].startswith("sqlite")
 
@@ -73,6 +85,13 @@ def load_config(env: dict | None = None, validate: bool = True) -> Config:
             values[key] = float(values[key])
         except (TypeError, ValueError):
             raise ConfigError(f"HUZHU_{key}: expected a number of seconds, got {values[key]!r}")
+    for key in BOOL_KEYS:
+        value = values[key]
+        if not isinstance(value, bool):
+            text = str(value).strip().lower()
+            if text not in _TRUE | _FALSE:
+                raise ConfigError(f"HUZHU_{key}: expected true or false, got {value!r}")
+            values[key] = text in _TRUE
     cfg = Config(values)
     if validate:
         _validate(cfg)
@@ -115,6 +134,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("HUZHU_BACKUP_KEEP: days to keep backups, at least 1")
     if backup_time(v["BACKUP_AT"]) is None:
         raise ConfigError(f"HUZHU_BACKUP_AT: expected a time of day HH:MM, got {v['BACKUP_AT']!r}")
+
+
+def plain_mode_refused(cfg: Config) -> bool:
+    """Plain mode (no EncodingAESKey) on a production server, not allowed explicitly."""
+    return not cfg.safe_mode and cfg.production and not cfg.WECHAT_ALLOW_PLAIN
 
 
 def backup_time(value: str) -> tuple[int, int] | None:

@@ -113,7 +113,7 @@ def _walk_state(data, old: PersonalDataVault, new: PersonalDataVault):
 
 def rotate(cfg: Config, db: Database, actor: str, now: datetime | None = None) -> RotateResult:
     from core.audit import audit
-    from core.models import BankCard, DialogueState, Enrolment, Member, PayoutLine
+    from core.models import BankCard, DialogueState, Enrolment, Household, Member, PayoutLine
 
     if configured(cfg):
         raise KeyError_("SECRET_KEY is set in the configuration: rotate by hand is not possible "
@@ -134,7 +134,8 @@ def rotate(cfg: Config, db: Database, actor: str, now: datetime | None = None) -
                         "with (move it to secret.key); otherwise remove it, then try again")
     write_private(old_copy, old_key + b"\n")
     write_private(pending, new_key + b"\n")
-    counts = {"member": 0, "enrolment": 0, "bank_card": 0, "payout_line": 0, "dialogue_state": 0}
+    counts = {"member": 0, "enrolment": 0, "household_phone": 0, "bank_card": 0,
+              "payout_line": 0, "dialogue_state": 0}
     try:
         with db.session() as s:
             def member_rows(batch):
@@ -151,6 +152,13 @@ def rotate(cfg: Config, db: Database, actor: str, now: datetime | None = None) -
                 update(Enrolment).values(id_number_hash=select(Member.id_number_hash).where(
                     Member.id == Enrolment.member_id).scalar_subquery())
                 .execution_options(synchronize_session=False)).rowcount
+
+            def phone_rows(batch):  # phones are optional: only the rows that have one
+                return [{"id": hid, "phone_enc": new.encrypt(old.decrypt(enc))}
+                        for hid, enc in batch if enc]
+
+            counts["household_phone"] = _in_batches(s, Household, Household.phone_enc,
+                                                     phone_rows, where=Household.phone_enc.isnot(None))
 
             def card_rows(batch):
                 out = []
@@ -189,13 +197,15 @@ def rotate(cfg: Config, db: Database, actor: str, now: datetime | None = None) -
     return RotateResult(fingerprint(old_key), fingerprint(new_key), old_copy, counts)
 
 
-def _in_batches(session, model, column, convert, size: int = 5000) -> int:
+def _in_batches(session, model, column, convert, size: int = 5000, where=None) -> int:
     """Rewrite `column` of every row of `model`, `size` rows at a time in id order (memory stays
     bounded on 600,000 members); returns the number of rows."""
     last, n = 0, 0
     while True:
-        batch = session.execute(select(model.id, column).where(model.id > last)
-                                .order_by(model.id).limit(size)).all()
+        query = select(model.id, column).where(model.id > last)
+        if where is not None:
+            query = query.where(where)
+        batch = session.execute(query.order_by(model.id).limit(size)).all()
         if not batch:
             return n
         session.execute(update(model), convert(batch))

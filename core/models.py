@@ -191,6 +191,18 @@ class InboundMessage(Base):
     reply: Mapped[list | None] = mapped_column(JSON)
 
 
+class WebhookNonce(Base):
+    """A signed query string the webhook accepted (`<timestamp>:<nonce>`) and the message it
+    came with: the same query with another message is refused until it expires, when its
+    timestamp leaves the webhook's window (bot/web/nonces.py)."""
+    __tablename__ = "webhook_nonce"
+    nonce: Mapped[str] = mapped_column(String(96), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(128))
+    # no index: the table holds the last few minutes' messages only, and one index fewer to
+    # write per message
+    expires_at: Mapped[datetime]
+
+
 class OutboxMessage(Base):
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(primary_key=True)

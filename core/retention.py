@@ -44,3 +44,13 @@ def delete_cached_replies(session: Session, now: datetime, days: int = CACHED_RE
               {"deleted": deleted, "older_than_days": days, "cutoff": cutoff.isoformat()})
         session.commit()
     return deleted
+
+
+def delete_expired_nonces(session: Session, now: datetime) -> int:
+    """Forget the webhook's signed queries whose timestamps have left its window (they could
+    not be accepted again anyway); returns how many went. No audit: nothing personal."""
+    from core.models import WebhookNonce
+
+    result = session.execute(delete(WebhookNonce).where(WebhookNonce.expires_at < now))
+    session.commit()
+    return result.rowcount or 0

@@ -18,9 +18,18 @@ from handlers.types import Ctx, Incoming, Reply
 MAX_TEXT = 600  # characters a villager message may have; longer ones are refused politely
 
 
+# invisible characters a pasted or crafted text may carry: zero-width spaces and joiners
+# (U+200B–U+200D, U+2060–U+2064, U+FEFF the BOM, U+180E, U+00AD the soft hyphen), direction
+# marks and bidi controls (U+200E, U+200F, U+061C, U+202A–U+202E, U+2066–U+2069)
+_INVISIBLE = dict.fromkeys([0x00AD, 0x061C, 0x180E, 0xFEFF, *range(0x200B, 0x2010),
+                            *range(0x202A, 0x202F), *range(0x2060, 0x2065),
+                            *range(0x2066, 0x206A)])
+
+
 def normalise(text: str) -> str:
-    """Full-width digits and letters to half-width, trimmed; voice recognition ends with '。'."""
-    text = unicodedata.normalize("NFKC", text or "").strip()
+    """Full-width digits and letters to half-width (NFKC), invisible characters removed
+    (`帮\u200b助` is `帮助`), trimmed; voice recognition ends with '。'."""
+    text = unicodedata.normalize("NFKC", text or "").translate(_INVISIBLE).strip()
     return text.rstrip("。.!！")
 
 

@@ -427,6 +427,7 @@ def test_key_rotate_reencrypts_every_field_and_keeps_lookups(app_ctx, db, cfg, m
 
     home = household_with_card(db, app_ctx.vault, openid="o_rot")
     with db.session() as s:
+        s.get(Household, home["id"]).phone_enc = app_ctx.vault.encrypt("13800138000")
         make_claim(s, s.get(Household, home["id"]), status="approved", documents=(),
                    amount_fen=50_000)
         s.add(DialogueState(openid="o_signup", dialogue="signup", state="members",
@@ -464,6 +465,7 @@ def test_key_rotate_reencrypts_every_field_and_keeps_lookups(app_ctx, db, cfg, m
                 old.decrypt(m.id_number_enc)
         for e in s.scalars(select(Enrolment)):
             assert e.id_number_hash == s.get(Member, e.member_id).id_number_hash
+        assert new.decrypt(s.get(Household, home["id"]).phone_enc) == "13800138000"
         card = s.scalar(select(BankCard))
         assert new.decrypt(card.number_enc) == home["card"]
         assert card.number_hash == new.lookup_hash(home["card"])

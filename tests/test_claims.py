@@ -355,11 +355,11 @@ def test_a_retried_image_message_gives_one_document(app_ctx, villager, db, docs)
     with db.session() as s:
         assert s.scalar(select(func.count(ClaimDocument.id))) == 1
         doc = s.scalars(select(ClaimDocument)).one()
-        assert doc.source_key == "msg:880000001"
+        assert doc.source_key == f"msg:{openid}:880000001"
         claim = doc.claim
         # the service itself: the same source key gives back the same document
         again_doc, created = svc.add_document(s, claim, kind=None, media_id="x",
-                                              source_key="msg:880000001", actor=openid)
+                                              source_key=f"msg:{openid}:880000001", actor=openid)
         assert again_doc.id == doc.id and not created
         downloads = s.scalar(select(func.count(OutboxMessage.id))
                              .where(OutboxMessage.kind == "media.download"))

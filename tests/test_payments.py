@@ -398,3 +398,9 @@ def test_qr_page_for_unknown_and_paid_orders(villager, app_ctx, db, bot):
         no = s.scalar(select(PaymentOrder.out_trade_no))
     page = requests.get(f"{bot.url}/pay/qr/{no}", timeout=5)
     assert page.status_code == 200 and "已经缴费成功" in page.text
+    # a household's page: not cached, framed, sniffed, nor its URL sent on
+    assert page.headers["Cache-Control"] == "private, no-store"
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert "img-src 'self' data:" in page.headers["Content-Security-Policy"]

@@ -110,6 +110,9 @@ def cmd_backup(args) -> int:
     if m["key"]["included"]:
         print("the key is inside: anyone with the archive and its passphrase can read the ID "
               "and card numbers")
+    elif m["key"]["fingerprint"] is None:
+        print("there is no key yet (nothing has been encrypted): once there is, keep a copy "
+              "apart (`huzhu key export --to FILE`)")
     else:
         print(f"the key is not inside (fingerprint {m['key']['fingerprint']}): keep a copy "
               "apart (`huzhu key export --to FILE`); without it the ID and card numbers are lost")

@@ -79,7 +79,10 @@ def _until_signal(stop: threading.Event) -> None:
 def cmd_serve(args) -> int:
     from bot.server import Running, bootstrap, settle_memory
 
+    from bot.web.webhook import check_mode
+
     x = app_context(migrate=False)
+    check_mode(x.cfg)  # plain mode in production: refused before anything starts
     bootstrap(x)
     running = Running(x, args.host, args.port)
     settle_memory()

@@ -1,5 +1,6 @@
-"""Scheduled job: every night, cached replies older than 30 days are deleted
-(core.retention.delete_cached_replies)."""
+"""Scheduled jobs: every night, cached replies older than 30 days are deleted
+(core.retention.delete_cached_replies); every ten minutes, the webhook's signed queries whose
+timestamps have left its window (core.retention.delete_expired_nonces)."""
 from __future__ import annotations
 
 import logging
@@ -20,3 +21,13 @@ def delete_cached_replies() -> int:
     if deleted:
         log.info("cached replies deleted: %s", deleted)
     return deleted
+
+
+@job("retention.webhook_nonces", "interval", minutes=10)
+def delete_expired_nonces() -> int:
+    """The webhook's signed queries, kept only while their timestamp is within its window."""
+    from core.models import utcnow
+    from core.retention import delete_expired_nonces as delete
+
+    with current().db.session() as s:
+        return delete(s, utcnow())

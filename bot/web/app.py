@@ -23,6 +23,19 @@ from bot.outbox.waker import Waker
 
 log = logging.getLogger("huzhu.app")
 
+# Sent with every answer of the Flask app (pages, the payment-code page, JSON) unless a
+# blueprint set its own (the claim-photo pages' stricter policy). Nothing huzhu serves is to be
+# cached, framed, sniffed as another type or leak its URL (tokens, order numbers) onward.
+SECURITY_HEADERS = {
+    "Cache-Control": "private, no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self' data:; "
+                               "style-src 'unsafe-inline'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'",
+}
+
 
 
 def payment_gateway(cfg: Config) -> "Callable[[], Gateway]":
@@ -78,7 +91,7 @@ def make_context(cfg: Config | None = None, db: Database | None = None,
 def create_app(app_ctx: AppContext | None = None) -> Flask:
     from bot import logs
     from bot.discover import blueprints, load_handlers
-    from bot.web.webhook import SWITCH_INTERVAL_SECONDS, Webhook, WebhookApp
+    from bot.web.webhook import SWITCH_INTERVAL_SECONDS, Webhook, WebhookApp, describe_mode
 
     x = app_ctx or make_context()
     if app_ctx is None:
@@ -86,12 +99,19 @@ def create_app(app_ctx: AppContext | None = None) -> Flask:
     app = Flask("huzhu")
     app.config["MAX_CONTENT_LENGTH"] = None  # the webhook checks sizes itself (400, not 413)
     app.extensions["huzhu"] = x
-    app.extensions["huzhu.webhook"] = hook = Webhook(x)
+    app.extensions["huzhu.webhook"] = hook = Webhook(x)  # refuses plain mode in production
+    log.log(*describe_mode(x.cfg))
     app.wsgi_app = WebhookApp(app.wsgi_app, hook)  # POST /wechat without Flask's machinery
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the line gets the interpreter back sooner
     load_handlers()
     for bp in blueprints():
         app.register_blueprint(bp)
+
+    @app.after_request
+    def security_headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.get("/healthz")
     def healthz():

@@ -20,6 +20,11 @@ processors the ORM uses (the rows are the ones the ORM would write):
 
 The unique dedupe key settles two copies of one message handled at the same moment: the
 loser's INSERT fails and its transaction is rolled back.
+
+Without Redis, the signed query string each message came with (bot/web/nonces.py) is read
+with the senders and written with the dedupe rows, in the same statements on PostgreSQL: no
+round trip of its own. A query already stored with another message refuses that message
+(`Replayed`); two processes storing the same query at once settle it on its primary key.
 """
 from __future__ import annotations
 
@@ -32,8 +37,9 @@ from typing import TYPE_CHECKING, Iterator
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from bot.web.nonces import Replayed
 from core.crypto import scrub_phones
-from core.models import InboundMessage, OutboxMessage, WechatUser, utcnow
+from core.models import InboundMessage, OutboxMessage, WebhookNonce, WechatUser, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -79,6 +85,28 @@ class Answered(Exception):
     copy that got its dedupe row in first."""
 
 
+# a signed query to remember: (`<timestamp>:<nonce>`, when it expires)
+Query = tuple[str, datetime]
+
+
+def remember_query(db: "Database", query: Query, key: str) -> None:
+    """Store the query with this message in a transaction of its own (a retry answered from
+    the cache); Replayed if it was stored with another message."""
+    from sqlalchemy.exc import IntegrityError
+
+    for _ in range(3):
+        try:
+            with db.session() as s:
+                row = s.get(WebhookNonce, query[0])
+                if row is None:
+                    s.add(WebhookNonce(nonce=query[0], dedupe_key=key, expires_at=query[1]))
+                elif row.dedupe_key != key:
+                    raise Replayed()
+            return
+        except IntegrityError:  # stored by another process meanwhile: read it
+            continue
+
+
 @dataclass(frozen=True)
 class Sender:
     """The user as the first statement read them."""
@@ -109,7 +137,8 @@ class _Sql:
         self.bind_bool = bind(m.done)
         self.load = (
             "SELECT u.id, u.last_inbound_at, u.pushes_since_inbound, d.openid IS NOT NULL, "
-            f"EXISTS (SELECT 1 FROM inbound_message WHERE dedupe_key = {p}) "
+            f"EXISTS (SELECT 1 FROM inbound_message WHERE dedupe_key = {p}), "
+            f"(SELECT dedupe_key FROM webhook_nonce WHERE nonce = {p}) "
             "FROM wechat_user u LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid "
             f"WHERE u.openid = {p}")
         new_user = ("INSERT INTO wechat_user (openid, subscribed, pushes_since_inbound, created_at) "
@@ -122,9 +151,15 @@ class _Sql:
                  "WHERE id = {p}").format(p=p)
         inbound = ("INSERT INTO inbound_message (dedupe_key, openid, msg_type, received_at, done, "
                    "reply) VALUES ({p}, {p}, {p}, {p}, {p}, {p})").format(p=p)
-        # PostgreSQL: one round trip for both writes
+        self.query_owner = f"SELECT dedupe_key FROM webhook_nonce WHERE nonce = {p}"
+        remember = ("INSERT INTO webhook_nonce (nonce, dedupe_key, expires_at) "
+                    "VALUES ({p}, {p}, {p})").format(p=p)
+        # PostgreSQL: one round trip for both writes (three with the query)
         self.finish = ([f"WITH touched AS ({touch}) {inbound}"] if self.postgres
                        else [touch, inbound])
+        self.finish_remember = (
+            [f"WITH touched AS ({touch}), remembered AS ({remember}) {inbound}"] if self.postgres
+            else [touch, inbound, remember])
 
 
 class MessageUnit:
@@ -137,6 +172,7 @@ class MessageUnit:
         self._cursor = conn.connection.driver_connection.cursor()
         self._session: Session | None = None
         self.woke_held = False  # messages held for the sender were made due
+        self._query: Query | None = None  # a signed query to store with the dedupe row
 
     @property
     def session(self) -> Session:
@@ -145,21 +181,31 @@ class MessageUnit:
             self._session = _MessageSession(bind=self.conn, expire_on_commit=False)
         return self._session
 
-    def sender(self, openid: str, key: str) -> Sender:
+    def sender(self, openid: str, key: str, query: Query | None = None) -> Sender:
         """The user (created on their first message); Answered if this message was answered
-        before. A user who is not there yet cannot have sent a message already answered: the
-        user is created in that message's transaction."""
+        before, Replayed if its signed query came before with another message. A user who is
+        not there yet cannot have sent a message already answered: the user is created in that
+        message's transaction."""
         cur, sql = self._cursor, self.sql
         for _ in range(2):
-            cur.execute(sql.load, (key, openid))
+            cur.execute(sql.load, (key, query[0] if query else None, openid))
             row = cur.fetchone()
             if row is not None:
+                if row[5] is not None and row[5] != key:
+                    raise Replayed()
+                if query is not None and row[5] is None:
+                    self._query = query
                 if row[4]:
                     raise Answered()
                 last = row[1]
                 if last is not None and not isinstance(last, datetime):
                     last = sql.read_time(last)
                 return Sender(row[0], _utc(last), row[2] or 0, bool(row[3]))
+            if query is not None:  # a new user: a query stored before is another message's
+                cur.execute(sql.query_owner, (query[0],))
+                if cur.fetchone() is not None:
+                    raise Replayed()
+                self._query = query
             cur.execute(sql.new_user, (openid, sql.bind_bool(True), sql.bind_time(utcnow())))
             if not sql.postgres:
                 return Sender(cur.lastrowid, None, 0, False)
@@ -183,8 +229,16 @@ class MessageUnit:
         touch = (sql.bind_time(now), sender.user_id)
         inbound = (key, openid, kind, sql.bind_time(now), sql.bind_bool(True),
                    sql.bind_reply(cached(texts)))
+        q = self._query
         try:
-            if sql.postgres:
+            if q is not None:
+                remember = (q[0], key, sql.bind_time(q[1]))
+                if sql.postgres:
+                    self._cursor.execute(sql.finish_remember[0], touch + remember + inbound)
+                else:
+                    for statement, params in zip(sql.finish_remember, (touch, inbound, remember)):
+                        self._cursor.execute(statement, params)
+            elif sql.postgres:
                 self._cursor.execute(sql.finish[0], touch + inbound)
             else:
                 self._cursor.execute(sql.finish[0], touch)
@@ -223,16 +277,22 @@ class _BatchSql:
         self.dumps = serializer or __import__("json").dumps
         if self.postgres:
             # one round trip: the senders' rows, then one row per key answered before
+            # (and one row per signed query stored before)
             self.senders = (
                 "SELECT u.openid, u.id, u.last_inbound_at, u.pushes_since_inbound, "
-                "d.openid IS NOT NULL, CAST(NULL AS TEXT) FROM wechat_user u "
+                "d.openid IS NOT NULL, CAST(NULL AS TEXT), CAST(NULL AS TEXT) FROM wechat_user u "
                 "LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid WHERE u.openid = ANY(%s) "
-                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, dedupe_key FROM inbound_message "
-                "WHERE dedupe_key = ANY(%s)")
+                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, dedupe_key, NULL "
+                "FROM inbound_message WHERE dedupe_key = ANY(%s) "
+                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, dedupe_key, nonce "
+                "FROM webhook_nonce WHERE nonce = ANY(%s)")
             self.lazy_commit = "SET LOCAL synchronous_commit TO off"
             self.finish = (
                 "WITH touched AS (UPDATE wechat_user SET last_inbound_at = %s, "
-                "pushes_since_inbound = 0 WHERE id = ANY(%s)) "
+                "pushes_since_inbound = 0 WHERE id = ANY(%s)), "
+                "remembered AS (INSERT INTO webhook_nonce (nonce, dedupe_key, expires_at) "
+                "SELECT n, k, e FROM unnest(CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), "
+                "CAST(%s AS TIMESTAMPTZ[])) AS y(n, k, e)) "
                 "INSERT INTO inbound_message (dedupe_key, openid, msg_type, received_at, done, reply) "
                 "SELECT k, o, t, %s, true, CAST(r AS JSON) "
                 "FROM unnest(CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), "
@@ -244,7 +304,9 @@ class _BatchSql:
                 "LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid "
                 "WHERE u.openid IN (SELECT value FROM json_each(?))), "
                 "(SELECT json_group_array(dedupe_key) FROM inbound_message "
-                "WHERE dedupe_key IN (SELECT value FROM json_each(?)))")
+                "WHERE dedupe_key IN (SELECT value FROM json_each(?))), "
+                "(SELECT json_group_array(json_array(nonce, dedupe_key)) FROM webhook_nonce "
+                "WHERE nonce IN (SELECT value FROM json_each(?)))")
             self.touch = ("UPDATE wechat_user SET last_inbound_at = ?, pushes_since_inbound = 0 "
                           "WHERE id IN (SELECT value FROM json_each(?))")
             self.inbound = (
@@ -252,6 +314,10 @@ class _BatchSql:
                 "reply) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
                 "json_extract(value, '$[2]'), ?, ?, json_extract(value, '$[3]') "
                 "FROM json_each(?)")
+            self.remember = (
+                "INSERT INTO webhook_nonce (nonce, dedupe_key, expires_at) "
+                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+                "json_extract(value, '$[2]') FROM json_each(?)")
 
 
 @dataclass(frozen=True)
@@ -283,6 +349,7 @@ class Batch:
         self.outbox_added = False
         self.wrote = False  # something besides the batch's own bookkeeping was written
         self.current: "MessageScope | None" = None  # the message being handled
+        self.query_owners: dict[str, str] = {}  # signed query → the dedupe key stored with it
 
     @property
     def session(self) -> Session:
@@ -291,24 +358,31 @@ class Batch:
             self._session = _MessageSession(bind=self.conn, expire_on_commit=False)
         return self._session
 
-    def senders(self, openids: list[str], keys: list[str]) -> tuple[dict[str, Sender], set[str]]:
-        """The senders already known, by openid, and the keys answered before."""
+    def senders(self, openids: list[str], keys: list[str],
+                queries: list[str] = ()) -> tuple[dict[str, Sender], set[str]]:
+        """The senders already known, by openid, and the keys answered before; the signed
+        queries stored before go to `query_owners`."""
         cur, sql, b = self._cursor, self.sql, self.bsql
+        owners = self.query_owners
         if b.postgres:
-            cur.execute(b.senders, (openids, keys))
+            cur.execute(b.senders, (openids, keys, list(queries)))
             rows, seen = [], set()
             for row in cur.fetchall():
-                if row[5] is not None:
+                if row[6] is not None:
+                    owners[row[6]] = row[5]
+                elif row[5] is not None:
                     seen.add(row[5])
                 else:
                     rows.append(row[:5])
         else:
             import json
 
-            cur.execute(b.senders, (json.dumps(openids), json.dumps(keys)))
-            users_json, seen_json = cur.fetchone()
+            cur.execute(b.senders, (json.dumps(openids), json.dumps(keys),
+                                    json.dumps(list(queries))))
+            users_json, seen_json, owners_json = cur.fetchone()
             rows = json.loads(users_json)
             seen = set(json.loads(seen_json))
+            owners.update((q, k) for q, k in json.loads(owners_json))
         found = {}
         for openid, user_id, last, pushes, in_dialogue in rows:
             if last is not None and not isinstance(last, datetime):
@@ -338,9 +412,11 @@ class Batch:
         if self.current is not None:
             self.current.before_write()
 
-    def finish(self, stored: list[Stored], touched: set[int]) -> bool:
-        """Write the users' last inbound time and the dedupe rows; returns whether anything was
-        put in the outbox. A dedupe key stored meanwhile by another process: Conflict."""
+    def finish(self, stored: list[Stored], touched: set[int],
+               remember: list[tuple[str, str, datetime]] = ()) -> bool:
+        """Write the users' last inbound time, the dedupe rows and the signed queries to
+        remember (query, dedupe key, expiry); returns whether anything was put in the outbox.
+        A dedupe key or a query stored meanwhile by another process: Conflict."""
         enqueued = self.woke_held or self.outbox_added
         if self._session is not None:
             self._session.flush()
@@ -357,7 +433,8 @@ class Batch:
                     # durable commit.
                     self._cursor.execute(b.lazy_commit)
                 self._cursor.execute(b.finish, (
-                    now, sorted(touched), now, [s.key for s in stored],
+                    now, sorted(touched), [r[0] for r in remember], [r[1] for r in remember],
+                    [r[2] for r in remember], now, [s.key for s in stored],
                     [s.openid for s in stored], [s.kind for s in stored],
                     [b.dumps(cached(s.texts)) for s in stored]))
             else:
@@ -368,6 +445,9 @@ class Batch:
                 if stored:
                     self._cursor.execute(b.inbound, (stamp, sql.bind_bool(True), json.dumps(
                         [[s.key, s.openid, s.kind, b.dumps(cached(s.texts))] for s in stored])))
+                if remember:
+                    self._cursor.execute(b.remember, (json.dumps(
+                        [[q, k, sql.bind_time(e)] for q, k, e in remember]),))
         except self.integrity_error:
             raise Conflict() from None
         return enqueued

@@ -8,6 +8,13 @@ FromUserName+CreateTime for events) holding the passive replies, one commit. In 
 interpreter runs one thread at a time and SQLite has one writer, so handling messages side by
 side in many threads only made them queue for each other at every database call.
 
+Before anything is read, the query string must be signed and fresh: a `timestamp` within
+300 s of the server's clock, and a signed query not already used with another message
+(bot/web/nonces.py); otherwise 403. A refusal's body says only "forbidden" or "bad request";
+the reason goes to the log. The dedupe key of a message is its sender and MsgId (an event's:
+its sender and CreateTime), so another sender reusing a MsgId is handled as the new message
+it is.
+
 A retry of a message gets the stored reply and changes nothing; copies in one batch are handled
 once; a copy handled by another process at the same moment loses the race for the unique key
 and is answered with the first copy's reply. A message whose handler fails is undone alone and
@@ -47,10 +54,12 @@ from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature, random_string
 
 from bot.clients.wechat import PUSHES_PER_INBOUND, WINDOW
+from bot.web.nonces import (RedisNonces, Replayed, expires_at, fresh_timestamp, query_id)
 from bot.web.wxml import BadXml, parse_flat
 from core import outbox
 from core.messages import render
-from bot.web.inbox import Answered, Conflict, Inbox, Sender, Stored
+from bot.web.inbox import Answered, Conflict, Inbox, Query, Sender, Stored, remember_query
+from core.config import REAL_WECHAT_API, ConfigError, plain_mode_refused
 from core.models import InboundMessage, WechatUser, utcnow
 from handlers import dialogue, router
 from handlers.types import Ctx, Incoming, Reply
@@ -75,9 +84,13 @@ class Answer:
     content_type: str = "text/plain"
 
 
+# what a refused request is told: nothing of the reason (that goes to the log)
+_REFUSED = {400: "bad request", 403: "forbidden"}
+
+
 def _bad(status: int, why: str, remote_addr: str | None) -> Answer:
     log.warning("webhook refused status=%s why=%s ip=%s", status, why, remote_addr)
-    return Answer(status, why)
+    return Answer(status, _REFUSED.get(status, "refused"))
 
 
 @bp.get("/wechat")
@@ -87,6 +100,9 @@ def verify_url():
     if not hook.signature_ok(args.get("signature", ""), args.get("timestamp", ""),
                              args.get("nonce", "")):
         a = _bad(403, "bad signature", request.remote_addr)
+        return Response(a.body, status=a.status, mimetype=a.content_type)
+    if fresh_timestamp(args.get("timestamp", "")) is None:
+        a = _bad(403, "stale or malformed timestamp", request.remote_addr)
         return Response(a.body, status=a.status, mimetype=a.content_type)
     return Response(args.get("echostr", ""), mimetype="text/plain")
 
@@ -154,13 +170,16 @@ class _Ticket:
     lock: threading.Lock = field(default_factory=threading.Lock)
     late: bool = False
     committing: bool = False
+    query: Query | None = None  # the signed query to store with the message (no Redis)
 
 
 class Webhook:
     def __init__(self, app_ctx):
         self.x = app_ctx  # bot.web.app.AppContext
         cfg = app_ctx.cfg
+        check_mode(cfg)
         self.token = cfg.WECHAT_TOKEN
+        self.nonces = RedisNonces(cfg.REDIS_URL, cfg.WECHAT_APP_ID) if cfg.REDIS_URL else None
         self.crypto = (WeChatCrypto(cfg.WECHAT_TOKEN, cfg.WECHAT_AES_KEY, cfg.WECHAT_APP_ID)
                        if cfg.safe_mode else None)
         # administrator commands, and messages handled again one by one
@@ -186,9 +205,15 @@ class Webhook:
         """One POST: its query parameters, a reader of its body and the body's declared
         length."""
         cfg = self.x.cfg
-        if not self.signature_ok(args.get("signature", ""), args.get("timestamp", ""),
-                                 args.get("nonce", "")):
+        timestamp, nonce = args.get("timestamp", ""), args.get("nonce", "")
+        if not self.signature_ok(args.get("signature", ""), timestamp, nonce):
             return _bad(403, "bad signature", remote_addr)
+        ts = fresh_timestamp(timestamp)
+        if ts is None:
+            return _bad(403, "stale or malformed timestamp", remote_addr)
+        qid = query_id(ts, nonce)
+        if qid is None:
+            return _bad(403, "malformed nonce", remote_addr)
         if content_length is not None and content_length > cfg.MAX_BODY_BYTES:
             return _bad(400, "body too large", remote_addr)
         body = read(cfg.MAX_BODY_BYTES + 1)
@@ -218,8 +243,21 @@ class Webhook:
         msg = to_incoming(fields)
         if msg is None:
             return _bad(400, "not a WeChat message", remote_addr)
+        query: Query | None = (qid, expires_at(ts))
+        if self.nonces is not None:
+            try:
+                if not self.nonces.claim(qid, ts, msg.key):
+                    return _bad(403, "signed query used before with another message",
+                                remote_addr)
+                query = None
+            except self.nonces.errors as exc:  # Redis is down: the database remembers it
+                log.warning("nonce store unavailable (%s): using the database",
+                            type(exc).__name__)
         started = time.monotonic()
-        texts = self.dispatch(msg)
+        try:
+            texts = self.dispatch(msg, query)
+        except Replayed:
+            return _bad(403, "signed query used before with another message", remote_addr)
         log.info("inbound type=%s openid=%s key=%s ms=%.1f", msg.kind, _short(msg.openid),
                  msg.key, (time.monotonic() - started) * 1000)
         if not texts:
@@ -232,9 +270,10 @@ class Webhook:
         return Answer(200, reply_xml, "application/xml")
 
     # -- handling ---------------------------------------------------------------------------
-    def dispatch(self, msg: Incoming) -> list[str]:
-        """The passive reply's texts, or [] for `success` (nothing to say, or it comes late)."""
-        ticket = _Ticket()
+    def dispatch(self, msg: Incoming, query: Query | None = None) -> list[str]:
+        """The passive reply's texts, or [] for `success` (nothing to say, or it comes late);
+        Replayed if its signed query came before with another message."""
+        ticket = _Ticket(query=query)
         route = router.route(msg)  # decided once: the line here, the handler in the router
         if route.beside_line(lambda: self._open_dialogue(msg.openid)):
             future = self.pool.submit(self._process, msg, route, ticket)
@@ -261,7 +300,7 @@ class Webhook:
     def _process(self, msg: Incoming, route: router.Route, ticket: _Ticket) -> list[str]:
         try:
             with self.inbox.unit() as unit:
-                sender = unit.sender(msg.openid, msg.key)
+                sender = unit.sender(msg.openid, msg.key, ticket.query)
                 if _may_have_held(sender):
                     unit.woke_held = outbox.wake(unit.session, msg.openid) > 0
                 texts = self._route(msg, route, sender, unit, state_known=True)
@@ -277,7 +316,11 @@ class Webhook:
         except Answered:
             # a retry of a message already answered, or a copy handled at this very moment
             # by another request that stored its dedupe row first (this transaction is undone)
-            return self._cached_reply(msg, ticket)
+            return self._cached_reply(msg, ticket, remember=True)
+        except Replayed:
+            with ticket.lock:
+                ticket.committing = True
+            raise
         except Exception:
             log.error("handling failed key=%s openid=%s", msg.key, _short(msg.openid),
                       exc_info=True)
@@ -303,13 +346,16 @@ class Webhook:
         whole fails (another process touched the same rows, a database error), each message is
         handled again on its own."""
         try:
-            results, answered, enqueued = self._batch(items)
+            results, answered, refused, enqueued = self._batch(items)
         except Exception as exc:
             if not isinstance(exc, Conflict):
                 log.error("batch of %d failed; handling them one by one", len(items),
                           exc_info=True)
             for item in items:
-                item.future.set_result(self._process(item.msg, item.route, item.ticket))
+                try:
+                    item.future.set_result(self._process(item.msg, item.route, item.ticket))
+                except Replayed as refused:
+                    item.future.set_exception(refused)
             return
         if enqueued:
             self.x.waker.wake()
@@ -317,18 +363,34 @@ class Webhook:
             item.future.set_result(texts)
         for item in answered:
             item.future.set_result(self._cached_reply(item.msg, item.ticket))
+        for item in refused:
+            with item.ticket.lock:
+                item.ticket.committing = True
+            item.future.set_exception(Replayed())
 
     def _batch(self, items: list["_Queued"]):
         results: list[tuple[_Queued, list[str]]] = []
         answered: list[_Queued] = []
+        refused: list[_Queued] = []  # signed queries used before with another message
         with self.inbox.batch() as batch:
             openids = list(dict.fromkeys(item.msg.openid for item in items))
-            senders, seen = batch.senders(openids, [item.msg.key for item in items])
+            queries = [item.ticket.query[0] for item in items if item.ticket.query]
+            senders, seen = batch.senders(openids, [item.msg.key for item in items], queries)
+            owners = batch.query_owners
+            remember: list[tuple[str, str, datetime]] = []
             handled: dict[str, tuple[list[str], bool]] = {}  # key → texts, stored
             done: list[tuple[_Queued, Sender, list[str], bool]] = []
             users_seen: set[str] = set()
             for item in items:
-                msg = item.msg
+                msg, query = item.msg, item.ticket.query
+                if query is not None:
+                    owner = owners.get(query[0])
+                    if owner is None:
+                        owners[query[0]] = msg.key
+                        remember.append((query[0], msg.key, query[1]))
+                    elif owner != msg.key:
+                        refused.append(item)
+                        continue
                 if msg.key in seen:
                     answered.append(item)
                     continue
@@ -370,18 +432,45 @@ class Webhook:
                     stored.append(Stored(sender, msg.openid, msg.key, msg.kind, texts))
                     touched.add(sender.user_id)
                 results.append((item, texts))
-            enqueued = batch.finish(stored, touched)
-        return results, answered, enqueued
+            enqueued = batch.finish(stored, touched, remember)
+        return results, answered, refused, enqueued
 
-    def _cached_reply(self, msg: Incoming, ticket: _Ticket) -> list[str]:
-        """A retry: the first delivery's reply, once it is committed (or `success`)."""
+    def _cached_reply(self, msg: Incoming, ticket: _Ticket, remember: bool = False) -> list[str]:
+        """A retry: the first delivery's reply, once it is committed (or `success`). With
+        `remember`, its signed query is stored first (Replayed if another message has it)."""
         with ticket.lock:
             ticket.committing = True
+        if remember and ticket.query is not None:
+            remember_query(self.x.db, ticket.query, msg.key)
         with self.x.db.session() as s:
             row = s.scalar(select(InboundMessage).where(InboundMessage.dedupe_key == msg.key))
             if row is not None and row.done:
                 return list(row.reply or [])
         return []
+
+
+def check_mode(cfg) -> None:
+    """Plain mode is refused on a production server unless WECHAT_ALLOW_PLAIN is true."""
+    if plain_mode_refused(cfg):
+        raise ConfigError(
+            "HUZHU_WECHAT_AES_KEY: plain mode (no EncodingAESKey) is refused on a production "
+            "server: set the official account to safe mode (安全模式) and its EncodingAESKey here, "
+            "or HUZHU_WECHAT_ALLOW_PLAIN=true")
+
+
+def describe_mode(cfg) -> tuple[int, str]:
+    """What `huzhu serve` says at start about the webhook's mode: (log level, line)."""
+    if cfg.safe_mode:
+        return logging.INFO, "webhook in safe mode (安全模式): messages encrypted and signed"
+    if cfg.production:
+        return logging.WARNING, ("webhook in PLAIN mode on a production server "
+                                 "(HUZHU_WECHAT_ALLOW_PLAIN=true): messages are not encrypted "
+                                 "and their bodies not signed; prefer safe mode")
+    if cfg.WECHAT_API_BASE.rstrip("/") == REAL_WECHAT_API:  # with the demo token
+        return logging.WARNING, ("webhook in plain mode with the public demo token: anyone can "
+                                 "sign messages; set HUZHU_WECHAT_TOKEN and safe mode before "
+                                 "serving a real official account")
+    return logging.INFO, "webhook in plain mode against the emulator (trying out, tests)"
 
 
 @dataclass
@@ -474,11 +563,18 @@ def _short(openid: str) -> str:
     return openid[:6] + "…" if len(openid) > 8 else openid
 
 
+MAX_OPENID = 64  # characters (WeChat's openids have 28)
+MAX_MSG_ID = 40  # characters (WeChat's MsgId is a 64-bit number)
+
+
 def to_incoming(f: dict[str, str]) -> Incoming | None:
+    """The message, or None if these fields are not one WeChat would send."""
     openid = f.get("FromUserName", "")
     msg_type = f.get("MsgType", "").lower()
     created = f.get("CreateTime", "")
-    if not openid or not msg_type or not created.isdigit():
+    # CreateTime: seconds since 1970 in ASCII digits (not ² or ١٢, not 10^20 — an overflow)
+    if (not openid or len(openid) > MAX_OPENID or not msg_type or len(msg_type) > 32
+            or not created.isascii() or not created.isdigit() or len(created) > 10):
         return None
     received = datetime.fromtimestamp(int(created), timezone.utc)
     if msg_type == "event":
@@ -498,8 +594,11 @@ def to_incoming(f: dict[str, str]) -> Incoming | None:
             return Incoming(openid, "event", event="click", text=event_key, key=key,
                             received_at=received)
         return Incoming(openid, "event", event=event or "unknown", key=key, received_at=received)
-    msg_id = f.get("MsgId") or f"{openid}:{created}"
-    key = "msg:" + msg_id
+    # the sender and the MsgId: another sender's message with the same MsgId is another message
+    msg_id = f.get("MsgId") or f"@{created}"
+    if len(msg_id) > MAX_MSG_ID:
+        return None
+    key = f"msg:{openid}:{msg_id}"
     if msg_type == "text":
         return Incoming(openid, "text", text=f.get("Content", ""), key=key, received_at=received)
     if msg_type == "voice":

@@ -15,7 +15,8 @@ def parse_flat(body: bytes) -> dict[str, str]:
     try:
         root = ElementTree.fromstring(body, forbid_dtd=True, forbid_entities=True,
                                       forbid_external=True)
-    except (ParseError, DefusedXmlException, ValueError, UnicodeDecodeError) as exc:
+    except (ParseError, DefusedXmlException, ValueError, LookupError) as exc:
+        # LookupError: an encoding the prologue names that Python does not know ("bogus")
         raise BadXml(type(exc).__name__) from exc
     if root.tag != "xml":
         raise BadXml("root is not <xml>")
