@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from core import payments
+from core import outbox, payments
 from core.admins import Scope, scope_of
 from core.audit import audit
 from core.messages import render
@@ -96,16 +96,15 @@ def _refused_step(ctx: Ctx, data: dict, r: Refused) -> Step:
 
 
 def _close_at_gateway(ctx: Ctx, household: Household) -> None:
-    """The household's WeChat Pay code (if one was made) can no longer be paid."""
+    """The household's WeChat Pay code (if one was made) can no longer be paid: closed at
+    WeChat Pay by the outbox after the commit (`pay.close`, bot/outbox/pay_qr.py), never in
+    this transaction; if it fails, a later WeChat payment becomes an exception anyway."""
     order = ctx.session.scalar(select(PaymentOrder).where(
         PaymentOrder.household_id == household.id, PaymentOrder.status == OrderStatus.paid,
         PaymentOrder.code_url.is_not(None)).order_by(PaymentOrder.id.desc()).limit(1))
     if order is None:
         return
-    try:
-        ctx.gateway.close(order.out_trade_no)
-    except Exception:  # best effort: a later WeChat payment becomes an exception anyway
-        pass
+    outbox.enqueue(ctx.session, "pay.close", {"out_trade_no": order.out_trade_no})
 
 
 RECORD = register(Dialogue(name="payment_record", entry=_summary, states={"confirm": _confirm}))

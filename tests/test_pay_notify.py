@@ -65,10 +65,24 @@ def household(app_ctx, openid=OPENID, members=None, village="示范镇/西村"):
         return hh.number
 
 
-def ask_to_pay(villager, openid=OPENID) -> tuple[str, PaymentOrder]:
+def ask_to_pay(villager, openid=OPENID, wait: float = 10.0) -> str:
+    """The reply to 2 缴费; with an order to pay, once its code is ready (the outbox made the
+    Native order and stored its code: the link's page shows it)."""
     r = villager.text(openid, "2")
     assert r.status == 200
+    if "需付" in r.reply and "打开 " in r.reply and wait:
+        wait_for_code(r.reply, wait)
     return r.reply
+
+
+def wait_for_code(reply: str, wait: float = 10.0) -> str:
+    link = reply.split("打开 ", 1)[1].split()[0]
+    deadline = time.monotonic() + wait
+    while True:
+        page = requests.get(link, timeout=5)
+        if "data:image/png;base64," in page.text or time.monotonic() > deadline:
+            return page.text
+        time.sleep(0.1)
 
 
 def the_order(db, number) -> PaymentOrder:
@@ -406,18 +420,28 @@ def test_members_changed_gives_a_new_order_and_closes_the_old(villager, app_ctx,
     assert pool_balance(db) == 30000
 
 
-def test_gateway_down_keeps_the_order_and_says_so(villager, app_ctx, db, emulator, bot):
+def test_gateway_down_is_retried_by_the_outbox(villager, app_ctx, db, emulator, bot):
+    """WeChat Pay failing once: the payer has the amounts at once, the page says the code is
+    coming, and the outbox's retry makes the order and pushes the code."""
     number = household(app_ctx)
     requests.post(f"{emulator}/_emulator/fail", json={
         "path": "/v3/pay/transactions/native", "errcode": "http500", "count": 1}, timeout=5)
-    reply = ask_to_pay(villager)
-    assert "付款码暂时生成不了" in reply and "回复 2 缴费" in reply
+    since = villager.last_call_id()
+    reply = ask_to_pay(villager, wait=0)
+    assert "您家需付 150.00 元" in reply and "付款码随后发来" in reply
+    link = reply.split("打开 ", 1)[1].split()[0]
+    page = requests.get(link, timeout=5)
+    assert "付款码正在生成，请稍后刷新" in page.text and "150.00 元" in page.text
+    images = []
+    for _ in range(3):  # the first attempt failed; the retry comes after the backoff (1 s)
+        images += [c for c in villager.wait_pushes(OPENID, since, 4)
+                   if (c.get("json") or {}).get("msgtype") == "image"]
+        if images:
+            break
+    assert len(images) == 1
     order = the_order(db, number)
-    assert order.status is OrderStatus.open and order.code_url is None
-    reply = ask_to_pay(villager)
-    assert "您家需付 150.00 元" in reply
-    order = the_order(db, number)
-    assert order.code_url
+    assert order.status is OrderStatus.open and order.code_url
+    assert "data:image/png;base64," in requests.get(link, timeout=5).text
     # down again later: the code made before is shown again
     requests.post(f"{emulator}/_emulator/fail", json={
         "path": "/v3/pay/transactions/native", "errcode": "http500", "count": 1}, timeout=5)
@@ -458,9 +482,12 @@ def test_real_provider_is_only_a_configuration_change(tmp_path, db, db_url, emul
     running = start_bot(x)
     try:
         cfg.values["PAY_NOTIFY_URL"] = f"{running.url}/pay/notify"
+        cfg.values["PUBLIC_URL"] = running.url
         v = Villager(running.url, cfg.WECHAT_TOKEN, cfg.WECHAT_APP_ID, "", emulator)
         number = household(x, openid="o_real")
-        assert "您家需付 150.00 元" in v.text("o_real", "2").reply
+        reply = v.text("o_real", "2").reply
+        assert "您家需付 150.00 元" in reply
+        assert "data:image/png;base64," in wait_for_code(reply)
         order = the_order(db, number)
         assert emulator_pay(emulator, order.out_trade_no, openid="o_real")["status"] in (200, 204)
         with db.session() as s:
@@ -503,10 +530,10 @@ def test_the_gateway_is_the_one_the_app_was_given(tmp_path, db, db_url, emulator
         number = household(x, openid="o_given")
         since = v.last_call_id()
         assert "您家需付 150.00 元" in v.text("o_given", "2").reply
+        pushed = v.wait_pushes("o_given", since, 8)
         order = the_order(db, number)
         assert gw.orders == [(order.out_trade_no, 15000)]
         assert order.code_url == "weixin://wxpay/bizpayurl?pr=FAKE1"
-        pushed = v.wait_pushes("o_given", since, 8)
         assert [c["json"]["msgtype"] for c in pushed if c.get("json")] == ["image"]
         digest = hashlib.sha256(order.code_url.encode()).hexdigest()[:10]
         png = cfg.data_dir / "pay" / "qr" / f"{order.out_trade_no}-{digest}.png"

@@ -207,12 +207,16 @@ def test_after_the_deadline_no_order_is_made(villager, app_ctx, db):
 
 def test_order_reply_masks_names_and_never_shows_id_numbers(villager, app_ctx, db):
     number, ids = household(app_ctx)
+    since = villager.last_call_id()
     r = villager.text(OPENID, "2")
     assert "王*山" in r.reply and "王大山" not in r.reply
     assert not any(i in r.reply for i in ids)
-    # emulator mode with no WeChat Pay keys configured: the emulator's were used, and the
-    # merchant key pair was made once, readable by its owner only
+    # emulator mode with no WeChat Pay keys configured: the emulator's were used (by the
+    # outbox, which made the order and pushed its code), and the merchant key pair was made
+    # once, readable by its owner only
     assert "您家需付 150.00 元" in r.reply
+    assert [c["json"]["msgtype"] for c in villager.wait_pushes(OPENID, since, 8)
+            if c.get("json")] == ["image"]
     key = app_ctx.cfg.data_dir / "pay" / "merchant_key.pem"
     assert key.stat().st_mode & 0o777 == 0o600
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import os
+import sqlite3
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -432,3 +433,36 @@ def test_bad_rows_are_dead_at_once(make_cfg, db, emu):
     row = row_state(db, row_id)
     assert row.status == OutboxStatus.dead and "fax" in row.last_error
     assert calls(emu) == []
+
+
+def test_no_transaction_is_open_while_the_token_is_fetched(db):
+    """WeChat is asked for a new token with no database transaction open: on SQLite it would
+    hold the one write lock (every villager's message would wait for WeChat), on PostgreSQL a
+    connection idle in its transaction."""
+    from bot.clients.wechat import _DatabaseTokens
+
+    seen = []
+
+    def fetch(force):
+        if db.is_postgres:
+            with db.session() as s:
+                idle = s.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state = 'idle in transaction' AND pid <> pg_backend_pid()"))
+            seen.append(idle == 0)
+        else:
+            conn = sqlite3.connect(db.engine.url.database, timeout=0.2, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+                seen.append(True)
+            except sqlite3.OperationalError:  # database is locked
+                seen.append(False)
+            finally:
+                conn.close()
+        return "TOKEN-OUTSIDE", 7200
+
+    assert _DatabaseTokens(db, "wx_probe").token(fetch) == "TOKEN-OUTSIDE"
+    assert seen == [True]
+    with db.session() as s:
+        assert s.get(AccessToken, "wx_probe").token == "TOKEN-OUTSIDE"

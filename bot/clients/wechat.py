@@ -3,7 +3,8 @@
 wechatpy's WeChatClient, with every URL under WECHAT_API_BASE (the emulator in demo and tests),
 and the access token from POST {base}/cgi-bin/stable_token kept where every process sees it:
 the `access_token` table, or Redis when REDIS_URL is set. One process at a time refreshes it
-(PostgreSQL: an advisory transaction lock; SQLite: the write transaction; Redis: a SET NX lock),
+(PostgreSQL: an advisory lock; SQLite: a lock file beside the database; Redis: a SET NX lock)
+with no database transaction open while WeChat is asked,
 five minutes before it expires, and once when WeChat answers 40001/40014/42001.
 
 `WeChat.deliver` is the notification rule of SPEC "Villager dialogue": a customer-service
@@ -11,12 +12,16 @@ message inside the 48-hour window, a template message outside it, else "held".
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import threading
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import quote
 
 import requests
@@ -101,22 +106,50 @@ class _DatabaseTokens(_TokenStore):
             return _Token(row.token, as_utc(row.expires_at)) if row else None
 
     def _refresh(self, fetch: Fetch, rejected: str | None) -> _Token:
-        # PostgreSQL: an advisory lock (it covers the very first insert too); SQLite: every
-        # transaction begins IMMEDIATE, so this one already is the only writer
-        with self.db.session() as s:
-            if self.db.is_postgres:
-                s.execute(select(func.pg_advisory_xact_lock(self._lock_key)))
-            row = s.get(AccessToken, self.app_id)
-            if row is not None:
-                current = _Token(row.token, as_utc(row.expires_at))
-                if current.usable(rejected):
-                    return current  # another process refreshed it while we waited
+        # one refresher at a time, and no transaction open while WeChat is asked (on SQLite
+        # it would hold the one write lock, and every villager's message would wait)
+        with self._only_refresher():
+            current = self._load()
+            if current is not None and current.usable(rejected):
+                return current  # another process refreshed it while we waited
             new = _fetch_new(fetch, rejected)
-            if row is None:
-                s.add(AccessToken(app_id=self.app_id, token=new.value, expires_at=new.expires_at))
-            else:
-                row.token, row.expires_at = new.value, new.expires_at
+            with self.db.session() as s:
+                row = s.get(AccessToken, self.app_id)
+                if row is None:
+                    s.add(AccessToken(app_id=self.app_id, token=new.value,
+                                      expires_at=new.expires_at))
+                else:
+                    row.token, row.expires_at = new.value, new.expires_at
             return new
+
+    @contextmanager
+    def _only_refresher(self) -> Iterator[None]:
+        """PostgreSQL: a session advisory lock on a connection with no transaction open;
+        SQLite: an exclusive lock on a file beside the database (this process's threads and
+        the other processes)."""
+        if self.db.is_postgres:
+            with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.execute(select(func.pg_advisory_lock(self._lock_key)))
+                try:
+                    yield
+                finally:
+                    c.execute(select(func.pg_advisory_unlock(self._lock_key)))
+            return
+        path = self.db.engine.url.database
+        if not path or path == ":memory:":
+            with _MEMORY_LOCK:
+                yield
+            return
+        with _MEMORY_LOCK:
+            fd = os.open(f"{path}-token.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
+
+
+_MEMORY_LOCK = threading.Lock()
 
 
 class _RedisTokens(_TokenStore):

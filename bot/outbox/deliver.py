@@ -39,9 +39,10 @@ class Context:
     """What deliverers use: configuration, database, and clients built on first use (one
     Context is shared by the worker's threads)."""
 
-    def __init__(self, cfg: Config, db: Database):
+    def __init__(self, cfg: Config, db: Database, gateway=None):
         self.cfg = cfg
         self.db = db
+        self.gateway = gateway  # the app's payment gateway: a callable building it on first use
         self._lock = threading.Lock()
         self._wechat: WeChat | None = None
         self._http: requests.Session | None = None

@@ -73,7 +73,7 @@ class AppContext:
     def deliver_context(self):
         from bot.outbox.deliver import Context
 
-        return Context(cfg=self.cfg, db=self.db)
+        return Context(cfg=self.cfg, db=self.db, gateway=self.gateway)
 
 
 def make_context(cfg: Config | None = None, db: Database | None = None,

@@ -98,7 +98,7 @@ def qr_page(out_trade_no: str):
             png = qr_png(x.cfg.data_dir, order.code_url, out_trade_no)
             png_b64 = base64.b64encode(png.read_bytes()).decode()
         elif status == "open":
-            status = "expired"
+            status = "coming"  # the outbox has not made the Native order yet
         html = render("payment_page", status=status, household=household.number,
                       amount_fen=order.amount_fen, deadline=payments.deadline(year),
                       png_b64=png_b64)

@@ -3,6 +3,7 @@ a neighbour pays cash to the village administrator (/收款), and the fund repor
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 
 import requests
@@ -64,12 +65,19 @@ def scene(t, x, state: dict) -> None:
     print("\n【村民缴费：微信支付】")
     since = t.v.last_call_id()
     r = t.say("村民", villager, "2", wait=0)
+    # the outbox makes the order at WeChat Pay and pushes its code (the image) after the reply
     _pushed(t, villager, since)
-    with x.db.session() as s:
-        from core.models import PaymentOrder
-        order = s.scalar(select(PaymentOrder).join(Household).where(
-            Household.number == state["household"]).order_by(PaymentOrder.id.desc()))
-        out_trade_no = order.out_trade_no if order is not None else None
+    from core.models import PaymentOrder
+    waited = time.monotonic() + 10
+    while True:
+        with x.db.session() as s:
+            order = s.scalar(select(PaymentOrder).join(Household).where(
+                Household.number == state["household"]).order_by(PaymentOrder.id.desc()))
+            out_trade_no = order.out_trade_no if order is not None else None
+            coded = order is not None and order.code_url is not None
+        if out_trade_no is None or coded or time.monotonic() > waited:
+            break
+        time.sleep(0.2)
     if out_trade_no is None or "需付" not in r.reply:
         print("  (没有可付的订单，跳过微信支付)")
     else:
