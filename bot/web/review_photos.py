@@ -16,7 +16,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from html import escape
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, request, send_file
@@ -25,6 +24,7 @@ from bot.clients.wechat import authorize_url, openid_of_code
 from core.admins import scope_of
 from core.audit import audit
 from core.media import path_for
+from core.messages import render
 from core.models import ClaimDocument
 from core.review import ReviewError, read_document_token
 
@@ -41,10 +41,8 @@ SECURITY_HEADERS = {
 STATE_COOKIE = "huzhu_review_state"
 STATE_SECONDS = 600  # time to come back from WeChat's authorization
 
-NOT_FOUND = ("找不到这张照片。照片链接只对收到它的管理员有效，要在微信里打开；"
-             "请在公众号里重新发送 /查看 申请号。")
-EXPIRED = "链接已过期，请在公众号里重新发送 /查看 申请号。"
-NOT_YET = "照片还没有收到，请稍后再试。"
+# the page's words are in templates/messages/review_photo_page.j2, one per status
+NOT_FOUND, EXPIRED, NOT_YET = "not_found", "expired", "not_yet"
 
 
 @bp.after_request
@@ -53,11 +51,8 @@ def _headers(response: Response) -> Response:
     return response
 
 
-def _page(status: int, text: str) -> Response:
-    body = ("<!doctype html><html lang=zh-CN><meta charset=utf-8>"
-            "<meta name=viewport content=\"width=device-width, initial-scale=1\">"
-            f"<title>互助</title><p style=\"font-size:1.2em;margin:2em 1em\">{escape(text)}</p>")
-    return Response(body, status=status, mimetype="text/html")
+def _page(status: int, what: str) -> Response:
+    return Response(render("review_photo_page", status=what), status=status, mimetype="text/html")
 
 
 def _refused(x, opener: str | None, document_id: int, why: str) -> Response:
