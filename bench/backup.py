@@ -34,8 +34,7 @@ def build(url: str, data: Path, members: int, xlsx: Path, media_mb: int) -> None
     from core.crypto import PersonalDataVault
     from core.db import Database
     from core.importer import import_households
-    from core.models import Pool, PoolLevel, SchemeYear, Village
-    from core.scheme import load_scheme
+    from import_households import fresh_pool
 
     villages = [f"大镇/第{i + 1}村" for i in range(30)]
     if not xlsx.exists():
@@ -43,26 +42,8 @@ def build(url: str, data: Path, members: int, xlsx: Path, media_mb: int) -> None
                         "--members", str(members), "--keep", str(xlsx), "--generate-only"],
                        check=True)
     db = Database(url)
-    if db.is_postgres:
-        from sqlalchemy import text
-
-        with db.engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    db.upgrade()
     today = date.today()
-    scheme = load_scheme(ROOT / "config" / "schemes" / "demo.yaml", today=today)
-    with db.session() as s:
-        pool = Pool(code="bench", name="大镇", level=PoolLevel.town)
-        s.add(pool)
-        s.flush()
-        for v in villages:
-            town, name = v.split("/")
-            s.add(Village(pool_id=pool.id, town=town, name=name, full_name=v))
-        s.add(SchemeYear(pool_id=pool.id, start=scheme.year.start, end=scheme.year.end,
-                         enrolment_opens=scheme.enrolment.opens,
-                         enrolment_closes=scheme.enrolment.closes, rules=scheme.to_rules(),
-                         source_file=str(ROOT / "config" / "schemes" / "demo.yaml")))
+    fresh_pool(db, villages, today, source_file=str(ROOT / "config" / "schemes" / "demo.yaml"))
     data.mkdir(parents=True, exist_ok=True)
     key = os.urandom(24).hex().encode()
     (data / "secret.key").write_bytes(key)

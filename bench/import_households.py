@@ -163,6 +163,33 @@ def _add_dimension(path: Path, ref: str) -> None:
     tmp.replace(path)
 
 
+def fresh_pool(db, villages: list[str], today: date, source_file: str | None = None) -> None:
+    """An empty schema (PostgreSQL: the public schema dropped first), migrated, holding one pool
+    `bench` with `villages` and the demo scheme's year around `today`."""
+    from core.models import Pool, PoolLevel, SchemeYear, Village
+    from core.scheme import load_scheme
+
+    if db.is_postgres:
+        from sqlalchemy import text
+
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    db.upgrade()
+    scheme = load_scheme(ROOT / "config" / "schemes" / "demo.yaml", today=today)
+    with db.session() as s:
+        pool = Pool(code="bench", name="大镇", level=PoolLevel.town)
+        s.add(pool)
+        s.flush()
+        for v in villages:
+            town, name = v.split("/")
+            s.add(Village(pool_id=pool.id, town=town, name=name, full_name=v))
+        s.add(SchemeYear(pool_id=pool.id, start=scheme.year.start, end=scheme.year.end,
+                         enrolment_opens=scheme.enrolment.opens,
+                         enrolment_closes=scheme.enrolment.closes, rules=scheme.to_rules(),
+                         source_file=source_file))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--members", type=int, default=600_000)
@@ -175,7 +202,6 @@ def main() -> int:
     from core.crypto import PersonalDataVault
     from core.db import Database
     from core.importer import import_households
-    from core.models import Pool, PoolLevel, SchemeYear, Village
 
     work = Path(tempfile.mkdtemp(prefix="huzhu-bench-import-"))
     xlsx = Path(args.keep) if args.keep else work / "households.xlsx"
@@ -195,28 +221,8 @@ def main() -> int:
 
     url = args.database_url or f"sqlite:///{work}/bench.db"
     db = Database(url)
-    if db.is_postgres:
-        from sqlalchemy import text
-
-        with db.engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    db.upgrade()
     today = date.today()
-    from core.scheme import load_scheme
-
-    scheme = load_scheme(ROOT / "config" / "schemes" / "demo.yaml", today=today)
-    with db.session() as s:
-        pool = Pool(code="bench", name="大镇", level=PoolLevel.town)
-        s.add(pool)
-        s.flush()
-        for v in villages:
-            town, name = v.split("/")
-            s.add(Village(pool_id=pool.id, town=town, name=name, full_name=v))
-        rules = scheme.to_rules()
-        s.add(SchemeYear(pool_id=pool.id, start=scheme.year.start, end=scheme.year.end,
-                         enrolment_opens=scheme.enrolment.opens,
-                         enrolment_closes=scheme.enrolment.closes, rules=rules))
+    fresh_pool(db, villages, today)
     vault = PersonalDataVault(os.urandom(32))
     rss_before = _rss_mb()
     print(f"database: {db.engine.dialect.name}; peak RSS before import {rss_before:.0f} MB; "
