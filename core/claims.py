@@ -71,7 +71,10 @@ ALLOWED: dict[S, frozenset[S]] = {
     S.payout_failed: frozenset({S.approved}),
     # paid → payout_failed: a transfer the bank returns after /确认发放 (core.payouts)
     S.paid: frozenset({S.recovered, S.payout_failed}),
-    S.rejected: frozenset(),
+    # rejected → appealed: the household's 复核, once (core.appeals); a reviewer keeps the
+    # rejection (维持) or has the rule decide again (改判 → in_review)
+    S.rejected: frozenset({S.appealed}),
+    S.appealed: frozenset({S.rejected, S.in_review}),
     S.recovered: frozenset(),
 }
 
@@ -105,6 +108,8 @@ def transition(session: Session, claim: Claim, to: S, actor: str, *,
     if not can_transition(claim, to):
         raise TransitionError(claim, to)
     before = {"status": claim.status.value, "amount_fen": claim.amount_fen}
+    if to is S.rejected:  # the appeal window counts from here; another reviewer decides it
+        claim.rejected_at, claim.rejected_by = utcnow(), actor
     claim.status = to
     audit(session, actor, f"claim.{to.value}", "claim", claim.number, before,
           {"status": to.value, "amount_fen": claim.amount_fen, **(detail or {})})
