@@ -99,6 +99,7 @@ def view_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         member_id=member.id_number_masked, member_insurance=INSURANCE_NAMES[member.insurance.value],
         household=claim.household, today=ctx.today,
         submitted=_local_date(ctx, claim.submitted_at), documents=documents, readout=readout,
+        appealed=_local_date(ctx, claim.appealed_at),
         stated=_stated(claim.stated or {}), duplicates=_duplicates(claim.flags or {}), facts=facts,
         drg_name=drg_name,
         insurance_names=INSURANCE_NAMES, can_decide=_can_decide(scope),

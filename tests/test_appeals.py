@@ -70,6 +70,9 @@ def test_an_appeal_reopened_by_another_reviewer_is_decided_again(villager, db, h
     listed = json.loads(run(cfg, "claims", "list", "--status", "appealed", "--json").stdout)
     assert [c["number"] for c in listed] == [number] and listed[0]["status"] == "appealed"
     assert "/复核 申请号 维持|改判" in villager.text(OTHER, "/帮助").reply
+    view = villager.text(OTHER, f"/查看 {number}").reply
+    assert f"家庭申请复核（{cn(TODAY)}）" in view and "胸口疼" in view
+    assert f"/复核 {number} 改判" in view
 
     # the reviewer who rejected it may not decide it: the pool has another
     r = villager.text(REVIEWER, f"/复核 {number} 改判")
