@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from core import outbox, scheme_years
 from core.adjudication import Decision
 from core.claims import review_days, transition
-from core.crypto import mask_name, scrub
+from core.crypto import mask_name, scrub, scrub_phones
 from core.defaults import APPEAL_DAYS, REASON_MAX
 from core.errors import DomainError
 from core.messages import render
@@ -101,7 +101,7 @@ def answerable_claim(session: Session, openid: str, today: date, tz: ZoneInfo) -
 
 
 def clean_reason(reason: str) -> str:
-    text = scrub(" ".join((reason or "").split()))
+    text = scrub_phones(scrub(" ".join((reason or "").split())))
     if len(text) < REASON_MIN:
         raise AppealError("no_reason")
     return text[:REASON_MAX]

@@ -131,7 +131,13 @@ def test_a_plain_reply_to_a_rejection_is_taken_as_the_appeal_and_kept(villager, 
 def test_keeping_the_rejection_tells_the_household(villager, db, home):
     number = new_claim(db, home)
     reject_below(villager, number)
-    villager.text(VILLAGER, f"复核 {number} 请再看看")
+    since = villager.last_call_id()
+    villager.text(VILLAGER, f"复核 {number} 请再看看 身份证{home['full_id']} 电话13912345678")
+    stored = claim_row(db, number).appeal_reason
+    told = "\n".join(pushes_after(villager, REVIEWER, since))
+    for text in (stored, told):  # personal numbers in the reason are masked
+        assert "请再看看" in text and home["full_id"] not in text and "13912345678" not in text
+    assert "139****5678" in stored
     since = villager.last_call_id()
     r = villager.text(REVIEWER, f"/复核 {number} 维持 自付 1,000 元，未到起付线")
     assert "维持驳回" in r.reply
