@@ -67,6 +67,28 @@ def _pending_year(session: Session, household: Household) -> SchemeYear | None:
         .order_by(SchemeYear.start.desc()).limit(1))
 
 
+def waiting(session: Session, scope, limit: int = 10) -> dict:
+    """What waits for the village within an administrator's scope (core.admins.Scope), oldest
+    first: {households: [number], claims: [number], more: int} for /待审."""
+    from sqlalchemy import func, or_
+
+    def within(q):
+        if scope.everything:
+            return q
+        return q.where(or_(Household.pool_id.in_(scope.pool_ids),
+                           Household.village_id.in_(scope.village_ids)))
+
+    hq = within(select(Household.number).where(Household.awaits_village.is_(True)))
+    cq = within(select(Claim.number).join(Household, Claim.household_id == Household.id)
+                .where(Claim.awaits_village.is_(True), Claim.status == S.submitted))
+    households = list(session.scalars(hq.order_by(Household.id).limit(limit)))
+    claims = list(session.scalars(cq.order_by(Claim.id).limit(limit)))
+    total = (session.scalar(select(func.count()).select_from(hq.subquery()))
+             + session.scalar(select(func.count()).select_from(cq.subquery())))
+    return {"households": households, "claims": claims,
+            "more": total - len(households) - len(claims)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Households: /确认登记
 

@@ -38,6 +38,8 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict) -> Step:
 def _confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     if msg.kind != "image" and msg.text in YES:
         return _file(ctx, data["claim"], data["reason"])
+    if msg.text.startswith(appeals.WORD + " "):  # the full command instead of 1
+        return _entry(ctx, msg, {})
     return say(render("appeal_ask_again", claim={"number": data["claim"]}),
                state="confirm", data=data)
 

@@ -208,3 +208,17 @@ def test_appeal_days_come_from_the_scheme(villager, db, home):
     r = villager.text(VILLAGER, f"复核 {number} 二十天了还能复核吗")
     assert "复核申请" in r.reply
     assert claim_row(db, number).status is ClaimStatus.appealed
+
+
+def test_reopened_without_recorded_facts_waits_for_a_new_record(villager, db, home):
+    number = new_claim(db, home)
+    villager.text(REVIEWER, f"/驳回 {number} unreadable_documents 照片太模糊")
+    villager.text(VILLAGER, f"复核 {number} 我重新拍了清楚的照片")
+    r = villager.text(REVIEWER, f"/复核 {number} 改判")
+    assert "还没有核定过事实" in r.reply and f"/核定 {number}" in r.reply
+    claim = claim_row(db, number)
+    assert claim.status is ClaimStatus.in_review and claim.amount_fen is None
+    assert claim.reasons == []
+    assert "补助 8,000.00 元" in villager.text(REVIEWER, full(number)).reply
+    villager.text(REVIEWER, f"/通过 {number}")
+    assert claim_row(db, number).status is ClaimStatus.approved

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from sqlalchemy import select
 
 from core.models import AuditLog, Claim, Household, Member, SchemeYear
@@ -59,6 +61,9 @@ def test_the_village_confirms_a_chat_sign_up_before_it_pays(villager, db, emulat
 
     r = villager.text(o, "2").reply
     assert "还在等示范镇东村村确认" in r
+    assert f"等村里确认：登记 {number}（/确认登记 户号）" in villager.text(VILLAGE_ADMIN,
+                                                                       "/待审").reply
+    assert number not in villager.text(OTHER_ADMIN, "/待审").reply
     r = villager.text(VILLAGE_ADMIN, f"/收款 {number} 150")
     assert "还没有经村里确认" in r.reply
 
@@ -144,6 +149,7 @@ def test_an_uninsured_member_s_claim_waits_for_the_village(villager, db, app_ctx
     assert number not in queue and insured in queue
     assert "等村里确认" in villager.text("o_vil_review", "4").reply
 
+    assert f"未参保成员的申请 {number}" in villager.text(VILLAGE_ADMIN, "/待审").reply
     r = villager.text(OTHER_ADMIN, f"/确认申请 {number}")
     assert f"申请 {number} 不在你管理的村" in r.reply
     assert refusals(db, OTHER_ADMIN)[-1]["why"] == "village_confirm_refused"
@@ -173,3 +179,32 @@ def _submitted_claim(app_ctx, db, home, who: str) -> str:
         claim.created_by = "o_vil_review"
         claims.submit(s, claim, "o_vil_review", local_today())
     return number
+
+
+def test_the_scheme_keys_are_checked_with_file_line_and_key(tmp_path):
+    from core.config import SCHEMES_DIR
+    from core.scheme import SchemeError, load_scheme
+
+    text = (SCHEMES_DIR / "demo.yaml").read_text(encoding="utf-8")
+    (tmp_path / "demo-quotas.csv").write_text(
+        (SCHEMES_DIR / "demo-quotas.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(text, encoding="utf-8")
+    scheme = load_scheme(plain)  # old files keep their meaning
+    assert not scheme.enrolment.village_confirms and not scheme.claims.uninsured_via_village
+    assert scheme.claims.appeal_days == 15
+    on = tmp_path / "on.yaml"
+    on.write_text(text.replace('closes: "today+60d"}', 'closes: "today+60d", village_confirms: true}')
+                  .replace("  review_working_days: 5", "  review_working_days: 5\n"
+                           "  uninsured_via_village: true"), encoding="utf-8")
+    scheme = load_scheme(on)
+    assert scheme.enrolment.village_confirms and scheme.claims.uninsured_via_village
+    from core.scheme import scheme_from_rules
+    again = scheme_from_rules(scheme.to_rules())
+    assert again.enrolment.village_confirms and again.claims.uninsured_via_village
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("  review_working_days: 5", "  review_working_days: 5\n"
+                                "  uninsured_via_village: 村里办"), encoding="utf-8")
+    with pytest.raises(SchemeError, match=r"bad.yaml 第\d+行 claims.uninsured_via_village: "
+                                          r"应为 true 或 false"):
+        load_scheme(bad)
