@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from core import appeals
 from core.admins import Scope
-from core.claims import lock
 from core.crypto import mask_name
 from core.messages import render
 from core.models import AdminRole
@@ -88,12 +87,13 @@ def decide_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         raise _refused("usage", claim.number)
     keep = word in appeals.KEEP
     note = " ".join(args[2:]).strip() or None
-    claim = lock(ctx.session, claim.id)
     try:
         decision = appeals.decide_appeal(ctx.session, claim, keep, note, ctx.openid, ctx.today)
     except appeals.AppealError as e:
         raise _refused(e.code, claim.number, **{k: v for k, v in e.details.items()
                                                  if k != "number"})
+    except ReviewError as e:  # the rule could not run (no scheme year for the stay)
+        raise _refused(e.code, claim.number)
     return [Reply(render("appeal_admin_done", claim=claim, keep=keep, decision=decision,
                          calculation=calculation_line(claim.trace or []),
                          titles=[reason_title(c) for c in (decision.reasons if decision

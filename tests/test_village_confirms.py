@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from core.models import AuditLog, Claim, Household, Member, SchemeYear
-from tests.factories import M, make_household, make_id
+from tests.factories import make_id
 from tests.test_balance_fund import admin
 from tests.test_review import (REVIEWER, claim_row, home, new_claim,  # noqa: F401 (fixture)
                                pushes_after)
