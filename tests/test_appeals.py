@@ -213,6 +213,10 @@ def test_appeal_days_come_from_the_scheme(villager, db, home):
 def test_reopened_without_recorded_facts_waits_for_a_new_record(villager, db, home):
     number = new_claim(db, home)
     villager.text(REVIEWER, f"/驳回 {number} unreadable_documents 照片太模糊")
+    r = villager.voice(VILLAGER, "照片我重新拍了。")  # a voice reply is an answer too
+    assert f"补助申请 {number} 没有通过有异议吗" in r.reply and "照片我重新拍了" in r.reply
+    villager.text(VILLAGER, "取消")
+    assert claim_row(db, number).status is ClaimStatus.rejected
     villager.text(VILLAGER, f"复核 {number} 我重新拍了清楚的照片")
     r = villager.text(REVIEWER, f"/复核 {number} 改判")
     assert "还没有核定过事实" in r.reply and f"/核定 {number}" in r.reply

@@ -208,3 +208,32 @@ def test_the_scheme_keys_are_checked_with_file_line_and_key(tmp_path):
     with pytest.raises(SchemeError, match=r"bad.yaml 第\d+行 claims.uninsured_via_village: "
                                           r"应为 true 或 false"):
         load_scheme(bad)
+
+
+def test_a_renewal_waits_for_the_village_too(villager, db, app_ctx):
+    """Each year the village confirms who takes part: last year's household renewing in chat
+    waits for /确认登记 as a new one does."""
+    from datetime import timedelta
+
+    from tests.factories import M, make_household
+
+    set_rules(db, "enrolment", village_confirms=True)
+    admin(db, VILLAGE_ADMIN, "village_admin", village="示范镇/东村")
+    o = "o_vc_renew"
+    with db.session() as s:
+        year = s.scalar(select(SchemeYear))
+        old = SchemeYear(pool_id=year.pool_id, start=year.start - timedelta(days=365),
+                         end=year.start - timedelta(days=1),
+                         enrolment_opens=year.start - timedelta(days=400),
+                         enrolment_closes=year.start - timedelta(days=300), rules=year.rules)
+        s.add(old)
+        s.flush()
+        number = make_household(s, app_ctx.vault, [M(HEAD), M(SPOUSE, "spouse")],
+                                village="示范镇/东村", openid=o, enrolment="paid",
+                                year=old).number
+    villager.text(o, "参加互助")
+    r = villager.text(o, "确认").reply
+    assert "续保成功" in r and "要由示范镇东村村确认" in r
+    assert "还在等示范镇东村村确认" in villager.text(o, "2").reply
+    assert "已确认" in villager.text(VILLAGE_ADMIN, f"/确认登记 {number}").reply
+    assert "100.00 元" in villager.text(o, "2").reply
