@@ -512,6 +512,7 @@ register(Dialogue("signup", entry, {
     "village": village, "head_name": head_name, "head_id": head_id, "phone": phone,
     "head_insurance": head_insurance, "more": more, "member_name": member_name,
     "member_id": member_id, "member_relation": member_relation,
-    "member_insurance": member_insurance, "category": category, "confirm": confirm, "renew_confirm": renew_confirm,
+    "member_insurance": member_insurance, "category": category, "confirm": confirm,
+    "renew_confirm": renew_confirm,
     "add_confirm": add_confirm,
 }, words=(ADD_WORD,)))
