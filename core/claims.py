@@ -71,7 +71,10 @@ ALLOWED: dict[S, frozenset[S]] = {
     S.payout_failed: frozenset({S.approved}),
     # paid → payout_failed: a transfer the bank returns after /确认发放 (core.payouts)
     S.paid: frozenset({S.recovered, S.payout_failed}),
-    S.rejected: frozenset(),
+    # rejected → appealed: the household's 复核, once (core.appeals); a reviewer keeps the
+    # rejection (维持) or has the rule decide again (改判 → in_review)
+    S.rejected: frozenset({S.appealed}),
+    S.appealed: frozenset({S.rejected, S.in_review}),
     S.recovered: frozenset(),
 }
 
@@ -105,6 +108,8 @@ def transition(session: Session, claim: Claim, to: S, actor: str, *,
     if not can_transition(claim, to):
         raise TransitionError(claim, to)
     before = {"status": claim.status.value, "amount_fen": claim.amount_fen}
+    if to is S.rejected:  # the appeal window counts from here; another reviewer decides it
+        claim.rejected_at, claim.rejected_by = utcnow(), actor
     claim.status = to
     audit(session, actor, f"claim.{to.value}", "claim", claim.number, before,
           {"status": to.value, "amount_fen": claim.amount_fen, **(detail or {})})
@@ -552,9 +557,15 @@ def submit(session: Session, claim: Claim, actor: str, today: date, *,
     resubmitted = claim.status is S.need_documents
     claim.submitted_at = utcnow()
     claim.due_date = review_due_date(today, review_days(session, claim))
+    if not resubmitted:
+        from core.confirmations import hold_for_village, needs_village
+
+        if needs_village(session, claim):  # claims.uninsured_via_village: /确认申请 first
+            hold_for_village(session, claim)
     transition(session, claim, S.submitted, actor, notify="claim_submitted",
                notify_except=notify_except, resubmitted=resubmitted,
-               detail={"due_date": claim.due_date.isoformat(), "resubmitted": resubmitted})
+               detail={"due_date": claim.due_date.isoformat(), "resubmitted": resubmitted,
+                       "awaits_village": claim.awaits_village})
     return claim
 
 
@@ -573,6 +584,7 @@ class ClaimProgress:
     reasons: tuple[str, ...]  # titles of the reasons (rejected)
     has_card: bool
     created_at: object
+    awaits_village: bool = False  # submitted, waiting for the village's /确认申请
 
 
 DECIDED = (S.approved, S.in_payout, S.paid, S.payout_failed, S.recovered)
@@ -593,5 +605,5 @@ def progress(session: Session, household: Household,
             amount_fen=c.amount_fen if c.status in DECIDED else None, due_date=c.due_date,
             missing=tuple(k.value for k in missing_kinds(c)) if c.status is S.collecting else (),
             note=c.note, reasons=tuple(REASONS[r].title for r in (c.reasons or []) if r in REASONS),
-            has_card=card, created_at=c.created_at))
+            has_card=card, created_at=c.created_at, awaits_village=c.awaits_village))
     return out, len(claims)

@@ -11,3 +11,7 @@ OBJECTION_DAYS = 0
 #: characters kept of a free-text reason stored with a money or status change (a bounced
 #: transfer, a recovery, a deactivated card)
 REASON_MAX = 200
+
+#: claims.appeal_days when a scheme file leaves it out: a household may ask for a second look
+#: (复核) at a rejection within 15 days of it
+APPEAL_DAYS = 15

@@ -311,7 +311,8 @@ def register_household(session: Session, vault: PersonalDataVault, *, village: V
     (hid,) = reserve_ids(session, Household.__table__, 1)
     hh = Household(id=hid, number=household_number(hid), pool_id=village.pool_id,
                    village_id=village.id, phone_enc=vault.encrypt(phone) if phone else None,
-                   phone_masked=mask_phone(phone), status="active")
+                   phone_masked=mask_phone(phone), status="active",
+                   awaits_village=scheme.enrolment.village_confirms)
     session.add(hh)
     session.flush()
     rows = _member_rows(session, vault, hh.id, members)
@@ -325,7 +326,12 @@ def register_household(session: Session, vault: PersonalDataVault, *, village: V
     audit(session, actor, "household.register", "household", hh.number, None, {
         "number": hh.number, "village": village.full_name, "scheme_year_id": year.id,
         "members": [m.masked() for m in members], "enrolment": "pending",
-        "personal_due_fen": due, "phone": mask_phone(phone)})
+        "personal_due_fen": due, "phone": mask_phone(phone),
+        "awaits_village": hh.awaits_village})
+    if hh.awaits_village:
+        from core.confirmations import ask_village_to_confirm
+
+        ask_village_to_confirm(session, hh, year)
     session.flush()
     return hh
 
@@ -346,11 +352,17 @@ def renew_household(session: Session, vault: PersonalDataVault, household: House
     rows = [Enrolment(member_id=m.id, scheme_year_id=year.id, id_number_hash=m.id_number_hash,
                       status=EnrolmentStatus.pending) for m in household.members]
     session.add_all(rows)
+    household.awaits_village = scheme.enrolment.village_confirms
     audit(session, actor, "household.renew", "household", household.number, None, {
         "scheme_year_id": year.id, "members": [m.id_number_masked for m in household.members],
         "enrolment": "pending",
-        "personal_due_fen": personal_due_fen(scheme, household.members)})
+        "personal_due_fen": personal_due_fen(scheme, household.members),
+        "awaits_village": household.awaits_village})
     session.flush()
+    if household.awaits_village:
+        from core.confirmations import ask_village_to_confirm
+
+        ask_village_to_confirm(session, household, year)
     return rows
 
 

@@ -84,6 +84,7 @@ class ClaimStatus(str, enum.Enum):
     paid = "paid"
     payout_failed = "payout_failed"
     recovered = "recovered"
+    appealed = "appealed"  # the household asked for a second look (复核) at a rejection
 
 
 class DocumentKind(str, enum.Enum):
@@ -340,6 +341,9 @@ class Household(Base):
     phone_enc: Mapped[str | None] = mapped_column(String(255))
     phone_masked: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # signed up in chat under enrolment.village_confirms: may not pay before /确认登记
+    awaits_village: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                 server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     pool: Mapped[Pool] = relationship()
@@ -524,6 +528,16 @@ class Claim(Base):
     reasons: Mapped[list] = mapped_column(JSON, default=list)
     trace: Mapped[list] = mapped_column(JSON, default=list)
     note: Mapped[str | None] = mapped_column(Text)
+    # the last rejection and the household's one appeal of it (复核, core/appeals.py)
+    rejected_at: Mapped[datetime | None]
+    rejected_by: Mapped[str | None] = mapped_column(String(64))
+    appealed_at: Mapped[datetime | None]
+    appealed_by: Mapped[str | None] = mapped_column(String(64))
+    appeal_reason: Mapped[str | None] = mapped_column(Text)
+    # an uninsured member's claim under claims.uninsured_via_village: review waits for
+    # the village administrator's /确认申请
+    awaits_village: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                 server_default=text("false"))
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

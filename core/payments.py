@@ -143,6 +143,8 @@ def quote(session: Session, household: Household, year: SchemeYear) -> Quote:
     there is nothing to pay or a member's category may not join)."""
     rows = _enrolments(session, household, year)
     pending = [e for e in rows if e.status is EnrolmentStatus.pending]
+    if pending and household.awaits_village:  # enrolment.village_confirms: /确认登记 first
+        raise PaymentError("awaits_village", village=household.village.full_name)
     if not pending:
         if any(e.status is EnrolmentStatus.paid for e in rows):
             raise PaymentError("already_paid")

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from core import scheme_years
 from core.audit import audit
-from core.defaults import OBJECTION_DAYS, REVIEW_WORKING_DAYS
+from core.defaults import APPEAL_DAYS, OBJECTION_DAYS, REVIEW_WORKING_DAYS
 from core.models import DrgGroup, Pool, PoolLevel, Quota, SchemeYear, Village, utcnow
 from core.money import format_yuan, parse_yuan
 
@@ -82,6 +82,8 @@ class Period:
 class EnrolmentWindow:
     opens: date
     closes: date
+    # enrolment.village_confirms: a chat sign-up waits for the village's /确认登记 before paying
+    village_confirms: bool = False
 
     def is_open(self, day: date) -> bool:
         return self.opens <= day <= self.closes
@@ -115,6 +117,9 @@ class ClaimRules:
     thresholds_fen: Mapping[str, int]  # insurance type -> fen
     exclusions: tuple[str, ...]
     review_working_days: int = REVIEW_WORKING_DAYS
+    # appeals and the village's part (claims.appeal_days, claims.uninsured_via_village)
+    appeal_days: int = APPEAL_DAYS  # days after a rejection the household may send 复核
+    uninsured_via_village: bool = False  # an uninsured member's claim waits for /确认申请
 
 
 @dataclass(frozen=True)
@@ -169,11 +174,14 @@ class Scheme:
             "villages": list(self.villages),
             "year": {"start": self.year.start.isoformat(), "end": self.year.end.isoformat()},
             "enrolment": {"opens": self.enrolment.opens.isoformat(),
-                          "closes": self.enrolment.closes.isoformat()},
+                          "closes": self.enrolment.closes.isoformat(),
+                          "village_confirms": self.enrolment.village_confirms},
             "contribution": {"per_person_fen": c.per_person_fen, "shares_fen": dict(c.shares_fen),
                              "subsidized": list(c.subsidized), "excluded": list(c.excluded)},
             "claims": {"thresholds_fen": dict(cl.thresholds_fen), "exclusions": list(cl.exclusions),
-                       "review_working_days": cl.review_working_days},
+                       "review_working_days": cl.review_working_days,
+                       "appeal_days": cl.appeal_days,
+                       "uninsured_via_village": cl.uninsured_via_village},
             "benefit": {"quotas_file": b.quotas_file, "quotas_fen": dict(b.quotas_fen),
                         "min_per_claim_fen": b.min_per_claim_fen,
                         "max_per_claim_fen": b.max_per_claim_fen,
@@ -202,11 +210,14 @@ def scheme_from_rules(rules: Mapping) -> Scheme:
         year=Period(date.fromisoformat(rules["year"]["start"]),
                     date.fromisoformat(rules["year"]["end"])),
         enrolment=EnrolmentWindow(date.fromisoformat(rules["enrolment"]["opens"]),
-                                  date.fromisoformat(rules["enrolment"]["closes"])),
+                                  date.fromisoformat(rules["enrolment"]["closes"]),
+                                  rules["enrolment"].get("village_confirms", False)),
         contribution=Contribution(c["per_person_fen"], _frozen(c["shares_fen"]),
                                   tuple(c["subsidized"]), tuple(c["excluded"])),
         claims=ClaimRules(_frozen(cl["thresholds_fen"]), tuple(cl["exclusions"]),
-                          cl["review_working_days"]),
+                          cl["review_working_days"],
+                          appeal_days=cl.get("appeal_days", APPEAL_DAYS),
+                          uninsured_via_village=cl.get("uninsured_via_village", False)),
         benefit=Benefit(b["quotas_file"], _frozen(b["quotas_fen"]), b["min_per_claim_fen"],
                         b["max_per_claim_fen"], b["annual_cap_fen"],
                         Decimal(b["continuous_bonus"])),
@@ -390,8 +401,10 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
     if (year.end - year.start).days > 366:
         raise y["end"].fail(f"互助年度最长一年，{year.start} 至 {year.end} 超过了一年")
 
-    e = top["enrolment"].mapping(("opens", "closes"))
-    enrolment = EnrolmentWindow(e["opens"].date(today), e["closes"].date(today))
+    e = top["enrolment"].mapping(("opens", "closes"), ("village_confirms",))
+    enrolment = EnrolmentWindow(
+        e["opens"].date(today), e["closes"].date(today),
+        village_confirms=e["village_confirms"].boolean() if "village_confirms" in e else False)
     if enrolment.opens > enrolment.closes:
         raise e["closes"].fail(f"缴费截止日 {enrolment.closes} 早于开始日 {enrolment.opens}")
     if enrolment.closes > year.end:
@@ -399,13 +412,18 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
 
     contribution = _contribution(top["contribution"])
 
-    c = top["claims"].mapping(("thresholds", "exclusions"), ("review_working_days",))
+    c = top["claims"].mapping(("thresholds", "exclusions"),
+                              ("review_working_days", "appeal_days", "uninsured_via_village"))
     t = c["thresholds"].mapping(INSURANCE_TYPES)
     thresholds = {kind: t[kind].money() for kind in INSURANCE_TYPES}
     exclusions = _names(c["exclusions"], "不予补助情形", EXCLUSION_KINDS)
     review_days = (c["review_working_days"].integer(1, 30) if "review_working_days" in c
                    else REVIEW_WORKING_DAYS)
-    claims = ClaimRules(_frozen(thresholds), exclusions, review_days)
+    claims = ClaimRules(
+        _frozen(thresholds), exclusions, review_days,
+        appeal_days=c["appeal_days"].integer(1, 365) if "appeal_days" in c else APPEAL_DAYS,
+        uninsured_via_village=(c["uninsured_via_village"].boolean()
+                               if "uninsured_via_village" in c else False))
 
     benefit = _benefit(top["benefit"], base_dir)
 

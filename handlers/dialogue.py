@@ -49,6 +49,9 @@ class Dialogue:
     # starts it beside the batch of other villagers' messages, so a slow answer out there holds
     # up no one else
     calls_out: bool = False
+    # asked, outside any dialogue, about a message nothing else understands: a Step (the
+    # dialogue opens in its state) or None (the menu's "not understood" answer)
+    catch: Handler | None = None
 
 
 REGISTRY: dict[str, Dialogue] = {}
@@ -152,6 +155,19 @@ def start(ctx: Ctx, dialogue: Dialogue, msg: Incoming, data: dict | None = None)
     step = dialogue.entry(ctx, msg, dict(data or {}))
     _save(ctx, dialogue, step, row)
     return step.replies
+
+
+def catch(ctx: Ctx, msg: Incoming) -> list[Reply] | None:
+    """The replies of the first dialogue whose `catch` takes a message nothing else
+    understood (the reply a rejection message asked for: core.appeals), or None."""
+    for dialogue in REGISTRY.values():
+        if dialogue.catch is None:
+            continue
+        step = dialogue.catch(ctx, msg, {})
+        if step is not None:
+            _save(ctx, dialogue, step, _row(ctx))
+            return step.replies
+    return None
 
 
 def advance(ctx: Ctx, row: DialogueState, msg: Incoming) -> list[Reply]:

@@ -28,6 +28,8 @@ from handlers.types import Ctx, Reply
 VIEW_ROLES = frozenset({AdminRole.reviewer, AdminRole.village_admin, AdminRole.pool_admin,
                         AdminRole.super})
 DECIDE_ROLES = frozenset({AdminRole.reviewer, AdminRole.pool_admin, AdminRole.super})
+# who confirms what waits for the village (handlers/admin_village.py)
+CONFIRM_ROLES = frozenset({AdminRole.village_admin, AdminRole.pool_admin, AdminRole.super})
 QUEUE_LIMIT = 15
 
 _BAD_INPUT = {"bad_args", "bad_drg", "bad_amount", "bad_date", "dates_order", "future_date",
@@ -74,11 +76,15 @@ def _can_decide(scope: Scope) -> bool:
 
 @command("待审", roles=VIEW_ROLES)
 def queue_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
+    from core.confirmations import waiting
+
     claims, total = queue(ctx.session, scope, limit=QUEUE_LIMIT)
+    village = (waiting(ctx.session, scope) if scope.roles & CONFIRM_ROLES
+               else {"households": [], "claims": [], "more": 0})
     audit(ctx.session, ctx.openid, "review.queue", "claim", None, None,
           {"total": total, "shown": [c.number for c in claims]})
     return [Reply(render("review_queue", claims=queue_lines(claims, ctx.today), total=total,
-                         can_decide=_can_decide(scope)))]
+                         can_decide=_can_decide(scope), village=village))]
 
 
 @command("查看", roles=VIEW_ROLES, min_args=1)
@@ -99,6 +105,7 @@ def view_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         member_id=member.id_number_masked, member_insurance=INSURANCE_NAMES[member.insurance.value],
         household=claim.household, today=ctx.today,
         submitted=_local_date(ctx, claim.submitted_at), documents=documents, readout=readout,
+        appealed=_local_date(ctx, claim.appealed_at),
         stated=_stated(claim.stated or {}), duplicates=_duplicates(claim.flags or {}), facts=facts,
         drg_name=drg_name,
         insurance_names=INSURANCE_NAMES, can_decide=_can_decide(scope),

@@ -166,6 +166,10 @@ def handle(ctx: Ctx, msg: Incoming) -> list[Reply]:
         return prefix + [menu_reply()]
     if target.to == "unavailable":
         return prefix + [Reply(render("not_available", word=target.word))]
+    if row is None and r.msg.kind != "image":
+        caught = dialogue.catch(ctx, r.msg)
+        if caught is not None:
+            return prefix + caught
     return prefix + [Reply(render("not_understood",
                                   text="图片" if r.msg.kind == "image" else r.text[:20]))]
 

@@ -249,6 +249,60 @@ def _insurance(ctx: Ctx, msg: Incoming, data: dict, state: str) -> Step:
         return _say("signup_ask_insurance", state=state, data=data, bad=True,
                     name=mask_name(data["cur"]["name"]), head=state == "head_insurance")
     member = {**data["cur"], "insurance": choice.value}
+    if member.get("category") is None and _categories(ctx, data):
+        data = {**data, "cur": member}
+        return _ask_category(ctx, data)
+    return _member_done(ctx, data, member)
+
+
+# ---------------------------------------------------------------------------------------------
+# Category (低保, 特困, …): asked when the scheme names subsidized or excluded categories and
+# the village does not confirm the members itself (enrolment.village_confirms).
+
+NO_CATEGORY = "无"
+
+
+def _categories(ctx: Ctx, data: dict) -> list[str]:
+    """The choices, 无 first, then the scheme's subsidized and excluded categories; empty when
+    the sign-up does not ask."""
+    scheme = ctx.session.get_one(SchemeYear, data["year_id"]).scheme
+    c = scheme.contribution
+    if scheme.enrolment.village_confirms or not (c.subsidized or c.excluded):
+        return []
+    return [NO_CATEGORY, *c.subsidized, *c.excluded]
+
+
+def _ask_category(ctx: Ctx, data: dict, bad: str | None = None) -> Step:
+    return _say("signup_ask_category", state="category", data=data, bad=bad,
+                name=mask_name(data["cur"]["name"]), head=data["cur"]["relation"] == "head",
+                choices=_categories(ctx, data))
+
+
+def category(ctx: Ctx, msg: Incoming, data: dict) -> Step:
+    choices = _categories(ctx, data)
+    text = msg.text.strip()
+    if text.isdigit() and 1 <= int(text) <= len(choices):
+        chosen = choices[int(text) - 1]
+    elif text in choices:
+        chosen = text
+    else:
+        return _ask_category(ctx, data, bad=text[:20] or "（空）")
+    member = {**data["cur"], "category": None if chosen == NO_CATEGORY else chosen}
+    scheme = ctx.session.get_one(SchemeYear, data["year_id"]).scheme
+    if not scheme.contribution.may_join(member["category"]):
+        head = member["relation"] == "head"
+        data = {**data, "cur": None}
+        step = _say("signup_excluded", name=mask_name(member["name"]), category=chosen,
+                    village=_contact(_village_of(ctx, data)),
+                    end=head or data.get("mode") == "add", chosen=True)
+        if head or data.get("mode") == "add":
+            return step
+        more_text = _ask_more(data).replies[0].text
+        return say(step.replies[0].text + "\n" + more_text, state="more", data=data)
+    return _member_done(ctx, data, member)
+
+
+def _member_done(ctx: Ctx, data: dict, member: dict) -> Step:
     if data.get("mode") == "add":
         data = {**data, "cur": member}
         return _add_summary(ctx, data)
@@ -377,7 +431,8 @@ def confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     year = scheme_years.enrolling(ctx.session, v.pool_id, ctx.today)
     due, _ = _due(ctx, {**data, "year_id": year.id}, data["members"])
     return _say("signup_done", household=hh.number, count=len(data["members"]), due=due,
-                closes=year.enrolment_closes)
+                closes=year.enrolment_closes, awaits_village=hh.awaits_village,
+                village=_contact(v))
 
 
 def renew_confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
@@ -394,7 +449,8 @@ def renew_confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
         return _refused(ctx, e, {"village_id": hh.village_id})
     return _say("signup_done", household=hh.number, count=len(hh.members),
                 due=personal_due_fen(year.scheme, hh.members),
-                closes=year.enrolment_closes, renewed=True)
+                closes=year.enrolment_closes, renewed=True,
+                awaits_village=hh.awaits_village, village=hh.village.full_name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,6 +512,7 @@ register(Dialogue("signup", entry, {
     "village": village, "head_name": head_name, "head_id": head_id, "phone": phone,
     "head_insurance": head_insurance, "more": more, "member_name": member_name,
     "member_id": member_id, "member_relation": member_relation,
-    "member_insurance": member_insurance, "confirm": confirm, "renew_confirm": renew_confirm,
+    "member_insurance": member_insurance, "category": category, "confirm": confirm,
+    "renew_confirm": renew_confirm,
     "add_confirm": add_confirm,
 }, words=(ADD_WORD,)))

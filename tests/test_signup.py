@@ -67,18 +67,23 @@ def test_whole_sign_up_in_the_spec_order(villager, db, app_ctx, ids, caplog):
         state = s.get(DialogueState, o)
         assert "13800138000" not in json.dumps(state.data)
     r = villager.text(o, "居民医保").reply  # the word works as well as the number
+    # the scheme names categories (低保, 特困): each member's is asked, 无 first
+    assert "1 无" in r and "2 低保" in r and "3 特困" in r and "王*山（户主）" in r
+    r = villager.text(o, "无").reply  # the word works as well as the number
     assert "1 添加成员" in r and "2 完成" in r and "王*山" in r
     assert "姓名" in villager.text(o, "添加成员").reply
     assert "身份证号" in villager.text(o, SPOUSE).reply
     r = villager.text(o, ids["spouse"]).reply
     assert "1 配偶" in r and "2 子女" in r and "3 父母" in r and "4 其他" in r
     assert "1 居民医保" in villager.text(o, "1").reply
-    assert "2 完成" in villager.text(o, "2").reply
+    assert "1 无" in villager.text(o, "2").reply
+    assert "2 完成" in villager.text(o, "1").reply
     assert "姓名" in villager.text(o, "1").reply
     villager.text(o, "王小军")
     villager.text(o, ids["child"])
     villager.text(o, "子女")
     villager.text(o, "3")
+    villager.text(o, "1")
     summary = villager.text(o, "完成").reply
     assert count(db, Household) == 0  # nothing written before 确认
     assert mask_id(ids["head"]) in summary and mask_id(ids["spouse"]) in summary
@@ -135,11 +140,13 @@ def test_each_bad_answer_re_asks_and_changes_nothing(villager, db, ids):
                        make_id(local_today() + timedelta(days=3))], "身份证号"),
         ("13800138000", ["1234", "电话"], "手机号"),
         ("1", ["4", "医保"], "1、2 或 3"),
+        ("1", ["4", "残疾", "0"], "这个选项"),
         ("1", ["3", "好的"], "1 或 2"),
         (SPOUSE, ["完成啦1"], "姓名"),
         (ids["spouse"], [ids["head"], "abc"], "身份证号"),
         ("1", ["5", "户主"], "1、2、3 或 4"),
         ("2", ["0"], "1、2 或 3"),
+        ("1", ["低保户"], "1 无"),
         ("2", ["是吗", "3"], "1 或 2"),
     ]
     for good, bads, hint in steps:
@@ -183,7 +190,7 @@ def test_village_from_the_qr_code_is_not_asked(villager, db, ids):
         assert s.scalar(select(WechatUser).where(WechatUser.openid == o)).village_id == vid
     r = villager.text(o, "1").reply
     assert "哪个村" not in r and "示范镇南村" in r and "户主的姓名" in r
-    run(villager, o, [HEAD, ids["head"], "13800138000", "2", "2", "确认"])
+    run(villager, o, [HEAD, ids["head"], "13800138000", "2", "1", "2", "确认"])
     with db.session() as s:
         assert s.scalar(select(Household)).village_id == vid
 
@@ -232,14 +239,14 @@ def test_an_id_already_registered_says_which_household(villager, db, app_ctx, id
     no_plain_id(r, ids["spouse"])
     assert state_of(db, o) == before
     # a member's ID twice in the same household is refused too
-    run(villager, o, [ids["head"], "13800138000", "1", "1", SPOUSE])
+    run(villager, o, [ids["head"], "13800138000", "1", "1", "1", SPOUSE])
     r = villager.text(o, ids["head"]).reply
     assert "已经在您家的名单里" in r
 
 
 def test_registered_meanwhile_is_refused_at_confirmation(villager, db, app_ctx, ids):
     o = "o_signup_race"
-    run(villager, o, ["1", "1", HEAD, ids["head"], "13800138000", "1", "2"])
+    run(villager, o, ["1", "1", HEAD, ids["head"], "13800138000", "1", "1", "2"])
     with db.session() as s:
         make_household(s, app_ctx.vault, [M(HEAD, id_number=ids["head"])], enrolment="pending")
     r = villager.text(o, "确认").reply
@@ -262,7 +269,7 @@ def test_an_excluded_category_cannot_join_and_subsidized_ones_pay_nothing(villag
                                           M("孙二", "child", id_number=ids["child"],
                                             category="孤儿")], enrolment=None)
     o = "o_signup_cat"
-    run(villager, o, ["1", "1", HEAD, ids["head"], "13800138000", "1", "1", SPOUSE])
+    run(villager, o, ["1", "1", HEAD, ids["head"], "13800138000", "1", "1", "1", SPOUSE])
     r = villager.text(o, ids["spouse"]).reply
     assert "配偶" in r  # accepted
     run(villager, o, ["1", "1", "1", "王小二"])
@@ -270,8 +277,8 @@ def test_an_excluded_category_cannot_join_and_subsidized_ones_pay_nothing(villag
     r = villager.text(o, ids["child"]).reply
     assert "孤儿" in r and "不能参加" in r and state_of(db, o) == before
     summary = villager.text(o, "取消").reply
-    run(villager, o, ["1", "1", HEAD, ids["head"], "13800138000", "1", "1", SPOUSE,
-                      ids["spouse"], "1", "1"])
+    run(villager, o, ["1", "1", HEAD, ids["head"], "13800138000", "1", "1", "1", SPOUSE,
+                      ids["spouse"], "1", "1"])  # 钱一 is 低保 on the village's list: not asked
     summary = villager.text(o, "2").reply
     assert "（低保）" in summary and "个人应缴 50.00 元" in summary and "1 人由集体代缴" in summary
     villager.text(o, "确认")
@@ -315,6 +322,7 @@ def test_newborn_added_outside_the_window(villager, db, app_ctx, ids):
     r = villager.text(o, baby).reply
     assert "1 配偶" in r
     villager.text(o, "2")
+    villager.text(o, "1")
     summary = villager.text(o, "1").reply
     assert mask_id(baby) in summary and "50.00 元" in summary and "确认" in summary
     assert count(db, Member) == 1
@@ -335,7 +343,7 @@ def test_adding_members_inside_the_window_takes_anyone(villager, db, app_ctx, id
     with db.session() as s:
         make_household(s, app_ctx.vault, [M(HEAD, id_number=ids["head"])], openid=o,
                        enrolment="pending")
-    r = run(villager, o, ["添加成员", SPOUSE, ids["spouse"], "配偶", "2", "确认"])
+    r = run(villager, o, ["添加成员", SPOUSE, ids["spouse"], "配偶", "2", "1", "确认"])
     assert "出生的孩子" not in r[0]
     assert "已添加" in r[-1] and "100.00 元" in r[-1]  # both still unpaid
 

@@ -37,7 +37,7 @@ from core.review.facts import (HOSPITAL_MAX, INSURANCE_WORDS, TEXT_MAX, Facts, c
                                make_facts, parse_amount, parse_claim_number, parse_date,
                                parse_drg, parse_insurance, stored_facts)
 from core.review.links import LINK_VALID_SECONDS, document_url, read_document_token
-from core.review.listing import claim_json, drg_search, list_claims
+from core.review.listing import claim_json, drg_count, drg_search, list_claims
 from core.review.queue import (QUEUE_STATUSES, overdue, queue, queue_lines, remind_overdue,
                                reviewers_of)
 from core.review.readout import (GOOD_CONFIDENCE, OCR_FIELDS, OCR_NEEDED, OcrFacts,
@@ -52,5 +52,5 @@ __all__ = ["ReviewError", "Facts", "OcrFacts", "make_facts", "check_dates", "par
            "request_documents", "RECORDABLE", "REJECTABLE", "DOCUMENTS_FROM", "QUEUE_STATUSES",
            "queue", "queue_lines", "overdue", "reviewers_of", "remind_overdue",
            "calculation_line", "failed_steps", "reason_title", "member_label", "claim_json",
-           "list_claims", "drg_search", "LINK_VALID_SECONDS", "document_url",
+           "list_claims", "drg_search", "drg_count", "LINK_VALID_SECONDS", "document_url",
            "read_document_token"]

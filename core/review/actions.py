@@ -2,7 +2,7 @@
 Each runs in the caller's transaction and raises ReviewError before changing anything."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -130,10 +130,13 @@ def reject(session: Session, claim: Claim, code: str, text: str | None, actor: s
     claim.reasons = reasons
     claim.trace = trace
     claim.note = note
+    from core.appeals import appeal_days
+
     notify_household(session, claim.household_id, "review_household_rejected", claim=claim,
                      member=member_label(claim), explanations=_explanations(fresh, reasons),
                      steps=failed_steps(trace, reasons) if fresh else [trace[-1]["text"]],
-                     note=note)
+                     note=note, appeal_until=today + timedelta(days=appeal_days(
+                         session, claim, today)) if claim.appealed_at is None else None)
     session.flush()
     return reasons
 

@@ -39,17 +39,31 @@ def list_claims(session: Session, status: str | None = None,
     return list(session.scalars(q))
 
 
-def drg_search(session: Session, text: str, year: SchemeYear | None,
-               limit: int = 8) -> list[dict]:
-    """DRG groups whose code starts with, or whose name contains, the text — with the year's
-    quota when it has one (for reviewers choosing the group for /核定)."""
+def _drg_match(text: str):
     from core.models import DrgGroup
 
     text = text.strip()
-    upper = text.upper()
+    return or_(DrgGroup.code.startswith(text.upper(), autoescape=True),
+               DrgGroup.name.contains(text, autoescape=True))
+
+
+def drg_search(session: Session, text: str, year: SchemeYear | None,
+               limit: int = 8) -> list[dict]:
+    """DRG groups whose code starts with, or whose name contains, the text — with the year's
+    quota when it has one (for reviewers choosing the group for /核定, and 查病种)."""
+    from core.models import DrgGroup
+
     rows = list(session.execute(
-        select(DrgGroup.code, DrgGroup.name)
-        .where(or_(DrgGroup.code.like(f"{upper}%"), DrgGroup.name.contains(text)))
+        select(DrgGroup.code, DrgGroup.name).where(_drg_match(text))
         .order_by(DrgGroup.code).limit(limit)).all())
     quotas = year.scheme.benefit.quotas_fen if year is not None else {}
     return [{"code": c, "name": n, "quota_fen": quotas.get(c)} for c, n in rows]
+
+
+def drg_count(session: Session, text: str) -> int:
+    """How many DRG groups `drg_search` would find with no limit."""
+    from sqlalchemy import func
+
+    from core.models import DrgGroup
+
+    return session.scalar(select(func.count()).select_from(DrgGroup).where(_drg_match(text)))

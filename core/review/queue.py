@@ -15,8 +15,15 @@ from core.models import AdminGrant, AdminRole, AuditLog, Claim, ClaimStatus as S
 from core.review.texts import member_label, reason_title
 
 
-#: statuses of the review queue (/待审) and of the review-due reminders
-QUEUE_STATUSES = (S.submitted, S.in_review)
+#: statuses of the review queue (/待审) and of the review-due reminders (appealed: the
+#: household's 复核 waits for a reviewer's /复核)
+QUEUE_STATUSES = (S.submitted, S.in_review, S.appealed)
+
+
+def _waiting():
+    """Claims a reviewer may take: in a queue status and not waiting for the village's
+    /确认申请 (claims.uninsured_via_village)."""
+    return Claim.status.in_(QUEUE_STATUSES) & Claim.awaits_village.is_(False)
 
 
 def _sort_key():
@@ -26,7 +33,7 @@ def _sort_key():
 def queue(session: Session, scope: Scope, limit: int = 20) -> tuple[list[Claim], int]:
     """Claims waiting for review in the admin's scope, oldest first: (the first `limit`, total)."""
     q = (select(Claim).join(Household, Claim.household_id == Household.id)
-         .where(Claim.status.in_(QUEUE_STATUSES)))
+         .where(_waiting()))
     if not scope.everything:
         q = q.where(or_(Household.pool_id.in_(scope.pool_ids),
                         Household.village_id.in_(scope.village_ids)))
@@ -39,7 +46,7 @@ def overdue(session: Session, today: date) -> dict[int, list[Claim]]:
     """pool id -> claims waiting for review whose due date has passed, oldest first."""
     rows = session.scalars(
         select(Claim).join(Household, Claim.household_id == Household.id)
-        .where(Claim.status.in_(QUEUE_STATUSES), Claim.due_date.is_not(None),
+        .where(_waiting(), Claim.due_date.is_not(None),
                Claim.due_date < today)
         .order_by(Household.pool_id, Claim.due_date, Claim.id))
     by_pool: dict[int, list[Claim]] = {}
@@ -95,6 +102,7 @@ def _queue_line(claim: Claim, today: date) -> dict:
             "due_date": claim.due_date, "overdue": bool(claim.due_date and claim.due_date < today),
             "amount_fen": claim.amount_fen,
             "reasons": [reason_title(c) for c in claim.reasons or []],
+            "appeal_reason": claim.appeal_reason,
             "submitted": claim.submitted_at}
 
 

@@ -21,8 +21,9 @@ def scene(t, x, state: dict) -> None:
     son = state.setdefault("proxy", "o_demo_son")
     head_id, spouse_id = _id(date(1956, 3, 12), 31), _id(date(1958, 10, 2), 42)
     print("\n【村民登记参加互助】")
-    for text in ("1", "1", "王大山", head_id, "13800138000", "1", "1", "李小花", spouse_id, "1",
-                 "1", "2"):
+    # insurance 1 (居民医保), then the category: 1 无 (the demo scheme names 低保 and 特困)
+    for text in ("1", "1", "王大山", head_id, "13800138000", "1", "1", "1", "李小花", spouse_id,
+                 "1", "1", "1", "2"):
         r = t.say("村民", villager, text, wait=0)
     r = t.say("村民", villager, "确认", wait=0)
     m = re.search(r"户号 (H\d+)", r.reply)
