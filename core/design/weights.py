@@ -13,10 +13,12 @@ The packaged default (`DEFAULT_WEIGHTS`) is DERIVED from huzhu's own preset quot
 averages, not published weights: no CHS-DRG 1.1 weight table with a licence could be found.
 Its header says so; README "测算" too.
 
-From claims: each group's weight is its approved claims' mean out-of-pocket amount, its rate
-its claims per 1,000 member-years, each shrunk toward its ADRG's value, the ADRG's toward its
-MDC's and the MDC's toward the whole pool's, with credibility n / (n + SHRINK_CLAIMS) — a group
-with few claims borrows most of its numbers from its neighbours.
+From claims: each group's weight is its approved claims' mean out-of-pocket amount, shrunk
+toward its ADRG's mean, the ADRG's toward its MDC's and the MDC's toward the whole pool's, with
+credibility n / (n + SHRINK_CLAIMS) — a group with few claims borrows most of its amount from
+its neighbours. The pool's claims per 1,000 member-years are shared over the groups the same
+way (MDC, then ADRG, then group, each share smoothed by SHARE_PSEUDO pseudo-claims), so a group
+never seen keeps a small rate and the rates add up to the pool's own.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ DEFAULT_WEIGHTS = (Path(__file__).resolve().parent.parent / "data" / "drg-weight
                    / "chs-drg-1.1-derived.csv")
 #: claims at which a group's own numbers count as much as its ADRG's (and so on upward)
 SHRINK_CLAIMS = 5.0
+#: pseudo-claims per MDC, ADRG and group when the pool's claim rate is shared over the groups
+SHARE_PSEUDO = 0.5
 _HEADERS = (["code", "weight"], ["code", "weight", "rate"])
 
 
@@ -57,8 +61,10 @@ def read_weights(path: str | Path, catalog: Iterable[str]) -> Weights:
         raise DesignError(f"--weights {path}: 找不到文件")
     except UnicodeDecodeError:
         raise DesignError(f"--weights {path.name}: 文件不是 UTF-8 编码")
+    from core.scheme import national_groups
+
     catalog = tuple(catalog)
-    known = set(catalog)
+    known = set(catalog) | set(national_groups())  # an excluded group may still have a row
 
     def fail(number: int, message: str) -> DesignError:
         return DesignError(f"{path.name} 第{number}行: {message}")
@@ -162,6 +168,31 @@ def shrunk(stats: Mapping[str, tuple[float, float]], catalog: Iterable[str],
     return result
 
 
+def shared_rates(counts: Mapping[str, int], catalog: Iterable[str], total: float,
+                 k: float = SHARE_PSEUDO) -> dict[str, float]:
+    """The pool's claim rate `total` (per 1,000 a year) shared over every group: the MDC's
+    share of the claims, the ADRG's share within it, the group's within that, each smoothed
+    with `k` pseudo-claims per member (a group never seen keeps a little of its ADRG's and
+    MDC's share). The shares sum to one, so the rates sum to `total`."""
+    catalog = tuple(catalog)
+    n_of: dict[str, float] = {}
+    children: dict[str, set[str]] = {"": set()}
+    for code in catalog:
+        for parent, key in (("", code[:1]), (code[:1], code[:3]), (code[:3], code)):
+            children.setdefault(parent, set()).add(key)
+    for code, n in counts.items():
+        for key in (code[:1], code[:3], code):
+            n_of[key] = n_of.get(key, 0.0) + n
+    n_of[""] = float(sum(counts.values()))
+
+    def share(parent: str, key: str) -> float:
+        kids = children[parent]
+        return (n_of.get(key, 0.0) + k) / (n_of.get(parent, 0.0) + k * len(kids))
+
+    return {code: total * share("", code[:1]) * share(code[:1], code[:3])
+            * share(code[:3], code) for code in catalog}
+
+
 def from_claims(claims: Iterable[tuple[str, int]], member_years: float,
                 catalog: Iterable[str]) -> Weights:
     """Weights and rates from approved claims `(drg_code, out_of_pocket_fen)` over
@@ -182,16 +213,8 @@ def from_claims(claims: Iterable[tuple[str, int]], member_years: float,
     log_sd = min(max(log_sd, 0.3), 1.5)
     mean_oop = sum(o for v in by_group.values() for o in v) / len(logs)
     amount = shrunk({c: (len(v), sum(v) / len(v)) for c, v in by_group.items()}, catalog)
-    per_1000 = {c: len(v) / member_years * 1000.0 for c, v in by_group.items()}
-    # rates: a group's count is its own exposure, so shrink counts as rates with credibility
-    rate = shrunk({c: (len(v), per_1000[c]) for c, v in by_group.items()}, catalog)
-    # a group never seen keeps a small share: its ADRG's rate split over the ADRG's groups
-    adrg_size: dict[str, int] = {}
-    for code in catalog:
-        adrg_size[code[:3]] = adrg_size.get(code[:3], 0) + 1
-    for code in catalog:
-        if code not in by_group:
-            rate[code] = rate[code] / adrg_size[code[:3]] * 0.5
+    rate = shared_rates({c: len(v) for c, v in by_group.items()}, catalog,
+                        len(logs) / member_years * 1000.0)
     weight = {c: amount[c] / mean_oop for c in catalog}
     return Weights(weight, rate, f"本资金池已核准的 {len(logs)} 笔补助（{len(by_group)} 个病种）",
                    log_sd=log_sd, oop_per_weight_fen=mean_oop)
