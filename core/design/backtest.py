@@ -64,17 +64,21 @@ def backtest(session: Session, year: SchemeYear, proposed: Scheme) -> list[Villa
         person = claim.member.id_number_hash
         history = replace(history_of(session, claim, year),
                           other_claims=tuple(replayed.get(person, ())))
-        decision = adjudicate(
-            ClaimFacts(claim.member_id, claim.drg_code, claim.out_of_pocket_fen,
-                       claim.admission_date, claim.discharge_date or claim.admission_date,
-                       claim.insurance.value if claim.insurance else "resident", claim.exclusion),
-            rules, history)
+        try:
+            decision = adjudicate(
+                ClaimFacts(claim.member_id, claim.drg_code, claim.out_of_pocket_fen,
+                           claim.admission_date, claim.discharge_date or claim.admission_date,
+                           claim.insurance.value if claim.insurance else "resident",
+                           claim.exclusion),
+                rules, history)
+        except ValueError:  # facts the rule cannot take (an exclusion it no longer knows)
+            decision = None
         line = lines.setdefault(claim.household.village_id,
                                 VillageLine(str(claim.household.village_id), 0, 0, 0))
         line.claims += 1
         if claim.status in PAID and claim.amount_fen:
             line.paid_fen += claim.amount_fen
-        if decision.approved:
+        if decision is not None and decision.approved:
             line.proposed_fen += decision.amount_fen
             replayed.setdefault(person, []).append(OtherClaim(
                 "approved", decision.amount_fen, claim.admission_date,

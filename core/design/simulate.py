@@ -1,16 +1,17 @@
 """Simulated years under a design: the chance the fund runs out, the payout quantiles, the month.
 
 Per stratum of members (insurance type, continuing or not) and year:
-1. how many members make 0, 1, 2, … claims: multinomial over the members with Poisson
-   probabilities (the claim rate: admissions × the share whose amount reaches the threshold);
+1. each member makes a Poisson number of claims (the claim rate: admissions × the share whose
+   amount reaches the threshold), spread over the groups in proportion to their claim rates;
 2. members with few enough claims that the annual cap cannot bind (k × the largest payout ≤
-   the cap) are pooled: their claims are split over the groups (multinomial) and each claim is
-   paid `payout(E, O)` — the rule's amount, E the group's quota after bonus, minimum and
+   the cap) are pooled: by Poisson splitting their claims per group and year are independent
+   Poisson counts, and each claim is paid `payout(E, O)` — the rule's amount, E the group's quota after bonus, minimum and
    maximum, O the out-of-pocket amount drawn from the group's log-normal above the threshold.
    A group whose E is at most the threshold pays E whatever O is. Cells (year × group) with up
    to EXACT_CELL claims are drawn claim by claim; larger cells are summed by their exact mean
    and variance (a normal sum, clipped to its bounds) — the totals of thousands of claims;
-3. members with more claims are drawn claim by claim, in the order of the year, each payout
+3. members with more claims (Poisson counts of such members per year, split off the same
+   way) are drawn claim by claim, in the order of the year, each payout
    limited by what is left of the annual cap (`capped`).
 The year's claims are spread over its months (multinomial) for the balance month by month; the
 fund runs out in the first month the subsidies and the service fee passed the funds.
@@ -131,14 +132,17 @@ def simulate(d: Design, years: int, seed: int = 1, check: bool = True) -> Simula
         while kmax < 80 and (1.0 - _poisson_pmf(lam, kmax)[:-1].sum()) * n_members * years > 1e-3:
             kmax += 1
         pmf = _poisson_pmf(lam, kmax)
+        # claims of members who cannot reach the cap, a year: Poisson per group (splitting)
+        pooled_mean = n_members * float(np.dot(np.arange(k_safe + 1), pmf[:k_safe + 1]))
 
         for start in range(0, years, _CHUNK_YEARS):
             y = min(_CHUNK_YEARS, years - start)
             rows = slice(start, start + y)
-            hist = rng.multinomial(n_members, pmf, size=y)  # (y, kmax+1) members by claims
-            ks = np.arange(kmax + 1)
-            pooled = (hist[:, :k_safe + 1] * ks[:k_safe + 1]).sum(axis=1)
-            counts = rng.multinomial(pooled, pi)  # (y, G)
+            # members with k claims, k beyond k_safe: Poisson (rare; split off the pool)
+            hist = np.zeros((y, kmax + 1), dtype=np.int64)
+            for k in range(k_safe + 1, kmax + 1):
+                hist[:, k] = rng.poisson(n_members * pmf[k], size=y)
+            counts = rng.poisson(pooled_mean * pi, size=(y, G))  # (y, G) the others' claims
             amount = counts * np.where(varies, 0, E)[None, :].astype(float)
             # cells whose payout varies: small ones claim by claim, large ones by moments
             vc = counts * varies[None, :]
