@@ -304,6 +304,8 @@ def test_design_from_a_pools_claims_with_a_backtest(tmp_path, db, db_url, app_ct
     assert sum(line["proposed_fen"] for line in lines.values()) > 0
     assert lines["示范镇/南村"] == {"village": "示范镇/南村", "claims": 0, "paid_fen": 0,
                                   "proposed_fen": 0}
+    # villages and totals only: no member's name, ID or claim number
+    assert "村民" not in r.stdout and "家属" not in r.stdout and '"C7' not in r.stdout
     # and the text form names the villages
     r = cli(tmp_path, "--pool", "demo", "--from-claims", "--backtest", db_url=db_url)
     assert r.returncode == 0 and "示范镇/东村" in r.stdout and "按新定额" in r.stdout

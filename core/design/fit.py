@@ -127,15 +127,24 @@ def with_quotas(scheme: Scheme, quotas_fen: Mapping[str, int]) -> Scheme:
     return replace(scheme, benefit=replace(scheme.benefit, quotas_fen=dict(quotas_fen)))
 
 
-def _bonus(scheme: Scheme) -> Decimal:
-    return Decimal(getattr(scheme.benefit, "continuous_bonus", 0) or 0)
+def _bonus(scheme: Scheme) -> float:
+    """The continuing members' bonus as the rule applies it: a quota halfway to the per-claim
+    maximum, decided for a continuing member with no limit from the amount, over the quota
+    (wherever the scheme keeps the rate, the rule is the one that knows)."""
+    b = scheme.benefit
+    code = next(iter(b.quotas_fen), None)
+    if code is None:
+        return 0.0
+    q = max(b.max_per_claim_fen // 2, b.min_per_claim_fen, 1)
+    paid = rule_effective(with_quotas(scheme, {code: q}), (code,), True)[0]
+    return max(float(paid) / q - 1.0, 0.0)
 
 
 def strata(scheme: Scheme, mix: Mapping[str, float], continuing_share: float) -> tuple[Stratum, ...]:
     total = sum(v for v in mix.values() if v > 0)
     if total <= 0:
         raise DesignError("参加人员的医保类型比例之和应大于 0")
-    splits = ([(True, continuing_share), (False, 1.0 - continuing_share)] if _bonus(scheme)
+    splits = ([(True, continuing_share), (False, 1.0 - continuing_share)] if _bonus(scheme) > 0
               else [(False, 1.0)])
     out = []
     for kind, v in mix.items():
@@ -190,10 +199,10 @@ def claim_moments(E: np.ndarray, t: float, mu: np.ndarray, sigma: np.ndarray):
     return p_claim, mean, second
 
 
-def _clamp(q: np.ndarray, scheme: Scheme, continuing: bool) -> np.ndarray:
+def _clamp(q: np.ndarray, scheme: Scheme, continuing: bool, bonus: float) -> np.ndarray:
     """The rule's quota steps 2–3 without the amount itself (for the solver only; the design's
     reported figures use the rule's own amounts: `rule_effective`)."""
-    b = float(_bonus(scheme)) if continuing else 0.0
+    b = bonus if continuing else 0.0
     q = np.floor(q * (1.0 + b) + 0.5)
     b_ = scheme.benefit
     return np.minimum(np.maximum(q, b_.min_per_claim_fen), b_.max_per_claim_fen)
@@ -248,9 +257,11 @@ def design(scheme: Scheme, weights: Weights, codes: tuple[str, ...], members: in
     reserve_fen = int((Decimal(funds_fen) * reserve).to_integral_value())
     target = int(Decimal(funds_fen - reserve_fen) / (1 + fee_rate))
 
+    bonus = _bonus(scheme)
+
     def f(scale: float) -> float:
         q = _round_quotas(scale, model.weight)
-        eff = {c: _clamp(q, scheme, c) for c in (False, True)}
+        eff = {c: _clamp(q, scheme, c, bonus) for c in (False, True)}
         return expected_payout(model, eff)[0]
 
     hi = scheme.benefit.max_per_claim_fen / float(model.weight.min()) * 1.01
