@@ -13,8 +13,10 @@ Per stratum of members (insurance type, continuing or not) and year:
 3. members with more claims (Poisson counts of such members per year, split off the same
    way) are drawn claim by claim, in the order of the year, each payout
    limited by what is left of the annual cap (`capped`).
-The year's claims are spread over its months (multinomial) for the balance month by month; the
-fund runs out in the first month the subsidies and the service fee passed the funds.
+For the balance month by month, the year's claims fall in months drawn at random (multinomial):
+each month gets the pooled claims' amount in proportion to its claims, and the claims drawn one
+by one in their own months; the fund runs out in the first month in which the subsidies so far
+and the service fee on them pass the funds.
 
 The rule's own function checks a sample of the draws (`check_against_rule`): the same draws
 through `core.adjudication.adjudicate` must give the same amounts, else `RuleDrift`.
