@@ -363,3 +363,49 @@ def test_design_with_no_paid_members_says_so(villager, db, app_ctx, cfg, bot):
     assert "绑定成功" in villager.text("o_super_design", f"/绑定 {code}").reply
     reply = villager.text("o_super_design", "/测算").reply
     assert "没有已缴费的参加人员" in reply
+
+
+def test_a_pools_members_insurance_mix_and_continuing_share(rules_db, tmp_path, app_ctx):
+    """Paid members of the running year by insurance type, and the share of them paid the
+    year before too (the continuing members the bonus applies to)."""
+    import shutil as sh
+    from datetime import date
+
+    from core.catalog import ensure_catalog
+    from core.design.pool import find_pool, pool_facts
+    from core.scheme import store_scheme
+    from tests.factories import M, make_household
+
+    folder = tmp_path / "schemes"
+    folder.mkdir()
+    sh.copy(SCHEMES / "anji-2024-quotas.csv", folder)
+    text = (SCHEMES / "anji-2024.yaml").read_text(encoding="utf-8")
+    (folder / "a24.yaml").write_text(text, encoding="utf-8")
+    (folder / "a25.yaml").write_text(
+        text.replace("2025-07-31", "2026-07-31").replace("2024-08-01", "2025-08-01")
+        .replace("2024-05-20", "2025-05-20").replace("2024-07-20", "2025-07-20"),
+        encoding="utf-8")
+    with rules_db.session() as s:
+        ensure_catalog(s)
+        y24 = store_scheme(s, load_scheme(folder / "a24.yaml"))
+        y25 = store_scheme(s, load_scheme(folder / "a25.yaml"))
+        people = [M("甲"), M("乙", "spouse", "employee"), M("丙", "child"), M("丁", "parent")]
+        make_household(s, app_ctx.vault, people, village="天荒坪镇/大溪村", year=y25)
+        # two of the four were paid members in 2024 as well (same ID numbers)
+        make_household(s, app_ctx.vault, [M("甲", id_number=people[0].id_number),
+                                          M("乙", "spouse", "employee", id_number=people[1].id_number)],
+                       village="天荒坪镇/五鹤村", year=y24)
+        facts = pool_facts(s, find_pool(s, "anji"), date(2025, 9, 1))
+    assert facts.members == 4
+    assert facts.mix == {"resident": 0.75, "employee": 0.25}
+    assert facts.continuing_share == 0.5
+    # a design for this pool splits members by it: continuing ones get the 10% bonus
+    d = design(facts.scheme, default_weights(quoted_groups(facts.scheme)),
+               quoted_groups(facts.scheme), 4000, 4000 * 8000, Decimal("0.10"), facts.mix,
+               facts.continuing_share)
+    assert {(s.insurance, s.continuing) for s in d.model.strata} == {
+        ("resident", True), ("resident", False), ("employee", True), ("employee", False)}
+    code = "FM19"
+    i = d.model.codes.index(code)
+    q = d.quotas_fen[code]
+    assert d.effective[True][i] == min(max(round(q * 1.1), 30000), 5000000)

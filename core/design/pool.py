@@ -3,12 +3,11 @@ insurance types, how many were members the year before), the approved claims for
 last year's claims to replay (core/design/backtest.py). Reads only."""
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from core import scheme_years
 from core.design.errors import DesignError
@@ -41,20 +40,22 @@ def pool_facts(session: Session, pool: Pool, today: date) -> PoolFacts:
     year = scheme_years.for_report(session, pool.id, today)
     if year is None:
         raise DesignError(f"--pool {pool.code}: 这个资金池还没有方案（先 huzhu scheme load）")
-    rows = session.execute(
-        select(Member.insurance, Enrolment.id_number_hash)
+    paid = (Enrolment.scheme_year_id == year.id, Enrolment.status == EnrolmentStatus.paid)
+    mix = {insurance.value: n for insurance, n in session.execute(
+        select(Member.insurance, func.count())
         .join(Enrolment, Enrolment.member_id == Member.id)
-        .where(Enrolment.scheme_year_id == year.id,
-               Enrolment.status == EnrolmentStatus.paid)).all()
-    members = len(rows)
-    mix = Counter(ins.value for ins, _ in rows)
+        .where(*paid).group_by(Member.insurance))}
+    members = sum(mix.values())
     previous = scheme_years.previous(session, year)
     continuing = 0
-    if previous is not None and rows:
-        before = set(session.scalars(select(Enrolment.id_number_hash).where(
-            Enrolment.scheme_year_id == previous.id,
-            Enrolment.status == EnrolmentStatus.paid)))
-        continuing = sum(1 for _, h in rows if h in before)
+    if previous is not None and members:
+        before = aliased(Enrolment)
+        continuing = session.scalar(
+            select(func.count()).select_from(Enrolment).where(*paid).where(
+                Enrolment.id_number_hash.in_(
+                    select(before.id_number_hash).where(
+                        before.scheme_year_id == previous.id,
+                        before.status == EnrolmentStatus.paid)))) or 0
     return PoolFacts(pool, year, year.scheme, members,
                      {k: v / members for k, v in mix.items()} if members else {},
                      continuing / members if members else 0.0)
