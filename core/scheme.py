@@ -217,8 +217,8 @@ def scheme_from_rules(rules: Mapping) -> Scheme:
         benefit=Benefit(b["quotas_file"], _frozen(b["quotas_fen"]), b["min_per_claim_fen"],
                         b["max_per_claim_fen"], b["annual_cap_fen"],
                         Decimal(b["continuous_bonus"]),
-                        _frozen(b.get("quota_excluded", {})),
-                        frozenset(b.get("quota_expanded", ()))),
+                        quota_excluded=_frozen(b.get("quota_excluded", {})),
+                        quota_expanded=frozenset(b.get("quota_expanded", ()))),
         payout=PayoutRules(rules["payout"]["day"]),
         service_fee=ServiceFee(Decimal(rules["service_fee"]["rate"]),
                                rules["service_fee"]["every"]),
@@ -506,7 +506,8 @@ def _benefit(node: _Node, base_dir: Path) -> Benefit:
                                    f"{format_yuan(maximum)}")
     bonus = b["continuous_bonus"].rate(Decimal(0), Decimal(1), "0.10")
     return Benefit(quotas_file, _frozen(table.quotas_fen), minimum, maximum, cap, bonus,
-                   _frozen(table.excluded), frozenset(table.expanded))
+                   quota_excluded=_frozen(table.excluded),
+                   quota_expanded=frozenset(table.expanded))
 
 
 QUOTA_DEFAULT = "*"  # the quota table's row for every group no other row names
