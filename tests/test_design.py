@@ -339,6 +339,7 @@ def test_pool_admin_gets_the_summary_and_the_picture(villager, db, app_ctx, cfg,
     picture = requests.get(url, timeout=60)
     assert picture.status_code == 200 and picture.headers["Content-Type"] == "image/png"
     assert picture.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "no-store" in picture.headers["Cache-Control"]
     # a forged link shows nothing
     forged = url.replace("/design/", "/design/x")
     assert requests.get(forged, timeout=10).status_code == 404

@@ -43,6 +43,4 @@ def picture(token: str):
     except FontError as exc:
         log.warning("design picture: %s", exc)
         return Response("no font", status=503, mimetype="text/plain")
-    return Response(data, mimetype="image/png",
-                    headers={"Cache-Control": "private, max-age=300",
-                             "X-Content-Type-Options": "nosniff"})
+    return Response(data, mimetype="image/png")  # the app's headers: no-store, nosniff, …
