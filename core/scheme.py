@@ -23,7 +23,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -125,11 +126,15 @@ class ClaimRules:
 @dataclass(frozen=True)
 class Benefit:
     quotas_file: str
-    quotas_fen: Mapping[str, int]  # DRG code -> fen
+    quotas_fen: Mapping[str, int]  # DRG code -> fen, ADRG/MDC/default rows expanded
     min_per_claim_fen: int
     max_per_claim_fen: int
     annual_cap_fen: int
     continuous_bonus: Decimal
+    # quota table: groups left without a quota by an exclusion row (code -> reason), and the
+    # groups whose quota came from an ADRG, MDC or default row (see read_quotas)
+    quota_excluded: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    quota_expanded: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,9 @@ class Scheme:
                         "min_per_claim_fen": b.min_per_claim_fen,
                         "max_per_claim_fen": b.max_per_claim_fen,
                         "annual_cap_fen": b.annual_cap_fen,
-                        "continuous_bonus": str(b.continuous_bonus)},
+                        "continuous_bonus": str(b.continuous_bonus),
+                        "quota_excluded": dict(b.quota_excluded),
+                        "quota_expanded": sorted(b.quota_expanded)},
             "payout": {"day": self.payout.day},
             "service_fee": {"rate": str(self.service_fee.rate), "every": self.service_fee.every},
             "disclosure": {"day": self.disclosure.day,
@@ -220,7 +227,9 @@ def scheme_from_rules(rules: Mapping) -> Scheme:
                           uninsured_via_village=cl.get("uninsured_via_village", False)),
         benefit=Benefit(b["quotas_file"], _frozen(b["quotas_fen"]), b["min_per_claim_fen"],
                         b["max_per_claim_fen"], b["annual_cap_fen"],
-                        Decimal(b["continuous_bonus"])),
+                        Decimal(b["continuous_bonus"]),
+                        quota_excluded=_frozen(b.get("quota_excluded", {})),
+                        quota_expanded=frozenset(b.get("quota_expanded", ()))),
         payout=PayoutRules(rules["payout"]["day"]),
         service_fee=ServiceFee(Decimal(rules["service_fee"]["rate"]),
                                rules["service_fee"]["every"]),
@@ -503,7 +512,7 @@ def _benefit(node: _Node, base_dir: Path) -> Benefit:
     b = node.mapping(("quotas", "min_per_claim", "max_per_claim", "annual_cap",
                       "continuous_bonus"))
     quotas_file = b["quotas"].text("定额表文件名，例如 anji-2024-quotas.csv")
-    quotas = read_quotas(base_dir / quotas_file, b["quotas"])
+    table = read_quota_table(base_dir / quotas_file, b["quotas"])
     minimum = b["min_per_claim"].money()
     maximum = b["max_per_claim"].money(positive=True)
     cap = b["annual_cap"].money(positive=True)
@@ -514,12 +523,66 @@ def _benefit(node: _Node, base_dir: Path) -> Benefit:
         raise b["annual_cap"].fail(f"年度累计上限 {format_yuan(cap)} 低于单次最高 "
                                    f"{format_yuan(maximum)}")
     bonus = b["continuous_bonus"].rate(Decimal(0), Decimal(1), "0.10")
-    return Benefit(quotas_file, _frozen(quotas), minimum, maximum, cap, bonus)
+    return Benefit(quotas_file, _frozen(table.quotas_fen), minimum, maximum, cap, bonus,
+                   quota_excluded=_frozen(table.excluded),
+                   quota_expanded=frozenset(table.expanded))
+
+
+QUOTA_DEFAULT = "*"  # the quota table's row for every group no other row names
+QUOTA_NONE = ("-", "不补助")  # a quota cell that excludes the row's groups (a reason is required)
+QUOTA_HEADERS = (["drg_code", "quota"], ["drg_code", "quota", "note"])
+
+
+@dataclass(frozen=True)
+class QuotaTable:
+    """A quota table expanded over the catalogue: `quotas_fen` (group -> fen) for every group
+    with a quota, `excluded` (group -> reason) for every group an exclusion row leaves out,
+    `expanded` the groups whose quota or exclusion came from an ADRG, MDC or default row."""
+    quotas_fen: dict[str, int]
+    excluded: dict[str, str]
+    expanded: frozenset[str]
+
+
+def national_groups() -> tuple[str, ...]:
+    """The CHS-DRG 1.1 group codes (628) packaged with huzhu: what ADRG, MDC and default rows
+    of a quota table expand over."""
+    return _national_groups()
+
+
+@lru_cache(maxsize=1)
+def _national_groups() -> tuple[str, ...]:
+    from core.catalog import CHS_DRG_11, parse_catalog
+
+    return tuple(code for code, _ in parse_catalog(CHS_DRG_11))
+
+
+def quota_level(code: str) -> str:
+    """What a quota table's code names: "default" (*), "mdc" (one letter, e.g. F), "adrg"
+    (three characters, e.g. FM1) or "group" (e.g. FM19)."""
+    if code == QUOTA_DEFAULT:
+        return "default"
+    if len(code) == 1:
+        return "mdc"
+    if len(code) == 3:
+        return "adrg"
+    return "group"
 
 
 def read_quotas(path: Path, node: _Node | None = None) -> dict[str, int]:
-    """A quota table: CSV `drg_code,quota` with that header, quotas in yuan; `#` lines are
-    comments. `node` is the scheme's benefit.quotas entry, named in errors."""
+    """The quotas (group -> fen) of a quota table, expanded (see read_quota_table)."""
+    return read_quota_table(path, node).quotas_fen
+
+
+def read_quota_table(path: Path, node: _Node | None = None,
+                     catalog: Iterable[str] | None = None) -> QuotaTable:
+    """A quota table: CSV `drg_code,quota` (optionally a third column `note`), quotas in yuan;
+    `#` lines are comments. A row's code is a group (FM19), an ADRG (its first three
+    characters, FM1: every group of it), an MDC (its first letter, F) or `*` (every group);
+    the most specific row applies: group, then ADRG, then MDC, then `*`. A quota of `-` (or
+    不补助) excludes the row's groups, with the reason in `note` (required). Groups no row
+    reaches have no quota (a claim in one is `unknown_drg`). ADRG, MDC and `*` rows expand over
+    `catalog` (default: the national CHS-DRG 1.1 list). `node` is the scheme's benefit.quotas
+    entry, named in errors."""
     where = (f"（{node.file} 第{node.line}行 {node.path}）") if node else ""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -533,36 +596,79 @@ def read_quotas(path: Path, node: _Node | None = None) -> dict[str, int]:
     def fail(line: int, message: str) -> SchemeError:
         return SchemeError(f"{path.name} 第{line}行{where}: {message}")
 
-    quotas: dict[str, int] = {}
-    header_seen = False
+    catalog = tuple(catalog) if catalog is not None else national_groups()
+    rows: dict[str, tuple[int | None, str, int]] = {}  # code -> (fen or None, note, line)
+    header: list[str] | None = None
     for number, raw in enumerate(io.StringIO(text, newline=""), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         row = [cell.strip() for cell in next(csv.reader([line]))]
-        if not header_seen:
-            if row != ["drg_code", "quota"]:
-                raise fail(number, f"第一行应为表头 drg_code,quota，得到 {line!r}")
-            header_seen = True
+        if header is None:
+            if row not in QUOTA_HEADERS:
+                raise fail(number, f"第一行应为表头 drg_code,quota（或 drg_code,quota,note），"
+                                   f"得到 {line!r}")
+            header = row
             continue
-        if len(row) != 2:
-            raise fail(number, f"应为 病种代码,定额（元） 两列，例如 FM19,8000.00，得到 {line!r}")
-        code, amount = row
-        if not _DRG_CODE.match(code):
-            raise fail(number, f"病种代码应为大写字母和数字，例如 FM19，得到 {code!r}")
-        if code in quotas:
-            raise fail(number, f"病种 {code} 重复")
+        if len(row) != len(header):
+            example = ("病种代码,定额（元） 两列，例如 FM19,8000.00" if len(header) == 2 else
+                       "病种代码,定额（元）,说明 三列，例如 FM19,8000.00,")
+            raise fail(number, f"应为 {example}，得到 {line!r}")
+        code, amount = row[0], row[1]
+        note = row[2] if len(row) > 2 else ""
+        if code != QUOTA_DEFAULT and not _DRG_CODE.match(code):
+            raise fail(number, "病种代码应为大写字母和数字，例如 FM19（病种）、FM1（ADRG）、"
+                               f"F（MDC）或 *（其余病种），得到 {code!r}")
+        if code in rows:
+            raise fail(number, f"病种 {code} 重复（与第{rows[code][2]}行）")
+        if amount in QUOTA_NONE:
+            if not note:
+                raise fail(number, f"{code} 不补助时应在第三列 note 写明原因，"
+                                   f"例如 {code},-,由生育保险支付")
+            rows[code] = (None, note, number)
+            continue
         try:
-            quotas[code] = parse_yuan(amount)
+            fen = parse_yuan(amount)
         except ValueError:
-            raise fail(number, f"定额应为金额（元），例如 8000.00，得到 {amount!r}")
-        if quotas[code] <= 0:
+            raise fail(number, f"定额应为金额（元），例如 8000.00，或 - 表示不补助，得到 {amount!r}")
+        if fen <= 0:
             raise fail(number, f"病种 {code} 的定额应大于 0")
-    if not header_seen:
+        rows[code] = (fen, note, number)
+    if header is None:
         raise fail(1, "定额表是空的；应为表头 drg_code,quota 加每个病种一行")
-    if not quotas:
+    if not rows:
         raise fail(1, "定额表没有任何病种")
-    return quotas
+
+    by_level: dict[str, dict[str, tuple[int | None, str, int]]] = {
+        "group": {}, "adrg": {}, "mdc": {}, "default": {}}
+    for code, value in rows.items():
+        by_level[quota_level(code)][code] = value
+    for level, width, what in (("adrg", 3, "ADRG"), ("mdc", 1, "MDC")):
+        for code, (_, _, number) in by_level[level].items():
+            if not any(group[:width] == code for group in catalog):
+                raise fail(number, f"病种目录中没有 {what} {code} 的病种；{what} 写病种代码的前 "
+                                   f"{width} 位，例如 {'FM1' if width == 3 else 'F'}")
+    quotas: dict[str, int] = {}
+    excluded: dict[str, str] = {}
+    for code, (fen, note, _) in by_level["group"].items():
+        if fen is None:
+            excluded[code] = note
+        else:
+            quotas[code] = fen
+    expanded: set[str] = set()
+    default = by_level["default"].get(QUOTA_DEFAULT)
+    for group in catalog:
+        if group in rows:
+            continue
+        value = (by_level["adrg"].get(group[:3]) or by_level["mdc"].get(group[:1]) or default)
+        if value is None:
+            continue
+        expanded.add(group)
+        if value[0] is None:
+            excluded[group] = value[1]
+        else:
+            quotas[group] = value[0]
+    return QuotaTable(quotas, excluded, frozenset(expanded))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,11 +685,22 @@ def store_scheme(session: Session, scheme: Scheme, catalog_codes: Iterable[str] 
     """
     known = (set(catalog_codes) if catalog_codes is not None
              else set(session.scalars(select(DrgGroup.code))))
-    missing = sorted(set(scheme.benefit.quotas_fen) - known)
+    b = scheme.benefit
+    missing = sorted(set(b.quotas_fen) - known - b.quota_expanded)
     if missing:
         source = Path(scheme.source).name if scheme.source else "scheme"
         raise SchemeError(f"{source} benefit.quotas（{scheme.benefit.quotas_file}）: 病种目录中没有"
                           f"这些病种：{', '.join(missing)}；请先导入病种目录（huzhu catalog import）")
+
+    # groups an ADRG, MDC or default row reached come from the national list: a catalogue
+    # that lacks them (a county's own list) gets them with their national names
+    absent = (set(b.quotas_fen) & b.quota_expanded) - set(session.scalars(select(DrgGroup.code)))
+    if absent:
+        from core.catalog import CHS_DRG_11, parse_catalog
+
+        names = dict(parse_catalog(CHS_DRG_11))
+        session.add_all([DrgGroup(code=code, name=names.get(code, code)) for code in sorted(absent)])
+        session.flush()
 
     pool = session.scalar(select(Pool).where(Pool.code == scheme.pool.code))
     if pool is None:

@@ -252,9 +252,11 @@ def test_relative_dates(tmp_path):
 def test_every_preset_loads_and_uses_catalogue_groups(name):
     scheme = load_scheme(SCHEMES_DIR / f"{name}.yaml")
     assert scheme.benefit.quotas_file == f"{name}-quotas.csv"
-    assert 15 <= len(scheme.benefit.quotas_fen) <= 40
-    sample = dict(parse_catalog(SAMPLE_CATALOG))
-    assert set(scheme.benefit.quotas_fen) <= set(sample)
+    # every group of the national catalogue has a quota (全病种覆盖), or is excluded with a reason
+    national = dict(parse_catalog(CHS_DRG_11))
+    assert len(national) == 628
+    assert set(scheme.benefit.quotas_fen) | set(scheme.benefit.quota_excluded) == set(national)
+    assert all(scheme.benefit.quota_excluded.values())
     # major-disease groups get more than common ones (大病大补，小病小补)
     quotas = scheme.benefit.quotas_fen
     assert quotas["AA19"] > quotas["FM19"] > quotas["ES35"]

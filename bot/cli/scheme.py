@@ -43,7 +43,11 @@ def cmd_load(args) -> int:
                    "enrolment": {"opens": year.enrolment_opens.isoformat(),
                                  "closes": year.enrolment_closes.isoformat()},
                    "per_person_fen": scheme.contribution.per_person_fen,
-                   "quotas": len(scheme.benefit.quotas_fen)}
+                   "quotas": len(scheme.benefit.quotas_fen),
+                   # groups with a quota after ADRG/MDC/default rows are expanded, and those
+                   # an exclusion row leaves without one
+                   "quota_groups": len(scheme.benefit.quotas_fen),
+                   "quota_excluded": dict(scheme.benefit.quota_excluded)}
     except SchemeError as exc:
         print(f"huzhu: 方案未保存：{exc}", file=sys.stderr)
         return 2
@@ -53,5 +57,7 @@ def cmd_load(args) -> int:
         print(f"已保存：资金池 {doc['pool']}（{doc['pool_name']}，{doc['level']}），"
               f"{len(doc['villages'])} 个村；互助年度 {doc['year']['start']} 至 {doc['year']['end']}，"
               f"登记 {doc['enrolment']['opens']} 至 {doc['enrolment']['closes']}；"
-              f"病种定额 {doc['quotas']} 个。")
+              f"病种定额 {doc['quota_groups']} 个"
+              + (f"，不补助 {len(doc['quota_excluded'])} 个" if doc['quota_excluded'] else "")
+              + "。")
     return 0
