@@ -4,7 +4,6 @@ JSON) and, with --out, writes quotas.csv, design.xlsx and design.png. Bad input 
 weights row — is one line on stderr naming it, exit 2, and nothing is written."""
 from __future__ import annotations
 
-import argparse
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -91,7 +90,7 @@ def cmd_design(args) -> int:
     from core.design import DesignError, RuleDrift, design, simulate
     from core.design.fit import DEFAULT_INSURANCE_MIX
     from core.design.service import quoted_groups
-    from core.design.weights import default_weights, from_claims, read_weights
+    from core.design.weights import default_weights, read_weights
     from core.scheme import SchemeError, load_scheme
 
     try:

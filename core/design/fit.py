@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
-from functools import lru_cache
 from typing import Mapping
 
 import numpy as np

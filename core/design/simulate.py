@@ -31,7 +31,7 @@ import numpy as np
 
 from core.adjudication import ClaimFacts, History, OtherClaim, Rules, adjudicate
 from core.design.errors import DesignError, RuleDrift
-from core.design.fit import Design, claim_moments, upper, upper_inverse
+from core.design.fit import Design, claim_moments, upper_inverse
 
 EXACT_CELL = 24  # claims of one group in one year drawn one by one up to this many
 CHECK_SAMPLE = 300  # draws the rule itself decides in every simulation
