@@ -281,7 +281,8 @@ def test_rejection_explains_itself_with_numbers():
 
 
 def test_every_reason_code_has_an_explanation_and_a_remedy():
-    assert REASON_CODES == {"not_enrolled", "outside_year", "below_threshold", "unknown_drg",
+    assert REASON_CODES == {"not_enrolled", "not_covered_yet", "outside_year", "below_threshold",
+                            "uninsured_not_covered", "filed_late", "unknown_drg",
                             "duplicate", "annual_cap_reached", "incomplete_documents",
                             "unreadable_documents", "fraud",
                             *(f"excluded_{kind}" for kind in EXCLUSION_KINDS)}
