@@ -36,7 +36,8 @@ LABELS = {"出院记录": K.discharge_record, "出院小结": K.discharge_record
           "费用清单": K.itemized_bill, "住院费用清单": K.itemized_bill, "费用明细": K.itemized_bill,
           "清单": K.itemized_bill,
           "结算单": K.settlement_sheet, "医保结算单": K.settlement_sheet,
-          "报销单": K.settlement_sheet, "医保报销单": K.settlement_sheet}
+          "报销单": K.settlement_sheet, "医保报销单": K.settlement_sheet,
+          "发票": K.invoice, "住院发票": K.invoice, "收费票据": K.invoice}
 NUMBERS = {"1": K.discharge_record, "2": K.itemized_bill, "3": K.settlement_sheet}
 SUBMIT_WORDS = ("提交", "提交申请")
 DELETE_WORDS = ("删除", "删掉", "不要了")
@@ -71,7 +72,7 @@ def _status(claim: Claim | None) -> dict:
     """claim, received, missing, processing, asking: for claim_status.j2."""
     if claim is None:
         return {"claim": None, "received": [], "missing": list(svc.REQUIRED_KINDS),
-                "processing": 0, "asking": 0}
+                "required": list(svc.REQUIRED_KINDS), "processing": 0, "asking": 0}
     return svc.status_context(claim)
 
 
@@ -223,12 +224,14 @@ def _photos(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     if text in DELETE_WORDS and asked:
         svc.discard_document(ctx.session, asked[0].id, "deleted", ctx.openid, tell=False)
         return say(render("claim_photo_deleted", **_status(claim)), state="photos", data=data)
-    kind = LABELS.get(text) or (NUMBERS.get(text) if asked else None)
+    numbered = dict(zip("123456", svc.required_kinds(claim))) if claim else NUMBERS
+    kind = LABELS.get(text) or (numbered.get(text) if asked else None)
     if kind is not None and asked:
         svc.set_document_kind(ctx.session, asked[0], kind, ctx.openid)
         if len(asked) > 1:
             return say(render("claim_kind_set", kind=kind, **_status(claim)),
-                       render("claim_photo_ask_kind"), state="photos", data=data)
+                       render("claim_photo_ask_kind", **_status(claim)), state="photos",
+                       data=data)
         return say(render("claim_kind_set", kind=kind, **_status(claim)), state="photos",
                    data=data)
     if kind is not None:
@@ -313,10 +316,11 @@ def _submit(ctx: Ctx, claim: Claim | None, data: dict) -> Step:
     except ClaimError as exc:
         if exc.code == "closed":
             return _closed(claim)
-        return say(render("claim_submit_not_ready", code=exc.code, **_status(claim)),
+        late = exc.details if exc.code == "filed_late" else {}
+        return say(render("claim_submit_not_ready", code=exc.code, **late, **_status(claim)),
                    state="photos", data=data)
     return say(render("claim_submitted_reply", claim=claim, claim_resubmitted=resubmitted))
 
 
 register(Dialogue("claim", entry, {"member": member, "photos": photos},
-                  words=("提交", "出院记录", "费用清单", "结算单")))
+                  words=("提交", "出院记录", "费用清单", "结算单", "发票")))

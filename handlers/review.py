@@ -103,7 +103,7 @@ def view_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         drg_name=drg_name,
         insurance_names=INSURANCE_NAMES, can_decide=_can_decide(scope),
         calculation=calculation_line(claim.trace or []),
-        titles=[reason_title(c) for c in claim.reasons or []]))]
+        titles=[reason_title(c, claim) for c in claim.reasons or []]))]
     if claim.trace:
         replies.append(Reply(render("review_trace", claim=claim,
                                     lines=[s["text"] for s in claim.trace])))
@@ -177,7 +177,7 @@ def record_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         "review_decision", claim=claim, facts=facts, decision=decision, short=short,
         insurance_from_member=insurance_from_member, drg_name=names.get(facts.drg_code),
         insurance=INSURANCE_NAMES[facts.insurance], calculation=calculation_line(claim.trace),
-        titles=[reason_title(c) for c in decision.reasons],
+        titles=[reason_title(c, claim) for c in decision.reasons],
         steps=failed_steps(claim.trace, decision.reasons)))]
 
 
@@ -201,7 +201,7 @@ def reject_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
     except ReviewError as e:
         raise _refused(e, "驳回", claim.number)
     return [Reply(render("review_rejected", claim=claim,
-                         titles=[reason_title(c) for c in reasons]))]
+                         titles=[reason_title(c, claim) for c in reasons]))]
 
 
 @command("补件", roles=DECIDE_ROLES, min_args=2)
