@@ -25,9 +25,12 @@ PRESETS = {
     "anji-2024": dict(thresholds=(350000, 250000, 700000), min=30000, max=5000000,
                       cap=10000000, bonus=Decimal("0.10"), exclusions=ALL_EXCLUSIONS,
                       start=date(2024, 8, 1), end=date(2025, 7, 31), drg=("FM19", 640000)),
-    "tangqiao-2020": dict(thresholds=(300000, 200000, 600000), min=30000, max=5000000,
+    # Tangqiao: no uninsured threshold (uninsured members are not subsidized); its exclusions
+    # are everything basic insurance does not pay for, the built-in kinds and its own
+    "tangqiao-2020": dict(thresholds=(300000, 200000, None), min=30000, max=5000000,
                           cap=20000000, bonus=Decimal(0),
-                          exclusions={"non_disease", "work_injury", "crime", "third_party_liable"},
+                          exclusions=ALL_EXCLUSIONS | {"public_health", "self_harm", "intoxication",
+                                                       "medical_accident", "not_covered_by_basic"},
                           start=date(2020, 6, 1), end=date(2021, 5, 31), drg=("FM19", 800000)),
     "haimen-2023": dict(thresholds=(300000, 200000, 600000), min=30000, max=4000000,
                         cap=8000000, bonus=Decimal(0), exclusions=ALL_EXCLUSIONS,
@@ -76,7 +79,7 @@ def steps(decision) -> list[str]:
 
 def test_preset_rules_carry_the_seed_numbers(preset):
     name, expect, rules = preset
-    assert tuple(rules.thresholds_fen[k] for k in INSURANCE) == expect["thresholds"]
+    assert tuple(rules.thresholds_fen.get(k) for k in INSURANCE) == expect["thresholds"]
     assert (rules.min_per_claim_fen, rules.max_per_claim_fen, rules.annual_cap_fen) == (
         expect["min"], expect["max"], expect["cap"])
     assert rules.continuous_bonus == expect["bonus"]
@@ -90,6 +93,10 @@ def test_preset_rules_carry_the_seed_numbers(preset):
 def test_threshold_per_insurance_type(preset, insurance):
     _, expect, rules = preset
     threshold = expect["thresholds"][INSURANCE.index(insurance)]
+    if threshold is None:  # the scheme has no threshold for this type: never subsidized
+        decision = adjudicate(facts(expect, insurance=insurance), rules, PAID)
+        assert decision.reasons == ("uninsured_not_covered",)
+        return
     below = adjudicate(facts(expect, insurance=insurance, out_of_pocket_fen=threshold - 1),
                        rules, PAID)
     assert below.status == "rejected" and below.reasons == ("below_threshold",)
@@ -255,8 +262,9 @@ def test_trace_of_an_approval_has_every_step_with_its_numbers():
                           History(True, True, (earlier,)))
     assert decision.amount_fen == 704000
     text = {step.step: step.text for step in decision.trace}
+    # Anji's bonus lifts the amount after the minimum and the maximum (bonus.continuity subsidy)
     assert steps(decision) == ["enrolment", "year", "exclusion", "threshold", "drg", "duplicate",
-                               "quota", "continuous_bonus", "minimum", "maximum", "annual_cap",
+                               "quota", "minimum", "maximum", "continuous_bonus", "annual_cap",
                                "decision"]
     assert "8,456.78 元" in text["threshold"] and "3,500.00 元" in text["threshold"]
     assert "FM19" in text["quota"] and "6,400.00 元" in text["quota"]
