@@ -18,7 +18,8 @@ from core.households import (INSURANCE_WORDS, RELATION_WORDS, check_name, known_
                              normalise_category)
 from core.ids import IdError, check_id, check_phone
 from core.models import Enrolment, Household, Member, Relation, SchemeYear, Village
-from core.importer.common import MAX_ERRORS, ImportResult, RowError, _chunks, _text
+from core.importer.common import (CONTINUED_WORDS, MAX_ERRORS, ImportResult, RowError, _chunks,
+                                 _text)
 from core.importer.reader import _rows
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ ID_ERROR_TEXT = {
 # one checked row: (row, village_id, key, name, id_number, birth_date, relation, insurance,
 # category, phone, head_name, id_hash)
 _R_ROW, _R_VILLAGE, _R_KEY, _R_NAME, _R_ID, _R_BIRTH, _R_REL, _R_INS, _R_CAT, _R_PHONE, \
-    _R_HEAD, _R_HASH = range(12)
+    _R_HEAD, _R_HASH, _R_CONTINUED = range(13)
 
 
 class _Checker:
@@ -103,7 +104,7 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
     closed_pools: set[int] = set()
     last_head: tuple = (None, None)  # a household's rows repeat the head's name: checked once
     for number, (v_raw, hh_raw, head_raw, name_raw, id_raw, rel_raw, ins_raw, cat_raw,
-                 phone_raw) in _rows(path, helper.rows() if helper else None):
+                 phone_raw, cont_raw) in _rows(path, helper.rows() if helper else None):
         ck.result.rows += 1
         bad = False
         v_text = _text(v_raw)
@@ -178,11 +179,18 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
             if phone is None:
                 error(number, "手机号", "手机号应为1开头的11位数字，座机请带区号")
                 bad = True
+        continued = None
+        cont_text = _text(cont_raw)
+        if cont_text:
+            continued = CONTINUED_WORDS.get(cont_text)
+            if continued is None:
+                error(number, "上年参加", f"应填 是 或 否，得到“{cont_text[:8]}”")
+                bad = True
         if bad:
             continue
         key = ("N", village.id, hh_no) if hh_no else ("V", village.id, head)
         rows.append((number, village.id, key, name, idn.number, idn.birth_date, relation,
-                     insurance, category, phone, head, lookup_hash(idn.number)))
+                     insurance, category, phone, head, lookup_hash(idn.number), continued))
     return rows
 
 
