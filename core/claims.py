@@ -250,6 +250,15 @@ def required_kinds(claim: Claim | None) -> tuple[DocumentKind, ...]:
                  year.scheme.claims.documents_for(claim.member.insurance.value))
 
 
+def member_kinds(session: Session, member: Member, today: date) -> tuple[DocumentKind, ...]:
+    """The kinds a new claim of this member would need (the year it may claim under)."""
+    year, _ = eligibility(session, member, today)
+    if year is None:
+        return REQUIRED_KINDS
+    return tuple(DocumentKind(k) for k in
+                 year.scheme.claims.documents_for(member.insurance.value))
+
+
 def received_kinds(claim: Claim) -> list[DocumentKind]:
     have = {d.kind for d in claim.documents if d.kind is not None}
     return [k for k in required_kinds(claim) if k in have]

@@ -88,9 +88,10 @@ def deadline(year: SchemeYear, order: PaymentOrder | None = None) -> date:
     return year.enrolment_closes
 
 
-def deadline_end(year: SchemeYear, tz: ZoneInfo) -> datetime:
-    """The first moment after the deadline, local time."""
-    return datetime.combine(year.enrolment_closes + timedelta(days=1), time(0), tz)
+def deadline_end(year: SchemeYear, tz: ZoneInfo, order: PaymentOrder | None = None) -> datetime:
+    """The first moment after the deadline (of `order`: a newborn's runs to the year's end),
+    local time."""
+    return datetime.combine(deadline(year, order) + timedelta(days=1), time(0), tz)
 
 
 def _newborns_pending(session: Session, household: Household, year: SchemeYear) -> bool:

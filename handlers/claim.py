@@ -68,17 +68,20 @@ def _member(ctx: Ctx, data: dict) -> Member | None:
     return ctx.session.get(Member, member_id) if member_id else None
 
 
-def _status(claim: Claim | None) -> dict:
-    """claim, received, missing, processing, asking: for claim_status.j2."""
+def _status(claim: Claim | None, required=None) -> dict:
+    """claim, received, missing, required, processing, asking: for claim_status.j2 (before the
+    claim exists: the kinds `required`, else the three of every scheme)."""
     if claim is None:
-        return {"claim": None, "received": [], "missing": list(svc.REQUIRED_KINDS),
-                "required": list(svc.REQUIRED_KINDS), "processing": 0, "asking": 0}
+        kinds = list(required or svc.REQUIRED_KINDS)
+        return {"claim": None, "received": [], "missing": kinds, "required": kinds,
+                "processing": 0, "asking": 0}
     return svc.status_context(claim)
 
 
-def _ask_photos(member: Member | None, claim: Claim | None) -> str:
+def _ask_photos(ctx: Ctx, member: Member | None, claim: Claim | None) -> str:
+    required = svc.member_kinds(ctx.session, member, ctx.today) if member else None
     return render("claim_ask_photos", member_name=_member_label(member) if member else "",
-                  resumed=claim is not None, **_status(claim))
+                  resumed=claim is not None, **_status(claim, required))
 
 
 def _ensure_claim(ctx: Ctx, data: dict) -> Claim:
@@ -158,7 +161,7 @@ def _choose(ctx: Ctx, member: Member, data: dict, single: bool) -> Step:
     claim = svc.open_claim(ctx.session, member)
     data = {**data, "member": member.id, "claim": claim.id if claim else None}
     pending = data.pop("pending", [])
-    texts = [_ask_photos(member, claim)]
+    texts = [_ask_photos(ctx, member, claim)]
     last = None
     for p in pending:  # photos sent before the member was chosen; a label names the first
         label = data.pop("label", None)
@@ -238,7 +241,7 @@ def _photos(ctx: Ctx, msg: Incoming, data: dict) -> Step:
         return say(render("claim_label_noted", kind=kind), state="photos",
                    data={**data, "label": kind.value})
     if text in CLAIM_WORDS:
-        return say(_ask_photos(_member(ctx, data), claim), state="photos", data=data)
+        return say(_ask_photos(ctx, _member(ctx, data), claim), state="photos", data=data)
     if text == PROGRESS_NUMBER:  # 4 查询进度 from the menu: answered, the claim stays open
         household = household_for_user(ctx.session, ctx.openid)
         items, total = svc.progress(ctx.session, household)

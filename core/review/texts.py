@@ -13,7 +13,8 @@ from core.models import Claim, SchemeYear
 _CALCULATION_STEPS = ("quota", "continuous_bonus", "minimum", "maximum", "annual_cap")
 _STEP_OF_REASON = {"not_enrolled": "enrolment", "outside_year": "year", "below_threshold":
                    "threshold", "unknown_drg": "drg", "duplicate": "duplicate",
-                   "annual_cap_reached": "annual_cap"}
+                   "annual_cap_reached": "annual_cap", "not_covered_yet": "cover",
+                   "uninsured_not_covered": "threshold", "filed_late": "filed"}
 
 
 def calculation_line(trace: Sequence[Mapping]) -> str:
