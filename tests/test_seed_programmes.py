@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 
 from core.admins import create_invite
 from core.config import SCHEMES_DIR
-from core.models import (AuditLog, Claim, Enrolment, EnrolmentStatus, Household, Member, Payment,
-                         SchemeYear, Pool)
+from core.models import (AuditLog, Claim, DialogueState, Enrolment, EnrolmentStatus, Household,
+                         Member, Payment, Pool, SchemeYear)
 from core.money import format_yuan
 from tests.factories import M, local_today, make_claim, make_household, make_id
 
@@ -504,3 +504,78 @@ def test_filing_deadline(tmp_path, cfg, db, app_ctx, villager):
     assert "超过申请期限" in reply and cn(last) in reply
     with db.session() as s:
         assert s.scalar(select(Claim.reasons).where(Claim.number == submitted)) == ["filed_late"]
+
+
+# ---------------------------------------------------------------------------------------------
+# enrolment.uninsured: refused, and 上年参加 from a village list (the demo scheme)
+
+def _demo_with(tmp_path: Path, cfg, old: str, new: str) -> None:
+    text = (SCHEMES_DIR / "demo.yaml").read_text(encoding="utf-8")
+    assert old in text
+    for csv in SCHEMES_DIR.glob("*.csv"):
+        shutil.copy(csv, tmp_path / csv.name)
+    (tmp_path / "demo.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    out = run(cfg, "scheme", "load", str(tmp_path / "demo.yaml"))
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_scheme_refusing_the_uninsured_says_so_at_sign_up(tmp_path, cfg, db, villager):
+    _demo_with(tmp_path, cfg, "newborn_days: 90}", "newborn_days: 90, uninsured: refused}")
+    o = "o_no_insurance"
+    villager.text(o, "1")
+    villager.text(o, "1")  # 东村
+    villager.text(o, "王大山")
+    villager.text(o, make_id(date(1961, 3, 4)))
+    assert "3 未参保" in villager.text(o, "13800138000").reply
+    with db.session() as s:
+        before = s.get(DialogueState, o).data
+    r = villager.text(o, "3").reply
+    assert "只接受参加了基本医保" in r and "1 居民医保" in r and "3 未参保" not in r
+    with db.session() as s:
+        state = s.get(DialogueState, o)
+        assert state.state == "head_insurance" and state.data == before
+        assert s.scalar(select(func.count(Household.id))) == 0
+    assert "1 添加成员" in villager.text(o, "1").reply  # 居民医保: on with the sign-up
+
+
+def test_a_village_list_declares_earlier_participation(tmp_path, cfg, db, villager):
+    from openpyxl import Workbook
+
+    from core.importer import COLUMNS
+
+    _demo_with(tmp_path, cfg, "newborn_days: 90}", "newborn_days: 90}")
+    ids = [make_id(date(1960, 2, 2)), make_id(date(1962, 3, 3))]
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "名单"
+    ws.append(list(COLUMNS))
+    ws.append(["示范镇/东村", "", "王大山", "王大山", ids[0], "户主", "居民医保", "", "", "是"])
+    ws.append(["示范镇/东村", "", "王大山", "李小花", ids[1], "配偶", "居民医保", "", "", "否"])
+    wb.save(tmp_path / "list.xlsx")
+    out = run(cfg, "households", "import", str(tmp_path / "list.xlsx"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    with db.session() as s:
+        assert [e.continued for e in s.scalars(select(Enrolment).order_by(Enrolment.id))] == \
+            [True, False]
+        s.execute(Enrolment.__table__.update().values(status="paid", paid_at=None))
+        hh = s.scalar(select(Household))
+        head, spouse = (make_claim(s, hh, m).number for m in hh.members)
+        quota = s.scalar(select(SchemeYear)).scheme.benefit.quotas_fen["FM19"]
+    with db.session() as s:
+        code = create_invite(s, "reviewer", "cli:test", pool="demo")
+    villager.text("o_list_reviewer", f"/绑定 {code}")
+    stay = f"{TODAY - timedelta(days=9)} {TODAY - timedelta(days=5)}"
+    for number in (head, spouse):
+        villager.text("o_list_reviewer", f"/核定 {number} FM19 90000 {stay} 居民医保")
+    with db.session() as s:
+        amounts = {n: s.scalar(select(Claim.amount_fen).where(Claim.number == n))
+                   for n in (head, spouse)}
+    assert amounts == {head: quota * 11 // 10, spouse: quota}
+
+    # anything but 是 or 否 is a row error, and nothing is imported
+    ws.append(["示范镇/东村", "", "赵四", "赵四", make_id(date(1970, 1, 1)), "户主", "居民医保",
+               "", "", "可能"])
+    wb.save(tmp_path / "bad.xlsx")
+    out = run(cfg, "households", "import", str(tmp_path / "bad.xlsx"))
+    assert out.returncode != 0 and "上年参加" in out.stdout + out.stderr
+    assert "应填 是 或 否" in out.stdout + out.stderr
