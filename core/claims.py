@@ -626,7 +626,7 @@ DECIDED = (S.approved, S.in_payout, S.paid, S.payout_failed, S.recovered)
 def progress(session: Session, household: Household,
              limit: int = 3) -> tuple[list[ClaimProgress], int]:
     """The household's newest claims (at most `limit`) and how many there are in all."""
-    from core.adjudication import REASONS
+    from core.review.texts import reason_title
 
     claims = list(session.scalars(select(Claim).where(Claim.household_id == household.id)
                                   .order_by(Claim.created_at.desc(), Claim.id.desc())))
@@ -637,6 +637,6 @@ def progress(session: Session, household: Household,
             number=c.number, member_name=mask_name(c.member.name), status=c.status.value,
             amount_fen=c.amount_fen if c.status in DECIDED else None, due_date=c.due_date,
             missing=tuple(k.value for k in missing_kinds(c)) if c.status is S.collecting else (),
-            note=c.note, reasons=tuple(REASONS[r].title for r in (c.reasons or []) if r in REASONS),
+            note=c.note, reasons=tuple(reason_title(r, c) for r in (c.reasons or [])),
             has_card=card, created_at=c.created_at))
     return out, len(claims)

@@ -359,6 +359,8 @@ def renew_household(session: Session, vault: PersonalDataVault, household: House
     for m in household.members:
         if not scheme.contribution.may_join(m.category):
             raise HouseholdError("excluded", name=mask_name(m.name), category=m.category)
+        if m.insurance is InsuranceType.uninsured and scheme.enrolment.uninsured == "refused":
+            raise HouseholdError("uninsured_refused", name=mask_name(m.name))
         found = enrolment_of(session, year.id, m.id_number_hash)
         if found is not None:
             raise HouseholdError("already_registered", id_number=m.id_number_masked,

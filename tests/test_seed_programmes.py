@@ -537,6 +537,22 @@ def test_a_scheme_refusing_the_uninsured_says_so_at_sign_up(tmp_path, cfg, db, v
         assert s.scalar(select(func.count(Household.id))) == 0
     assert "1 添加成员" in villager.text(o, "1").reply  # 居民医保: on with the sign-up
 
+    # a village list: the row is refused, nothing imported
+    from openpyxl import Workbook
+
+    from core.importer import COLUMNS
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "名单"
+    ws.append(list(COLUMNS))
+    ws.append(["示范镇/东村", "", "赵四", "赵四", make_id(date(1970, 1, 1)), "户主", "未参保"])
+    wb.save(tmp_path / "list.xlsx")
+    out = run(cfg, "households", "import", str(tmp_path / "list.xlsx"))
+    assert out.returncode != 0 and "未参保的不能参加" in out.stdout + out.stderr
+    with db.session() as s:
+        assert s.scalar(select(func.count(Household.id))) == 0
+
 
 def test_a_village_list_declares_earlier_participation(tmp_path, cfg, db, villager):
     from openpyxl import Workbook

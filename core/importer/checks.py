@@ -17,7 +17,7 @@ from core.crypto import PersonalDataVault, mask_name
 from core.households import (INSURANCE_WORDS, RELATION_WORDS, check_name, known_categories,
                              normalise_category)
 from core.ids import IdError, check_id, check_phone
-from core.models import Enrolment, Household, Member, Relation, SchemeYear, Village
+from core.models import Enrolment, Household, InsuranceType, Member, Relation, SchemeYear, Village
 from core.importer.common import (CONTINUED_WORDS, MAX_ERRORS, ImportResult, RowError, _chunks,
                                  _text)
 from core.importer.reader import _rows
@@ -159,6 +159,12 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
         insurance = insurance_words.get(_text(ins_raw))
         if insurance is None:
             error(number, "医保类型", "应填 居民医保、职工医保 或 未参保")
+            bad = True
+        elif (insurance is InsuranceType.uninsured and village is not None
+              and ck.year(village.pool_id) is not None
+              and ck.year(village.pool_id).scheme.enrolment.uninsured == "refused"):
+            error(number, "医保类型", "本地方案只接受参加了基本医保的人员，未参保的不能参加；"
+                                     "已参保的请填 居民医保 或 职工医保")
             bad = True
         category = None
         cat_text = _text(cat_raw)
