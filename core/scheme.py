@@ -15,6 +15,11 @@ date. They are resolved at load time (`load_scheme(path, today=...)`); the store
 dates. Because a relative scheme resolves to other dates on another day, `store_scheme` matches
 the scheme year to update by period overlap, not by start date.
 
+Optional keys for what the seed programmes differ in (cover from payment, newborns, the uninsured,
+the scheme's own exclusion list, documents per insurance type, the filing deadline, who pays a
+subsidized share, the continuity bonus's place, funding rules) are read in their own section
+("Second-wave keys"); without them a file means what it meant before.
+
 `store_scheme(session, scheme)` upserts the pool, its villages, the scheme year (rules JSON) and
 its quota rows; `scheme_from_rules(row.rules)` gives the typed scheme back.
 """
@@ -102,7 +107,7 @@ class Contribution:
     subsidized: tuple[str, ...] = ()  # categories whose personal share a source pays
     excluded: tuple[str, ...] = ()  # categories that may not join
     payers: Mapping[str, str] = field(default_factory=_empty)  # subsidized category -> source (collective)
-    rules: "FundingRules | None" = None  # contribution.rules, checked at load
+    rules: FundingRules | None = None  # contribution.rules, checked at load
 
     def may_join(self, category: str | None) -> bool:
         return category not in self.excluded
@@ -277,11 +282,7 @@ class Scheme:
     service_fee: ServiceFee
     disclosure: Disclosure
     source: str | None = None
-    cover: "Cover" = None  # type: ignore[assignment]  # set in __post_init__
-
-    def __post_init__(self):
-        if self.cover is None:
-            object.__setattr__(self, "cover", Cover())
+    cover: Cover = field(default_factory=Cover)  # when a member's cover starts
 
     def to_rules(self) -> dict:
         """A plain JSON-able dict (money as fen ints, dates ISO, rates as strings)."""
