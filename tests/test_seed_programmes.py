@@ -16,16 +16,18 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from core.admins import create_invite
 from core.config import SCHEMES_DIR
 from core.models import (AuditLog, Claim, DialogueState, Enrolment, EnrolmentStatus, Household,
-                         Member, Payment, Pool, SchemeYear)
+                         Member, Payment, PaymentException, PaymentOrder, Pool, SchemeYear)
 from core.money import format_yuan
 from tests.factories import M, local_today, make_claim, make_household, make_id
 
@@ -276,6 +278,9 @@ def test_anji_2024(seed, cfg, db):
 
 def test_tangqiao_2020(seed, cfg, db, tmp_path):
     run_ = seed("tangqiao-2020", date(2020, 9, 15))
+    # WeChat Pay's callbacks come to this bot
+    run_.x.cfg.values["PAY_NOTIFY_URL"] = f"{run_.v.server}/pay/notify"
+    run_.x.cfg.values["PUBLIC_URL"] = run_.v.server
     run_.load()
     reviewer = run_.bind("o_tq_reviewer", "reviewer")
     clerk = run_.bind("o_tq_village", "village_admin")
@@ -339,6 +344,32 @@ def test_tangqiao_2020(seed, cfg, db, tmp_path):
         assert [e.newborn for e in rows] == [False, False, False, True]
         assert s.scalar(select(Payment.amount_fen).where(Payment.channel == "cash")) == 5000
     assert "已经缴清" in run_.v.text("o_tq", "2").reply
+
+    # another newborn, paid by WeChat Pay: the order stays payable after the window
+    other = run_.household([M("韩二山")], "o_tq2")
+    for text in ("添加成员", "韩二宝", make_id(run_.day(date(2020, 9, 1))), "2", "1", "确认"):
+        run_.v.text("o_tq2", text)
+    since = run_.v.last_call_id()
+    assert "50.00 元" in run_.v.text("o_tq2", "2").reply
+    pushed = run_.v.wait_pushes("o_tq2", since, 8)
+    assert any((c.get("json") or {}).get("msgtype") == "image" for c in pushed)
+    with db.session() as s:
+        order = s.scalar(select(PaymentOrder).where(PaymentOrder.household_id == other["id"]))
+        assert order.breakdown["newborn"] is True and order.amount_fen == 5000
+        out_trade_no = order.out_trade_no
+    paid_reply = requests.post(f"{run_.v.emulator}/_emulator/pay/{out_trade_no}", json={},
+                               timeout=20)
+    assert paid_reply.status_code == 200, paid_reply.text
+    for _ in range(100):
+        with db.session() as s:
+            paid = s.scalar(select(func.count(Enrolment.id)).join(Member).where(
+                Member.household_id == other["id"], Enrolment.status == EnrolmentStatus.paid))
+        if paid == 2:
+            break
+        time.sleep(0.1)
+    assert paid == 2
+    with db.session() as s:
+        assert s.scalar(select(func.count(PaymentException.id))) == 0
 
     # funding rules: a personal share above 50.00 is refused at load, nothing stored
     bad = run_.write(edit=lambda t: t.replace('personal: "50.00", collective: "40.00"',
