@@ -334,6 +334,7 @@ def test_tangqiao_2020(seed, cfg, db, tmp_path):
     order = run_.v.text("o_tq", "2").reply
     assert "50.00 元" in order and cn(run_.day(date(2021, 5, 31))) in order
     assert "韩*宝" in order and "韩*山" not in order  # the child only, not the household
+    assert baby not in order and "韩小宝" not in order  # masked, as every reply
     summary = run_.v.text(clerk, f"/收款 {home['number']} 50").reply
     assert "应缴 50.00 元" in summary
     assert "已登记" in run_.v.text(clerk, "确认").reply
