@@ -13,10 +13,11 @@ into them once per `Rules` (`Rules._texts`); a claim's own numbers are filled in
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from functools import cached_property
+from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
 import yaml
@@ -30,8 +31,9 @@ APPROVED = "approved"
 REJECTED = "rejected"
 
 EXCLUSION_REASONS = tuple(f"excluded_{kind}" for kind in EXCLUSION_KINDS)
-COMPUTED_REASONS = ("not_enrolled", "outside_year", *EXCLUSION_REASONS, "below_threshold",
-                    "unknown_drg", "duplicate", "annual_cap_reached")
+COMPUTED_REASONS = ("not_enrolled", "not_covered_yet", "outside_year", *EXCLUSION_REASONS,
+                    "uninsured_not_covered", "below_threshold", "unknown_drg", "duplicate",
+                    "filed_late", "annual_cap_reached")
 REVIEWER_REASONS = ("incomplete_documents", "unreadable_documents", "fraud")
 #: every reason code a claim may carry (SPEC): computed ones and a reviewer's own
 REASON_CODES = frozenset(COMPUTED_REASONS + REVIEWER_REASONS)
@@ -71,6 +73,16 @@ def _load_texts():
 
 
 REASONS, _TRACE = _load_texts()
+_SCHEME_EXCLUSION: Mapping[str, str] = _TRACE["scheme_exclusion"]
+
+
+def exclusion_reason(code: str, label: str | None = None) -> ReasonText:
+    """The texts of `excluded_<code>`: the built-in kind's, or — for an exclusion the scheme
+    lists itself ({code, label}) — the generic texts with the scheme's label."""
+    if code in REASONS:
+        return REASONS[code]
+    name = label or code.removeprefix("excluded_")
+    return ReasonText(**{k: v.format(label=name) for k, v in _SCHEME_EXCLUSION.items()})
 _STEP: Mapping[str, str] = _TRACE["steps"]
 INSURANCE_NAMES: Mapping[str, str] = _TRACE["insurance"]
 EXCLUSION_NAMES: Mapping[str, str] = _TRACE["exclusions"]
@@ -121,7 +133,7 @@ def _positional(template: str, *names: str) -> str:
 
 #: the values adjudicate() gives explain() for a rejection, in the order of _EXPLANATIONS' fields
 _EXPLAINED = ("out_of_pocket", "threshold", "insurance", "admission", "start", "end", "drg", "cap",
-              "used", "other")
+              "used", "other", "cover_from", "last_day")
 
 
 def _explanation(reason: ReasonText) -> str:
@@ -150,6 +162,12 @@ _MINIMUM = _positional(_STEP["minimum"], "minimum", "amount")
 _MAXIMUM = _positional(_STEP["maximum"], "maximum", "out_of_pocket", "amount")
 _ANNUAL_CAP = _positional(_STEP["annual_cap"], "cap", "used", "remaining", "amount")
 _APPROVED = _positional(_STEP["approved"], "amount")
+_COVERED = _positional(_STEP["cover_ok"], "admission", "cover_from")
+_NOT_COVERED = _positional(_STEP["cover_failed"], "admission", "cover_from")
+_FILED = _positional(_STEP["filed_ok"], "filed", "last_day")
+_FILED_LATE = _positional(_STEP["filed_failed"], "filed", "last_day")
+_SUBSIDY_BONUS = {step: _positional(_STEP[step], "percent", "amount")
+                  for step in ("bonus_subsidy_applied", "bonus_subsidy_none")}
 _REJECTED = _positional(_STEP["rejected"], "reasons")
 
 
@@ -164,7 +182,8 @@ class ClaimFacts:
     admission_date: date
     discharge_date: date
     insurance: str  # resident | employee | uninsured
-    exclusion: str | None = None  # one of EXCLUSION_KINDS, as found by the reviewer
+    exclusion: str | None = None  # an exclusion code (the rules'), as found by the reviewer
+    filed_on: date | None = None  # the day the claim was submitted (claims.file_within_days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +203,8 @@ class History:
     # the member's other claims, not the one being decided; those admitted inside the scheme
     # year count against the annual cap, any not rejected counts for overlapping stays
     other_claims: tuple[OtherClaim, ...] = ()
+    # the first day of the member's cover (scheme `cover`); None: the whole year
+    cover_from: date | None = None
 
 
 @dataclass(frozen=True)
@@ -197,13 +218,18 @@ class Rules:
     annual_cap_fen: int
     continuous_bonus: Decimal = Decimal(0)
     exclusions: frozenset[str] = frozenset(EXCLUSION_KINDS)
+    exclusion_labels: Mapping[str, str] = field(default_factory=dict)  # code -> label
+    file_within_days: int | None = None
+    bonus_applies_to: str = "quota"  # quota | subsidy
 
     @classmethod
     def from_scheme(cls, scheme: Scheme) -> "Rules":
-        b = scheme.benefit
-        return cls(scheme.year.start, scheme.year.end, scheme.claims.thresholds_fen,
+        b, c = scheme.benefit, scheme.claims
+        labels = {code: c.label_of(code) for code in c.exclusions}
+        return cls(scheme.year.start, scheme.year.end, c.thresholds_fen,
                    b.quotas_fen, b.min_per_claim_fen, b.max_per_claim_fen, b.annual_cap_fen,
-                   b.continuous_bonus, frozenset(scheme.claims.exclusions))
+                   b.continuous_bonus, frozenset(c.exclusions), MappingProxyType(labels),
+                   c.file_within_days, b.bonus_applies_to)
 
     @cached_property
     def _texts(self) -> _SchemeTexts:
@@ -229,7 +255,11 @@ class _SchemeTexts:
         # DRG group -> (quota, its text); for continuing members with the bonus, if any
         self.quotas = {code: (q, format_yuan(q)) for code, q in rules.quotas_fen.items()}
         self.percent = f"{(rules.continuous_bonus * 100).normalize():f}"
-        if rules.continuous_bonus:
+        if rules.continuous_bonus and rules.bonus_applies_to == "subsidy":
+            self.quotas_continuous = self.quotas  # the bonus lifts the amount after min and max
+            self.bonus_new = _SUBSIDY_BONUS["bonus_subsidy_none"]
+            self.bonus_continuing = _SUBSIDY_BONUS["bonus_subsidy_applied"]
+        elif rules.continuous_bonus:
             self.quotas_continuous = {code: (b, format_yuan(b)) for code, b in (
                 (code, round_half_up(q * (Decimal(1) + rules.continuous_bonus)))
                 for code, q in rules.quotas_fen.items())}
@@ -286,12 +316,25 @@ _EXCLUSION_NOT_IN_SCHEME = {
     for kind, name in EXCLUSION_NAMES.items()}
 _NO_OVERLAP = TraceStep("duplicate", _STEP["duplicate_ok"])
 
-def _rejection(codes: list[str], trace: tuple[TraceStep, ...], values: tuple[str, ...]) -> Decision:
-    """Reject for `codes`, after the steps in `trace`; `values` as _EXPLAINED."""
-    titles = "、".join([REASONS[code].title for code in codes])
+def _rejection(codes: list[str], trace: tuple[TraceStep, ...], values: tuple[str, ...],
+               labels: Mapping[str, str] | None = None) -> Decision:
+    """Reject for `codes`, after the steps in `trace`; `values` as _EXPLAINED; `labels` the
+    scheme's own exclusions' labels (code -> label)."""
+    def title(code: str) -> str:
+        if code in REASONS:
+            return REASONS[code].title
+        return exclusion_reason(code, (labels or {}).get(code[9:])).title
+
+    def explanation(code: str) -> str:
+        if code in _EXPLANATIONS:
+            return _EXPLANATIONS[code].format(*values)
+        reason = exclusion_reason(code, (labels or {}).get(code[9:]))
+        return f"{reason.text}{reason.remedy}"
+
+    titles = "、".join([title(code) for code in codes])
     return Decision(REJECTED, None, tuple(codes),
                     (*trace, TraceStep("decision", _REJECTED.format(titles))),
-                    tuple([_EXPLANATIONS[code].format(*values) for code in codes]))
+                    tuple([explanation(code) for code in codes]))
 
 
 def adjudicate(facts: ClaimFacts, rules: Rules, history: History) -> Decision:
@@ -299,13 +342,15 @@ def adjudicate(facts: ClaimFacts, rules: Rules, history: History) -> Decision:
     not facts: unknown insurance type or exclusion kind, discharge before admission, negative
     out-of-pocket amount."""
     texts = rules._texts
-    threshold = texts.thresholds.get(facts.insurance)
-    if threshold is None:
+    if facts.insurance not in INSURANCE_TYPES:
         raise ValueError(f"unknown insurance type {facts.insurance!r}; "
                          f"use one of {INSURANCE_TYPES}")
+    threshold = texts.thresholds.get(facts.insurance)  # None: this type is not covered
     exclusion = facts.exclusion
-    if exclusion is not None and exclusion not in EXCLUSION_NAMES:
-        raise ValueError(f"unknown exclusion {exclusion!r}; use one of {EXCLUSION_KINDS}")
+    if (exclusion is not None and exclusion not in EXCLUSION_NAMES
+            and exclusion not in rules.exclusions):
+        raise ValueError(f"unknown exclusion {exclusion!r}; use one of "
+                         f"{sorted(set(EXCLUSION_KINDS) | set(rules.exclusions))}")
     admission, discharge = facts.admission_date, facts.discharge_date
     if discharge < admission:
         raise ValueError("discharge date before admission date")
@@ -324,6 +369,15 @@ def adjudicate(facts: ClaimFacts, rules: Rules, history: History) -> Decision:
     else:
         reasons.append("not_enrolled")
         enrolment = _NOT_ENROLLED
+    cover_from = history.cover_from
+    cover_text = format_date(cover_from) if cover_from is not None else ""
+    covered: tuple[TraceStep, ...] = ()
+    if cover_from is not None and history.enrolled_paid_this_year:
+        if admission >= cover_from:
+            covered = (TraceStep("cover", _COVERED.format(admission_text, cover_text)),)
+        else:
+            reasons.append("not_covered_yet")
+            covered = (TraceStep("cover", _NOT_COVERED.format(admission_text, cover_text)),)
 
     if year_start <= admission <= year_end:
         year = TraceStep("year", _YEAR_IN.format(admission_text, texts.start, texts.end))
@@ -335,16 +389,26 @@ def adjudicate(facts: ClaimFacts, rules: Rules, history: History) -> Decision:
         excluded = _NOT_EXCLUDED
     elif exclusion in rules.exclusions:
         reasons.append(f"excluded_{exclusion}")
-        excluded = _EXCLUDED[exclusion]
+        label = rules.exclusion_labels.get(exclusion)
+        excluded = (_EXCLUDED[exclusion] if label is None and exclusion in _EXCLUDED else
+                    TraceStep("exclusion", _STEP["exclusion_failed"].format(
+                        kind=label or EXCLUSION_NAMES.get(exclusion, exclusion))))
     else:
         excluded = _EXCLUSION_NOT_IN_SCHEME[exclusion]
 
-    if o_fen >= threshold.fen:
-        text = _THRESHOLD_REACHED
+    if threshold is None:  # the scheme has no threshold for the uninsured: not covered
+        reasons.append("uninsured_not_covered")
+        threshold = _Threshold(0, INSURANCE_NAMES[facts.insurance], "")
+        reached = TraceStep("threshold", _STEP["uninsured_not_covered"].format(
+            insurance=threshold.insurance))
     else:
-        reasons.append("below_threshold")
-        text = _THRESHOLD_NOT_REACHED
-    reached = TraceStep("threshold", text.format(o_text, threshold.insurance, threshold.text))
+        if o_fen >= threshold.fen:
+            text = _THRESHOLD_REACHED
+        else:
+            reasons.append("below_threshold")
+            text = _THRESHOLD_NOT_REACHED
+        reached = TraceStep("threshold", text.format(o_text, threshold.insurance,
+                                                     threshold.text))
 
     drg = facts.drg_code
     if drg in texts.quotas:
@@ -379,17 +443,32 @@ def adjudicate(facts: ClaimFacts, rules: Rules, history: History) -> Decision:
             other_text, format_date(overlap.admission_date),
             format_date(overlap.discharge_date or overlap.admission_date)))
 
+    filed: tuple[TraceStep, ...] = ()
+    last_text = ""
+    if rules.file_within_days is not None and facts.filed_on is not None:
+        last_day = discharge + timedelta(days=rules.file_within_days)
+        last_text = format_date(last_day)
+        if facts.filed_on <= last_day:
+            filed = (TraceStep("filed", _FILED.format(format_date(facts.filed_on), last_text)),)
+        else:
+            reasons.append("filed_late")
+            filed = (TraceStep("filed", _FILED_LATE.format(format_date(facts.filed_on),
+                                                           last_text)),)
+
     used_text = _ZERO if used == 0 else format_yuan(used)
-    eligibility = (enrolment, year, excluded, reached, known, duplicate)
+    eligibility = (enrolment, *covered, year, excluded, reached, known, duplicate, *filed)
     values = (o_text, threshold.text, threshold.insurance, admission_text, texts.start, texts.end,
-              drg, texts.cap, used_text, other_text)
+              drg, texts.cap, used_text, other_text, cover_text, last_text)
     if reasons:
-        return _rejection(reasons, eligibility, values)
+        return _rejection(reasons, eligibility, values, rules.exclusion_labels)
 
     # 2. The quota, with the continuous-member bonus. (q_text follows q.)
     q, q_text = texts.quotas[drg]
     quota = TraceStep("quota", _QUOTA.format(drg, q_text))
-    if history.enrolled_paid_previous_year:
+    on_subsidy = rules.bonus_applies_to == "subsidy" and bool(rules.continuous_bonus)
+    if on_subsidy:
+        bonus = None  # after the minimum and the maximum
+    elif history.enrolled_paid_previous_year:
         q, q_text = texts.quotas_continuous[drg]
         bonus = TraceStep("continuous_bonus", texts.bonus_continuing.format(texts.percent, q_text))
     else:
@@ -404,17 +483,26 @@ def adjudicate(facts: ClaimFacts, rules: Rules, history: History) -> Decision:
     if q > o_fen:
         q, q_text = o_fen, o_text
     maximum = TraceStep("maximum", _MAXIMUM.format(texts.maximum, o_text, q_text))
+    if on_subsidy:  # bonus.continuity applies_to subsidy: the amount itself, never past O
+        if history.enrolled_paid_previous_year:
+            q = min(round_half_up(q * (Decimal(1) + rules.continuous_bonus)), o_fen)
+            q_text = format_yuan(q)
+            step = texts.bonus_continuing
+        else:
+            step = texts.bonus_new
+        bonus = TraceStep("continuous_bonus", step.format(texts.percent, q_text))
 
     # 4. What is left of the annual cap.
     remaining = rules.annual_cap_fen - used
     remaining_text = texts.cap if used == 0 else format_yuan(max(remaining, 0))
     if q > remaining:
         q, q_text = remaining, remaining_text
-    trace = (*eligibility, quota, bonus, minimum, maximum,
+    middle = (minimum, maximum, bonus) if on_subsidy else (bonus, minimum, maximum)
+    trace = (*eligibility, quota, *middle,
              TraceStep("annual_cap", _ANNUAL_CAP.format(texts.cap, used_text, remaining_text,
                                                         q_text)))
     if q <= 0:
-        return _rejection(["annual_cap_reached"], trace, values)
+        return _rejection(["annual_cap_reached"], trace, values, rules.exclusion_labels)
 
     # 5. Approve.
     return Decision(APPROVED, q, (), (*trace, TraceStep("decision", _APPROVED.format(q_text))))

@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Iterable
 
 from sqlalchemy import Select, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from core import outbox, scheme_years
 from core.audit import audit
@@ -203,9 +203,14 @@ def _links(session: Session, household_ids: Iterable[int],
 
 def notify_context(session: Session, claim: Claim) -> dict:
     """What every claim notification may use besides `claim`."""
-    from core.adjudication import REASONS
+    from core.adjudication import REASONS, exclusion_reason
 
-    reasons = [REASONS[c] for c in (claim.reasons or []) if c in REASONS]
+    labels = {}
+    if claim.scheme_year_id is not None and any(c not in REASONS for c in claim.reasons or []):
+        rules = session.get(SchemeYear, claim.scheme_year_id).scheme.claims
+        labels = {code: rules.label_of(code) for code in rules.exclusions}
+    reasons = [REASONS[c] if c in REASONS else exclusion_reason(c, labels.get(c[9:]))
+               for c in (claim.reasons or []) if c in REASONS or c.startswith("excluded_")]
     return {
         "member_name": mask_name(claim.member.name) if claim.member else "",
         "reason_texts": [f"{r.title}：{r.text}{r.remedy}" for r in reasons],
@@ -236,14 +241,37 @@ def is_pending(doc: ClaimDocument) -> bool:
     return doc.sha256 is None
 
 
+def required_kinds(claim: Claim | None) -> tuple[DocumentKind, ...]:
+    """The kinds this claim needs: the scheme's claims.documents for the member's insurance
+    type (the uninsured may send 出院记录, 费用清单 and 发票 instead of the 结算单), else the
+    three of REQUIRED_KINDS."""
+    if claim is None or claim.scheme_year_id is None or claim.member is None:
+        return REQUIRED_KINDS
+    session = object_session(claim)
+    year = session.get(SchemeYear, claim.scheme_year_id) if session is not None else None
+    if year is None:
+        return REQUIRED_KINDS
+    return tuple(DocumentKind(k) for k in
+                 year.scheme.claims.documents_for(claim.member.insurance.value))
+
+
+def member_kinds(session: Session, member: Member, today: date) -> tuple[DocumentKind, ...]:
+    """The kinds a new claim of this member would need (the year it may claim under)."""
+    year, _ = eligibility(session, member, today)
+    if year is None:
+        return REQUIRED_KINDS
+    return tuple(DocumentKind(k) for k in
+                 year.scheme.claims.documents_for(member.insurance.value))
+
+
 def received_kinds(claim: Claim) -> list[DocumentKind]:
     have = {d.kind for d in claim.documents if d.kind is not None}
-    return [k for k in REQUIRED_KINDS if k in have]
+    return [k for k in required_kinds(claim) if k in have]
 
 
 def missing_kinds(claim: Claim) -> list[DocumentKind]:
     have = set(received_kinds(claim))
-    return [k for k in REQUIRED_KINDS if k not in have]
+    return [k for k in required_kinds(claim) if k not in have]
 
 
 def pending_documents(claim: Claim) -> list[ClaimDocument]:
@@ -258,6 +286,7 @@ def unclassified_documents(claim: Claim) -> list[ClaimDocument]:
 def status_context(claim: Claim) -> dict:
     """For the templates' "what is still missing" block (claim_status.j2)."""
     return {"claim": claim, "received": received_kinds(claim), "missing": missing_kinds(claim),
+            "required": list(required_kinds(claim)),
             "processing": len([d for d in pending_documents(claim) if d.kind is None]),
             "asking": len(unclassified_documents(claim))}
 
@@ -548,6 +577,20 @@ def check_submittable(claim: Claim) -> None:
         raise ClaimError("missing", missing=missing_kinds(claim))
 
 
+def check_filing_deadline(session: Session, claim: Claim, today: date) -> None:
+    """claims.file_within_days: a claim whose stated discharge date is more than N days ago is
+    refused, ClaimError("filed_late", last_day=…); without a stated date the reviewer's /核定
+    checks it."""
+    discharged = (claim.stated or {}).get("discharge_date")
+    year = scheme_years.of_claim(session, claim)
+    days = year.scheme.claims.file_within_days if year else None
+    if not discharged or days is None:
+        return
+    last_day = date.fromisoformat(discharged) + timedelta(days=days)
+    if today > last_day:
+        raise ClaimError("filed_late", last_day=last_day, days=days)
+
+
 def submit(session: Session, claim: Claim, actor: str, today: date, *,
            notify_except: str | None = None) -> Claim:
     """`collecting` → `submitted` (or back from `need_documents`), due in the scheme's review
@@ -555,6 +598,8 @@ def submit(session: Session, claim: Claim, actor: str, today: date, *,
     claim = lock(session, claim.id)
     check_submittable(claim)
     resubmitted = claim.status is S.need_documents
+    if not resubmitted:
+        check_filing_deadline(session, claim, today)
     claim.submitted_at = utcnow()
     claim.due_date = review_due_date(today, review_days(session, claim))
     if not resubmitted:
@@ -593,7 +638,7 @@ DECIDED = (S.approved, S.in_payout, S.paid, S.payout_failed, S.recovered)
 def progress(session: Session, household: Household,
              limit: int = 3) -> tuple[list[ClaimProgress], int]:
     """The household's newest claims (at most `limit`) and how many there are in all."""
-    from core.adjudication import REASONS
+    from core.review.texts import reason_title
 
     claims = list(session.scalars(select(Claim).where(Claim.household_id == household.id)
                                   .order_by(Claim.created_at.desc(), Claim.id.desc())))
@@ -604,6 +649,6 @@ def progress(session: Session, household: Household,
             number=c.number, member_name=mask_name(c.member.name), status=c.status.value,
             amount_fen=c.amount_fen if c.status in DECIDED else None, due_date=c.due_date,
             missing=tuple(k.value for k in missing_kinds(c)) if c.status is S.collecting else (),
-            note=c.note, reasons=tuple(REASONS[r].title for r in (c.reasons or []) if r in REASONS),
+            note=c.note, reasons=tuple(reason_title(r, c) for r in (c.reasons or [])),
             has_card=card, created_at=c.created_at, awaits_village=c.awaits_village))
     return out, len(claims)

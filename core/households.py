@@ -144,14 +144,16 @@ def known_categories(scheme: Scheme | None = None) -> list[str]:
     return names
 
 
-def personal_due_fen(scheme: Scheme, members: Iterable[Any]) -> int:
+def personal_due_fen(scheme: Scheme, members: Iterable[Any], newborn: bool = False) -> int:
     """What the household itself pays for these members: the personal share of each member,
-    except members of a subsidized category (the collective pays theirs). Members are objects
-    with `.category` or dicts with "category". Raises ValueError for an excluded category."""
+    except members of a subsidized category (its payer pays theirs); for newborns the scheme's
+    newborn_share if it sets one. Members are objects with `.category` or dicts with
+    "category". Raises ValueError for an excluded category."""
     total = 0
+    share = scheme.enrolment.newborn_share_fen if newborn else None
     for m in members:
         category = m.get("category") if isinstance(m, dict) else getattr(m, "category", None)
-        total += scheme.contribution.member_shares(category).get("personal", 0)
+        total += scheme.contribution.member_shares(category, share).get("personal", 0)
     return total
 
 
@@ -235,6 +237,22 @@ def known_category(session: Session, pool_id: int, id_hash: str) -> str | None:
                           .order_by(Member.id.desc()).limit(1))
 
 
+def local_tz():
+    from core.config import load_config
+
+    return load_config(validate=False).tz
+
+
+def cover_start(enrolment: Enrolment | None, year: SchemeYear, tz=None) -> date | None:
+    """The first day of a member's cover in `year` (the scheme's `cover`: the year's start, or
+    the day the payment was recorded plus the waiting days); None until paid."""
+    if enrolment is None or enrolment.status is not EnrolmentStatus.paid:
+        return None
+    paid_on = (as_utc(enrolment.paid_at).astimezone(tz or local_tz()).date()
+               if enrolment.paid_at is not None else year.start)
+    return year.scheme.cover.starts(year.start, paid_on)
+
+
 def already_registered_info(session: Session, enrolment: Enrolment) -> dict:
     """Which household someone is in, as a stranger may be told: number, village, masked head."""
     hh = enrolment.member.household
@@ -284,6 +302,8 @@ def _check_members(session: Session, vault: PersonalDataVault, year: SchemeYear,
         seen.add(m.id_number)
         if not scheme.contribution.may_join(m.category):
             raise HouseholdError("excluded", name=mask_name(m.name), category=m.category)
+        if m.insurance is InsuranceType.uninsured and scheme.enrolment.uninsured == "refused":
+            raise HouseholdError("uninsured_refused", name=mask_name(m.name))
         found = enrolment_of(session, year.id, vault.lookup_hash(m.id_number))
         if found is not None and found.member.household_id != household_id:
             raise HouseholdError("already_registered", id_number=mask_id(m.id_number),
@@ -345,6 +365,8 @@ def renew_household(session: Session, vault: PersonalDataVault, household: House
     for m in household.members:
         if not scheme.contribution.may_join(m.category):
             raise HouseholdError("excluded", name=mask_name(m.name), category=m.category)
+        if m.insurance is InsuranceType.uninsured and scheme.enrolment.uninsured == "refused":
+            raise HouseholdError("uninsured_refused", name=mask_name(m.name))
         found = enrolment_of(session, year.id, m.id_number_hash)
         if found is not None:
             raise HouseholdError("already_registered", id_number=m.id_number_masked,
@@ -369,7 +391,8 @@ def renew_household(session: Session, vault: PersonalDataVault, household: House
 def member_year(session: Session, household: Household, born: date, today: date
                 ) -> tuple[SchemeYear, bool]:
     """The scheme year a member added today joins, and whether it is as a newborn: the open
-    enrolment year if the household is in it; else the running year, for a newborn only."""
+    enrolment year if the household is in it; else the running year, for a child born at most
+    the scheme's `enrolment.newborn_days` days ago (0: nobody joins outside the window)."""
     open_year = scheme_years.enrolling(session, household.pool_id, today)
     if open_year is not None and household_enrolled(session, household.id, open_year.id):
         return open_year, False
@@ -377,8 +400,10 @@ def member_year(session: Session, household: Household, born: date, today: date
     if running is None or not household_enrolled(session, household.id, running.id):
         raise HouseholdError("not_enrolled", household=household.number,
                              **window_info(session, household.pool_id, today))
-    if not running.start <= born <= running.end:
+    days = running.scheme.enrolment.newborn_days
+    if not days or not 0 <= (today - born).days <= days:
         raise HouseholdError("not_newborn", year_start=running.start, year_end=running.end,
+                             newborn_days=days, earliest=today - timedelta(days=days),
                              **window_info(session, household.pool_id, today))
     return running, True
 
@@ -397,12 +422,13 @@ def add_member(session: Session, vault: PersonalDataVault, household: Household,
     (row,) = _member_rows(session, vault, household.id, [member])
     session.flush()
     enrolment = Enrolment(member_id=row.id, scheme_year_id=year.id,
-                          id_number_hash=row.id_number_hash, status=EnrolmentStatus.pending)
+                          id_number_hash=row.id_number_hash, status=EnrolmentStatus.pending,
+                          newborn=newborn)
     session.add(enrolment)
     audit(session, actor, "household.add_member", "household", household.number, None, {
         "member": member.masked(), "scheme_year_id": year.id, "newborn": newborn,
         "enrolment": "pending",
-        "personal_due_fen": personal_due_fen(year.scheme, [member])})
+        "personal_due_fen": personal_due_fen(year.scheme, [member], newborn=newborn)})
     session.flush()
     session.refresh(household, ["members"])
     return enrolment
@@ -537,8 +563,9 @@ def listing_year(session: Session, pool_id: int, today: date) -> SchemeYear | No
 def list_households(session: Session, today: date, village: Village | None = None,
                     pool_id: int | None = None) -> list[dict]:
     """SPEC `households list --json`: [{number, village, status, members: [{name, id_number,
-    relation, insurance, category, enrolment}]}], names and ID numbers masked; `enrolment` is
-    the current year's status or null."""
+    relation, insurance, category, enrolment, cover_from}]}], names and ID numbers masked;
+    `enrolment` is the current year's status or null, `cover_from` the first day of cover (ISO
+    date), null until paid."""
     q = (select(Household.id, Household.number, Household.status, Household.pool_id,
                 Village.full_name).join(Village, Village.id == Household.village_id)
          .order_by(Household.id))
@@ -556,15 +583,20 @@ def list_households(session: Session, today: date, village: Village | None = Non
     years = {pid: listing_year(session, pid, today) for pid in pools}
     year_ids = [y.id for y in years.values() if y is not None]
     status_of: dict[int, str] = {}
+    cover_of: dict[int, str | None] = {}
+    year_of = {y.id: y for y in years.values() if y is not None}
+    tz = local_tz()
     if year_ids:
-        eq = select(Enrolment.member_id, Enrolment.status).where(
+        eq = select(Enrolment).where(
             Enrolment.scheme_year_id.in_(year_ids))
         if village is not None:
             eq = eq.join(Member).join(Household).where(Household.village_id == village.id)
         elif pool_id is not None:
             eq = eq.join(Member).join(Household).where(Household.pool_id == pool_id)
-        for mid, st in session.execute(eq):
-            status_of[mid] = st.value if hasattr(st, "value") else st
+        for e in session.scalars(eq):
+            status_of[e.member_id] = e.status.value
+            start = cover_start(e, year_of[e.scheme_year_id], tz)
+            cover_of[e.member_id] = start.isoformat() if start else None
     mq = (select(Member.id, Member.household_id, Member.name, Member.id_number_masked,
                  Member.relation, Member.insurance, Member.category).order_by(Member.id))
     if village is not None:
@@ -579,7 +611,8 @@ def list_households(session: Session, today: date, village: Village | None = Non
             "name": mask_name(name), "id_number": masked,
             "relation": relation.value if hasattr(relation, "value") else relation,
             "insurance": insurance.value if hasattr(insurance, "value") else insurance,
-            "category": category, "enrolment": status_of.get(mid)})
+            "category": category, "enrolment": status_of.get(mid),
+            "cover_from": cover_of.get(mid)})
     return list(out.values())
 
 

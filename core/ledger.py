@@ -32,7 +32,7 @@ FEE = "expense:service_fee"
 FEE_PAYABLE = "payable:service_fee"
 RECOVERY_RECEIVABLE = "receivable:recovery"
 RECOVERY_INCOME = "income:recovery"
-SOURCES = ("personal", "collective", "charity", "government", "donor", "interest")
+SOURCES = ("personal", "collective", "town", "charity", "government", "donor", "interest")
 
 
 class LedgerError(ValueError):

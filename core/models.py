@@ -11,6 +11,7 @@ from datetime import date, datetime, timezone
 from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Enum, ForeignKey, Index, Integer,
                         SmallInteger, String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import false as sa_false
 
 
 def utcnow() -> datetime:
@@ -91,6 +92,7 @@ class DocumentKind(str, enum.Enum):
     discharge_record = "discharge_record"
     itemized_bill = "itemized_bill"
     settlement_sheet = "settlement_sheet"
+    invoice = "invoice"  # 发票: the uninsured's proof of payment (claims.documents)
     other = "other"
 
 
@@ -380,6 +382,10 @@ class Enrolment(Base):
                                                     default=EnrolmentStatus.pending)
     paid_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # a newborn added outside the payment window (paid for on its own, scheme newborn_days)
+    newborn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # 上年参加 from a village list: earlier participation not in the database (None: not said)
+    continued: Mapped[bool | None] = mapped_column(Boolean)
 
     member: Mapped[Member] = relationship()
     scheme_year: Mapped[SchemeYear] = relationship()

@@ -80,19 +80,35 @@ class Gateway(Protocol):
 # ---------------------------------------------------------------------------------------------
 # Deadline.
 
-def deadline(year: SchemeYear) -> date:
-    """The payment deadline: the last day of the enrolment window."""
+def deadline(year: SchemeYear, order: PaymentOrder | None = None) -> date:
+    """The payment deadline: the last day of the enrolment window; for a newborn's order (paid
+    outside the window, scheme enrolment.newborn_days) the last day of the scheme year."""
+    if order is not None and (order.breakdown or {}).get("newborn"):
+        return year.end
     return year.enrolment_closes
 
 
-def deadline_end(year: SchemeYear, tz: ZoneInfo) -> datetime:
-    """The first moment after the deadline, local time."""
-    return datetime.combine(year.enrolment_closes + timedelta(days=1), time(0), tz)
+def deadline_end(year: SchemeYear, tz: ZoneInfo, order: PaymentOrder | None = None) -> datetime:
+    """The first moment after the deadline (of `order`: a newborn's runs to the year's end),
+    local time."""
+    return datetime.combine(deadline(year, order) + timedelta(days=1), time(0), tz)
+
+
+def _newborns_pending(session: Session, household: Household, year: SchemeYear) -> bool:
+    return any(e.newborn and e.status is EnrolmentStatus.pending
+               for e in _enrolments(session, household, year))
 
 
 def payable_year(session: Session, household: Household, today: date) -> SchemeYear:
-    """The scheme year whose payment window is open today, or PaymentError(window_closed)."""
+    """The scheme year whose payment window is open today — or, outside it, the running year
+    when the household has a newborn added outside the window still to pay for — else
+    PaymentError(window_closed)."""
     year = scheme_years.enrolling(session, household.pool_id, today)
+    if year is None or not any(e.status is EnrolmentStatus.pending
+                               for e in _enrolments(session, household, year)):
+        running = scheme_years.running(session, household.pool_id, today)
+        if running is not None and _newborns_pending(session, household, running):
+            return running
     if year is None:
         last = scheme_years.last_closed(session, household.pool_id, today)
         nxt = scheme_years.next_opening(session, household.pool_id, today)
@@ -115,6 +131,7 @@ class Quote:
     digest: str
     # members of a category the scheme excludes ("cannot join"): left out of the order
     excluded: list[dict] = field(default_factory=list)  # {member_id, name (masked), category}
+    newborn: bool = False  # newborns paid for outside the payment window
 
     @property
     def whole_fen(self) -> int:
@@ -122,7 +139,7 @@ class Quote:
 
     def breakdown(self) -> dict:
         return {"members": self.members, "totals": self.totals, "whole_fen": self.whole_fen,
-                "excluded": self.excluded}
+                "excluded": self.excluded, "newborn": self.newborn}
 
 
 def _enrolments(session: Session, household: Household, year: SchemeYear) -> list[Enrolment]:
@@ -138,28 +155,36 @@ def household_paid(session: Session, household: Household, year: SchemeYear) -> 
     return bool(rows) and all(e.status is EnrolmentStatus.paid for e in rows)
 
 
-def quote(session: Session, household: Household, year: SchemeYear) -> Quote:
+def quote(session: Session, household: Household, year: SchemeYear,
+          today: date | None = None) -> Quote:
     """The members with a pending enrolment in `year` and their shares (PaymentError when
-    there is nothing to pay or a member's category may not join)."""
+    there is nothing to pay or a member's category may not join). Outside the year's payment
+    window (`today` given) only newborns added outside it are due, at the scheme's
+    newborn_share if it sets one."""
     rows = _enrolments(session, household, year)
     pending = [e for e in rows if e.status is EnrolmentStatus.pending]
+    newborn_only = today is not None and not year.enrolment_opens <= today <= year.enrolment_closes
+    if newborn_only:
+        pending = [e for e in pending if e.newborn]
     if pending and household.awaits_village:  # enrolment.village_confirms: /确认登记 first
         raise PaymentError("awaits_village", village=household.village.full_name)
     if not pending:
         if any(e.status is EnrolmentStatus.paid for e in rows):
             raise PaymentError("already_paid")
         raise PaymentError("not_enrolled")
-    contribution = year.scheme.contribution
+    scheme = year.scheme
+    contribution = scheme.contribution
     members, excluded, totals = [], [], {}
     for e in pending:
         m = e.member
         if not contribution.may_join(m.category):
             excluded.append({"member_id": m.id, "name": mask_name(m.name), "category": m.category})
             continue
-        shares = contribution.member_shares(m.category)
+        shares = contribution.member_shares(
+            m.category, scheme.enrolment.newborn_share_fen if e.newborn else None)
         members.append({"member_id": m.id, "name": mask_name(m.name),
                         "id_masked": m.id_number_masked, "category": m.category,
-                        "shares": shares})
+                        "shares": shares, "newborn": e.newborn})
         for source, fen in shares.items():
             totals[source] = totals.get(source, 0) + fen
     if not members:
@@ -171,10 +196,11 @@ def quote(session: Session, household: Household, year: SchemeYear) -> Quote:
         "members": [[m["member_id"], m["category"]] for m in members],
         "excluded": [[m["member_id"], m["category"]] for m in excluded],
         "contribution": [contribution.per_person_fen, dict(contribution.shares_fen),
-                         list(contribution.subsidized), list(contribution.excluded)],
+                         list(contribution.subsidized), list(contribution.excluded),
+                         dict(contribution.payers), scheme.enrolment.newborn_share_fen],
     }, sort_keys=True).encode()).hexdigest()
     return Quote(household.id, year.id, members, totals, totals.get("personal", 0), digest,
-                 excluded)
+                 excluded, newborn_only)
 
 
 def open_order(session: Session, household_id: int, year_id: int,
@@ -206,7 +232,7 @@ def order_for(session: Session, household: Household, actor: str, now: datetime)
     paid by a source) is settled at once."""
     today = now.date()
     year = payable_year(session, household, today)
-    q = quote(session, household, year)
+    q = quote(session, household, year, today)
     existing = open_order(session, household.id, year.id, lock=True)
     if existing is not None and existing.members_digest == q.digest:
         return OrderResult(existing)
@@ -300,7 +326,7 @@ def apply_wechat_payment(session: Session, resource: dict, *, appid: str, mchid:
             kind = "already_paid"
         elif order.status is OrderStatus.expired:
             kind = "order_expired"
-        elif paid_at.date() > deadline(year):
+        elif paid_at.date() > deadline(year, order):
             kind = "late_payment"
     if kind is not None:
         exc = record_exception(session, kind, out_trade_no=out_trade_no, transaction_id=tx,
@@ -315,7 +341,7 @@ def apply_wechat_payment(session: Session, resource: dict, *, appid: str, mchid:
 def due(session: Session, household: Household, today: date) -> tuple[SchemeYear, Quote]:
     """What the household owes now (PaymentError when nothing can be paid). Changes nothing."""
     year = payable_year(session, household, today)
-    return year, quote(session, household, year)
+    return year, quote(session, household, year, today)
 
 
 def record_offline(session: Session, household: Household, amount_fen: int, channel: str,
@@ -462,6 +488,9 @@ def expire_orders(session: Session, today: date, tz: ZoneInfo, actor: str = "sys
                            .where(PaymentOrder.status == OrderStatus.open,
                                   SchemeYear.enrolment_closes < today))
     for order in rows:
+        if (order.breakdown or {}).get("newborn") and session.get(
+                SchemeYear, order.scheme_year_id).end >= today:
+            continue  # a newborn's order stays payable while its year runs
         order.status = OrderStatus.expired
         audit(session, actor, "payment.order_expired", "payment_order", order.out_trade_no,
               {"status": "open"}, {"status": "expired", "why": "deadline"})

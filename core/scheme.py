@@ -15,6 +15,11 @@ date. They are resolved at load time (`load_scheme(path, today=...)`); the store
 dates. Because a relative scheme resolves to other dates on another day, `store_scheme` matches
 the scheme year to update by period overlap, not by start date.
 
+Optional keys for what the seed programmes differ in (cover from payment, newborns, the uninsured,
+the scheme's own exclusion list, documents per insurance type, the filing deadline, who pays a
+subsidized share, the continuity bonus's place, funding rules) are read in their own section
+("Second-wave keys"); without them a file means what it meant before.
+
 `store_scheme(session, scheme)` upserts the pool, its villages, the scheme year (rules JSON) and
 its quota rows; `scheme_from_rules(row.rules)` gives the typed scheme back.
 """
@@ -43,7 +48,7 @@ from core.money import format_yuan, parse_yuan
 
 RULES_FORMAT = 1
 POOL_LEVELS = tuple(level.value for level in PoolLevel)
-SHARE_SOURCES = ("personal", "collective", "charity", "government", "donor")
+SHARE_SOURCES = ("personal", "collective", "town", "charity", "government", "donor")
 INSURANCE_TYPES = ("resident", "employee", "uninsured")
 EXCLUSION_KINDS = ("non_disease", "work_injury", "crime", "third_party_liable",
                    "non_designated_hospital", "abroad")
@@ -58,6 +63,10 @@ _TAG = "tag:yaml.org,2002:"
 
 class SchemeError(Exception):
     """A scheme file (or its quota table) is wrong; the message names file, line and key."""
+
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +92,10 @@ class Period:
 class EnrolmentWindow:
     opens: date
     closes: date
+    # second-wave keys (see "Cover, newborns, the uninsured…" below)
+    newborn_days: int = 0  # 0: no newborn joins outside the window
+    newborn_share_fen: int | None = None  # a newborn's personal share; None: the full one
+    uninsured: str = "allowed"  # allowed | refused
     # enrolment.village_confirms: a chat sign-up waits for the village's /确认登记 before paying
     village_confirms: bool = False
 
@@ -94,30 +107,56 @@ class EnrolmentWindow:
 class Contribution:
     per_person_fen: int
     shares_fen: Mapping[str, int]  # source -> fen, sums to per_person_fen; has "personal"
-    subsidized: tuple[str, ...] = ()  # categories whose personal share the collective pays
+    subsidized: tuple[str, ...] = ()  # categories whose personal share a source pays
     excluded: tuple[str, ...] = ()  # categories that may not join
+    payers: Mapping[str, str] = field(default_factory=_empty)  # subsidized category -> source (collective)
+    rules: FundingRules | None = None  # contribution.rules, checked at load
 
     def may_join(self, category: str | None) -> bool:
         return category not in self.excluded
 
-    def member_shares(self, category: str | None) -> dict[str, int]:
+    def payer_of(self, category: str | None) -> str | None:
+        """The source paying a subsidized category's personal share (collective unless
+        `subsidized: {低保: {payer: town}}` says otherwise); None when not subsidized."""
+        if category is None or category not in self.subsidized:
+            return None
+        return self.payers.get(category, "collective")
+
+    def member_shares(self, category: str | None,
+                      personal_fen: int | None = None) -> dict[str, int]:
         """What one member's contribution is made of, source -> fen (zero shares left out).
 
-        For a subsidized category (低保, 特困, …) the collective pays the personal share.
+        For a subsidized category (低保, 特困, …) its payer (the collective by default) pays the
+        personal share. `personal_fen` replaces the personal share (a newborn's share).
         Raises ValueError for an excluded category."""
         if not self.may_join(category):
             raise ValueError(f"category {category!r} may not join this scheme")
         shares = dict(self.shares_fen)
-        if category is not None and category in self.subsidized:
-            shares["collective"] = shares.get("collective", 0) + shares.pop("personal")
+        if personal_fen is not None:
+            shares["personal"] = personal_fen
+        payer = self.payer_of(category)
+        if payer is not None:
+            shares[payer] = shares.get(payer, 0) + shares.pop("personal")
         return {source: fen for source, fen in shares.items() if fen}
 
 
 @dataclass(frozen=True)
 class ClaimRules:
-    thresholds_fen: Mapping[str, int]  # insurance type -> fen
-    exclusions: tuple[str, ...]
+    thresholds_fen: Mapping[str, int]  # insurance type -> fen; "uninsured" may be absent
+    exclusions: tuple[str, ...]  # exclusion codes (built-in kinds or the scheme's own)
     review_working_days: int = REVIEW_WORKING_DAYS
+    # second-wave keys
+    exclusion_labels: Mapping[str, str] = field(default_factory=_empty)  # code -> label, given ones
+    documents: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)  # insurance -> kinds
+    file_within_days: int | None = None  # days from discharge to file a claim; None: no limit
+
+    def label_of(self, code: str) -> str:
+        """An exclusion's label: the scheme's own, else the built-in kind's name."""
+        return self.exclusion_labels.get(code) or _builtin_exclusion_names().get(code, code)
+
+    def documents_for(self, insurance: str) -> tuple[str, ...]:
+        """The document kinds a claim of this insurance type needs."""
+        return self.documents.get(insurance, DEFAULT_DOCUMENTS)
     # appeals and the village's part (claims.appeal_days, claims.uninsured_via_village)
     appeal_days: int = APPEAL_DAYS  # days after a rejection the household may send 复核
     uninsured_via_village: bool = False  # an uninsured member's claim waits for /确认申请
@@ -131,6 +170,7 @@ class Benefit:
     max_per_claim_fen: int
     annual_cap_fen: int
     continuous_bonus: Decimal
+    bonus_applies_to: str = "quota"  # quota | subsidy (bonus.continuity.applies_to)
     # quota table: groups left without a quota by an exclusion row (code -> reason), and the
     # groups whose quota came from an ADRG, MDC or default row (see read_quotas)
     quota_excluded: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -155,6 +195,90 @@ class Disclosure:
     show_illness: bool = True  # false: the group list leaves out the DRG group (small villages)
 
 
+# ---------------------------------------------------------------------------------------------
+# Cover, newborns, the uninsured, exclusion lists, documents, deadlines, payers, the continuity
+# bonus and funding rules (the keys every seed programme needs; all optional, defaults keep an
+# older file meaning what it meant).
+
+COVER_FROM = ("year_start", "payment")
+UNINSURED_POLICIES = ("allowed", "refused")
+BONUS_APPLIES_TO = ("quota", "subsidy")
+DOCUMENT_KINDS = ("discharge_record", "itemized_bill", "settlement_sheet", "invoice")
+DEFAULT_DOCUMENTS = ("discharge_record", "itemized_bill", "settlement_sheet")
+_EXCLUSION_CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def _builtin_exclusion_names() -> Mapping[str, str]:
+    """The built-in exclusion kinds' names (templates/messages/trace.yaml), read once."""
+    global _EXCLUSION_NAMES
+    if _EXCLUSION_NAMES is None:
+        from core.config import TEMPLATES_DIR
+
+        with open(TEMPLATES_DIR / "messages" / "trace.yaml", encoding="utf-8") as fh:
+            _EXCLUSION_NAMES = MappingProxyType(dict(yaml.safe_load(fh)["exclusions"]))
+    return _EXCLUSION_NAMES
+
+
+_EXCLUSION_NAMES: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Cover:
+    """When a member's cover starts: the year's first day, or the day the payment is recorded
+    plus `waiting_days` (never before the year starts)."""
+    start_from: str = "year_start"  # year_start | payment
+    waiting_days: int = 0
+
+    def starts(self, year_start: date, paid_on: date | None) -> date | None:
+        """The first day of cover; None while unpaid under `from: payment`."""
+        if self.start_from == "year_start":
+            return year_start
+        if paid_on is None:
+            return None
+        return max(year_start, paid_on + timedelta(days=self.waiting_days))
+
+
+@dataclass(frozen=True)
+class FundingRules:
+    """contribution.rules: the seed's funding rules, checked when the file is loaded."""
+    min_per_person_fen: int | None = None
+    personal_min_fen: int | None = None
+    personal_max_fen: int | None = None
+    personal_min_ratio: Decimal | None = None
+
+    def to_json(self) -> dict:
+        return {"min_per_person_fen": self.min_per_person_fen,
+                "personal_min_fen": self.personal_min_fen,
+                "personal_max_fen": self.personal_max_fen,
+                "personal_min_ratio": (str(self.personal_min_ratio)
+                                       if self.personal_min_ratio is not None else None)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "FundingRules":
+        ratio = data.get("personal_min_ratio")
+        return cls(data.get("min_per_person_fen"), data.get("personal_min_fen"),
+                   data.get("personal_max_fen"), Decimal(ratio) if ratio is not None else None)
+
+    def broken(self, per_person_fen: int, personal_fen: int) -> list[tuple[str, str]]:
+        """The rules a contribution breaks: [(key, Chinese text)]."""
+        out = []
+        if self.min_per_person_fen is not None and per_person_fen < self.min_per_person_fen:
+            out.append(("per_person", f"每人筹资 {format_yuan(per_person_fen)} 低于本方案规定的"
+                                      f"最低 {format_yuan(self.min_per_person_fen)}"))
+        if self.personal_min_fen is not None and personal_fen < self.personal_min_fen:
+            out.append(("shares.personal", f"个人出资 {format_yuan(personal_fen)} 低于规定的最低 "
+                                           f"{format_yuan(self.personal_min_fen)}"))
+        if self.personal_max_fen is not None and personal_fen > self.personal_max_fen:
+            out.append(("shares.personal", f"个人出资 {format_yuan(personal_fen)} 超过规定的最高 "
+                                           f"{format_yuan(self.personal_max_fen)}"))
+        if (self.personal_min_ratio is not None
+                and Decimal(personal_fen) < self.personal_min_ratio * per_person_fen):
+            percent = f"{(self.personal_min_ratio * 100).normalize():f}%"
+            out.append(("shares.personal", f"个人出资 {format_yuan(personal_fen)} 低于筹资标准 "
+                                           f"{format_yuan(per_person_fen)} 的 {percent}"))
+        return out
+
+
 @dataclass(frozen=True)
 class Scheme:
     pool: PoolInfo
@@ -168,6 +292,7 @@ class Scheme:
     service_fee: ServiceFee
     disclosure: Disclosure
     source: str | None = None
+    cover: Cover = field(default_factory=Cover)  # when a member's cover starts
 
     def to_rules(self) -> dict:
         """A plain JSON-able dict (money as fen ints, dates ISO, rates as strings)."""
@@ -180,11 +305,19 @@ class Scheme:
             "year": {"start": self.year.start.isoformat(), "end": self.year.end.isoformat()},
             "enrolment": {"opens": self.enrolment.opens.isoformat(),
                           "closes": self.enrolment.closes.isoformat(),
+                          "newborn_days": self.enrolment.newborn_days,
+                          "newborn_share_fen": self.enrolment.newborn_share_fen,
+                          "uninsured": self.enrolment.uninsured,
                           "village_confirms": self.enrolment.village_confirms},
             "contribution": {"per_person_fen": c.per_person_fen, "shares_fen": dict(c.shares_fen),
-                             "subsidized": list(c.subsidized), "excluded": list(c.excluded)},
+                             "subsidized": list(c.subsidized), "excluded": list(c.excluded),
+                             "payers": dict(c.payers),
+                             "rules": c.rules.to_json() if c.rules else None},
             "claims": {"thresholds_fen": dict(cl.thresholds_fen), "exclusions": list(cl.exclusions),
                        "review_working_days": cl.review_working_days,
+                       "exclusion_labels": dict(cl.exclusion_labels),
+                       "documents": {k: list(v) for k, v in cl.documents.items()},
+                       "file_within_days": cl.file_within_days,
                        "appeal_days": cl.appeal_days,
                        "uninsured_via_village": cl.uninsured_via_village},
             "benefit": {"quotas_file": b.quotas_file, "quotas_fen": dict(b.quotas_fen),
@@ -192,8 +325,10 @@ class Scheme:
                         "max_per_claim_fen": b.max_per_claim_fen,
                         "annual_cap_fen": b.annual_cap_fen,
                         "continuous_bonus": str(b.continuous_bonus),
+                        "bonus_applies_to": b.bonus_applies_to,
                         "quota_excluded": dict(b.quota_excluded),
                         "quota_expanded": sorted(b.quota_expanded)},
+            "cover": {"from": self.cover.start_from, "waiting_days": self.cover.waiting_days},
             "payout": {"day": self.payout.day},
             "service_fee": {"rate": str(self.service_fee.rate), "every": self.service_fee.every},
             "disclosure": {"day": self.disclosure.day,
@@ -218,16 +353,23 @@ def scheme_from_rules(rules: Mapping) -> Scheme:
                     date.fromisoformat(rules["year"]["end"])),
         enrolment=EnrolmentWindow(date.fromisoformat(rules["enrolment"]["opens"]),
                                   date.fromisoformat(rules["enrolment"]["closes"]),
+                                  rules["enrolment"].get("newborn_days", 0),
+                                  rules["enrolment"].get("newborn_share_fen"),
+                                  rules["enrolment"].get("uninsured", "allowed"),
                                   rules["enrolment"].get("village_confirms", False)),
         contribution=Contribution(c["per_person_fen"], _frozen(c["shares_fen"]),
-                                  tuple(c["subsidized"]), tuple(c["excluded"])),
+                                  tuple(c["subsidized"]), tuple(c["excluded"]),
+                                  _frozen(c.get("payers") or {}),
+                                  FundingRules.from_json(c["rules"]) if c.get("rules") else None),
         claims=ClaimRules(_frozen(cl["thresholds_fen"]), tuple(cl["exclusions"]),
-                          cl["review_working_days"],
+                          cl["review_working_days"], _frozen(cl.get("exclusion_labels") or {}),
+                          _frozen({k: tuple(v) for k, v in (cl.get("documents") or {}).items()}),
+                          cl.get("file_within_days"),
                           appeal_days=cl.get("appeal_days", APPEAL_DAYS),
                           uninsured_via_village=cl.get("uninsured_via_village", False)),
         benefit=Benefit(b["quotas_file"], _frozen(b["quotas_fen"]), b["min_per_claim_fen"],
                         b["max_per_claim_fen"], b["annual_cap_fen"],
-                        Decimal(b["continuous_bonus"]),
+                        Decimal(b["continuous_bonus"]), b.get("bonus_applies_to", "quota"),
                         quota_excluded=_frozen(b.get("quota_excluded", {})),
                         quota_expanded=frozenset(b.get("quota_expanded", ()))),
         payout=PayoutRules(rules["payout"]["day"]),
@@ -236,6 +378,8 @@ def scheme_from_rules(rules: Mapping) -> Scheme:
         disclosure=Disclosure(rules["disclosure"]["day"], rules["disclosure"]["objection_days"],
                               rules["disclosure"].get("show_illness", True)),
         source=rules.get("source"),
+        cover=Cover(rules.get("cover", {}).get("from", "year_start"),
+                    rules.get("cover", {}).get("waiting_days", 0)),
     )
 
 
@@ -393,7 +537,7 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
         raise SchemeError(f"{file}: 文件是空的")
     top = _Node(root, "", file).mapping(
         ("pool", "villages", "year", "enrolment", "contribution", "claims", "benefit", "payout",
-         "service_fee", "disclosure"))
+         "service_fee", "disclosure"), ("cover", "bonus"))
 
     p = top["pool"].mapping(("code", "name", "level"))
     code = p["code"].text("资金池代码")
@@ -410,9 +554,9 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
     if (year.end - year.start).days > 366:
         raise y["end"].fail(f"互助年度最长一年，{year.start} 至 {year.end} 超过了一年")
 
-    e = top["enrolment"].mapping(("opens", "closes"), ("village_confirms",))
+    e = top["enrolment"].mapping(("opens", "closes"), ENROLMENT_OPTIONAL)
     enrolment = EnrolmentWindow(
-        e["opens"].date(today), e["closes"].date(today),
+        e["opens"].date(today), e["closes"].date(today), *_enrolment_extras(e),
         village_confirms=e["village_confirms"].boolean() if "village_confirms" in e else False)
     if enrolment.opens > enrolment.closes:
         raise e["closes"].fail(f"缴费截止日 {enrolment.closes} 早于开始日 {enrolment.opens}")
@@ -422,19 +566,20 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
     contribution = _contribution(top["contribution"])
 
     c = top["claims"].mapping(("thresholds", "exclusions"),
-                              ("review_working_days", "appeal_days", "uninsured_via_village"))
-    t = c["thresholds"].mapping(INSURANCE_TYPES)
-    thresholds = {kind: t[kind].money() for kind in INSURANCE_TYPES}
-    exclusions = _names(c["exclusions"], "不予补助情形", EXCLUSION_KINDS)
+                              ("review_working_days", *CLAIMS_OPTIONAL))
+    t = c["thresholds"].mapping(("resident", "employee"), ("uninsured",))
+    thresholds = {kind: t[kind].money() for kind in INSURANCE_TYPES if kind in t}
+    exclusions, labels = _exclusions(c["exclusions"])
     review_days = (c["review_working_days"].integer(1, 30) if "review_working_days" in c
                    else REVIEW_WORKING_DAYS)
     claims = ClaimRules(
-        _frozen(thresholds), exclusions, review_days,
+        _frozen(thresholds), exclusions, review_days, _frozen(labels), *_claims_extras(c),
         appeal_days=c["appeal_days"].integer(1, 365) if "appeal_days" in c else APPEAL_DAYS,
         uninsured_via_village=(c["uninsured_via_village"].boolean()
                                if "uninsured_via_village" in c else False))
 
-    benefit = _benefit(top["benefit"], base_dir)
+    benefit = _benefit(top["benefit"], base_dir, top.get("bonus"))
+    cover = _cover(top["cover"]) if "cover" in top else Cover()
 
     payout = PayoutRules(top["payout"].mapping(("day",))["day"].integer(1, 28))
     f = top["service_fee"].mapping(("rate", "every"))
@@ -447,7 +592,7 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
                             d["show_illness"].boolean() if "show_illness" in d else True)
 
     return Scheme(pool, villages, year, enrolment, contribution, claims, benefit, payout, fee,
-                  disclosure, source)
+                  disclosure, source, cover)
 
 
 def _limited(node: _Node, length: int) -> str:
@@ -492,7 +637,7 @@ def _names(node: _Node, what: str, known: Iterable[str] | None = None) -> tuple[
 
 
 def _contribution(node: _Node) -> Contribution:
-    c = node.mapping(("per_person", "shares"), ("subsidized", "excluded"))
+    c = node.mapping(("per_person", "shares"), ("subsidized", "excluded", "rules"))
     per_person = c["per_person"].money(positive=True)
     s = c["shares"].mapping(("personal",), SHARE_SOURCES)
     shares = {source: s[source].money() for source in SHARE_SOURCES if source in s}
@@ -500,17 +645,22 @@ def _contribution(node: _Node) -> Contribution:
         parts = " + ".join(format_yuan(fen, unit=False) for fen in shares.values())
         raise c["shares"].fail(f"各来源之和 {parts} = {format_yuan(sum(shares.values()))}，"
                                f"应等于 per_person {format_yuan(per_person)}")
-    subsidized = _names(c["subsidized"], "人员类别") if "subsidized" in c else ()
+    subsidized, payers = _subsidized(c["subsidized"]) if "subsidized" in c else ((), {})
     excluded = _names(c["excluded"], "人员类别") if "excluded" in c else ()
     both = set(subsidized) & set(excluded)
     if both:
         raise c["excluded"].fail(f"{', '.join(sorted(both))} 不能既由集体代缴又不得参加")
-    return Contribution(per_person, _frozen(shares), subsidized, excluded)
+    rules = _funding_rules(c["rules"]) if "rules" in c else None
+    if rules is not None:
+        for key, text in rules.broken(per_person, shares["personal"]):
+            where = c["per_person"] if key == "per_person" else s["personal"]
+            raise where.fail(f"{text}（contribution.rules 第{c['rules'].line}行）")
+    return Contribution(per_person, _frozen(shares), subsidized, excluded, _frozen(payers), rules)
 
 
-def _benefit(node: _Node, base_dir: Path) -> Benefit:
-    b = node.mapping(("quotas", "min_per_claim", "max_per_claim", "annual_cap",
-                      "continuous_bonus"))
+def _benefit(node: _Node, base_dir: Path, bonus_node: _Node | None = None) -> Benefit:
+    b = node.mapping(("quotas", "min_per_claim", "max_per_claim", "annual_cap"),
+                     ("continuous_bonus",))
     quotas_file = b["quotas"].text("定额表文件名，例如 anji-2024-quotas.csv")
     table = read_quota_table(base_dir / quotas_file, b["quotas"])
     minimum = b["min_per_claim"].money()
@@ -522,8 +672,15 @@ def _benefit(node: _Node, base_dir: Path) -> Benefit:
     if maximum > cap:
         raise b["annual_cap"].fail(f"年度累计上限 {format_yuan(cap)} 低于单次最高 "
                                    f"{format_yuan(maximum)}")
-    bonus = b["continuous_bonus"].rate(Decimal(0), Decimal(1), "0.10")
-    return Benefit(quotas_file, _frozen(table.quotas_fen), minimum, maximum, cap, bonus,
+    bonus, applies_to = Decimal(0), "quota"
+    if "continuous_bonus" in b:
+        if bonus_node is not None:
+            raise b["continuous_bonus"].fail(
+                f"与 bonus.continuity（第{bonus_node.line}行）重复；只写其中一个")
+        bonus = b["continuous_bonus"].rate(Decimal(0), Decimal(1), "0.10")
+    elif bonus_node is not None:
+        bonus, applies_to = _continuity(bonus_node)
+    return Benefit(quotas_file, _frozen(table.quotas_fen), minimum, maximum, cap, bonus, applies_to,
                    quota_excluded=_frozen(table.excluded),
                    quota_expanded=frozenset(table.expanded))
 
@@ -566,6 +723,111 @@ def quota_level(code: str) -> str:
     if len(code) == 3:
         return "adrg"
     return "group"
+
+
+# Second-wave keys: their readers, grouped (see "Cover, newborns, …" above).
+
+ENROLMENT_OPTIONAL = ("newborn_days", "newborn_share", "uninsured", "village_confirms")
+CLAIMS_OPTIONAL = ("documents", "file_within_days", "appeal_days", "uninsured_via_village")
+
+
+def _enrolment_extras(e: dict[str, _Node]) -> tuple[int, int | None, str]:
+    """enrolment.newborn_days (0–366), newborn_share (an amount), uninsured (allowed|refused)."""
+    days = e["newborn_days"].integer(0, 366) if "newborn_days" in e else 0
+    share = e["newborn_share"].money() if "newborn_share" in e else None
+    if share is not None and not days:
+        raise e["newborn_share"].fail("newborn_share 需要 newborn_days 大于 0")
+    uninsured = e["uninsured"].choice(UNINSURED_POLICIES) if "uninsured" in e else "allowed"
+    return days, share, uninsured
+
+
+def _claims_extras(c: dict[str, _Node]) -> tuple[Mapping[str, tuple[str, ...]], int | None]:
+    """claims.documents ({insurance type: [kinds]}) and claims.file_within_days."""
+    documents: dict[str, tuple[str, ...]] = {}
+    if "documents" in c:
+        d = c["documents"].mapping((), INSURANCE_TYPES)
+        for kind, node in d.items():
+            names = _names(node, "材料", DOCUMENT_KINDS)
+            if not names:
+                raise node.fail(f"至少要有一种材料；可用：{', '.join(DOCUMENT_KINDS)}")
+            documents[kind] = names
+    days = c["file_within_days"].integer(1, 3660) if "file_within_days" in c else None
+    return _frozen(documents), days
+
+
+def _exclusions(node: _Node) -> tuple[tuple[str, ...], dict[str, str]]:
+    """claims.exclusions: the built-in kinds by name (the short form), or the scheme's own list
+    [{code, label}] — any lower-case code, its label what reviewers and households read."""
+    codes: list[str] = []
+    labels: dict[str, str] = {}
+    for item in node.sequence():
+        if isinstance(item.node, yaml.MappingNode):
+            m = item.mapping(("code", "label"))
+            code = m["code"].text("不予补助情形代码")
+            if not _EXCLUSION_CODE.match(code):
+                raise m["code"].fail(f"代码只用小写字母、数字和 _，以字母开头，最长 32 个字符，"
+                                     f"得到 {code!r}")
+            labels[code] = _limited(m["label"], 40)
+        else:
+            code = item.text("不予补助情形")
+            if code not in EXCLUSION_KINDS:
+                raise item.fail(f"未知的不予补助情形 {code!r}；可用：{', '.join(EXCLUSION_KINDS)}，"
+                                "或写作 {code: 代码, label: 说明}")
+        if code in codes:
+            raise item.fail(f"重复的不予补助情形 {code}")
+        codes.append(code)
+    return tuple(codes), labels
+
+
+def _cover(node: _Node) -> Cover:
+    c = node.mapping(("from",), ("waiting_days",))
+    start_from = c["from"].choice(COVER_FROM)
+    waiting = c["waiting_days"].integer(0, 366) if "waiting_days" in c else 0
+    if waiting and start_from != "payment":
+        raise c["waiting_days"].fail("waiting_days 只在 from: payment 时有效")
+    return Cover(start_from, waiting)
+
+
+def _subsidized(node: _Node) -> tuple[tuple[str, ...], dict[str, str]]:
+    """contribution.subsidized: a list of categories (the collective pays their personal share)
+    or {category: {payer: source}}."""
+    if not isinstance(node.node, yaml.MappingNode):
+        return _names(node, "人员类别"), {}
+    names: list[str] = []
+    payers: dict[str, str] = {}
+    for key_node, value_node in node.node.value:
+        name = str(key_node.value).strip()
+        child = _Node(value_node, f"{node.path}.{name}", node.file)
+        if not name:
+            raise child.fail("人员类别不能为空")
+        payer = child.mapping(("payer",))["payer"].choice(
+            [source for source in SHARE_SOURCES if source != "personal"])
+        names.append(name)
+        payers[name] = payer
+    return tuple(names), payers
+
+
+def _funding_rules(node: _Node) -> FundingRules:
+    r = node.mapping((), ("min_per_person", "personal_min", "personal_max",
+                          "personal_min_ratio"))
+    rules = FundingRules(
+        r["min_per_person"].money(positive=True) if "min_per_person" in r else None,
+        r["personal_min"].money() if "personal_min" in r else None,
+        r["personal_max"].money() if "personal_max" in r else None,
+        r["personal_min_ratio"].rate(Decimal(0), Decimal(1), "0.50")
+        if "personal_min_ratio" in r else None)
+    if (rules.personal_min_fen is not None and rules.personal_max_fen is not None
+            and rules.personal_min_fen > rules.personal_max_fen):
+        raise r["personal_max"].fail("personal_max 低于 personal_min")
+    return rules
+
+
+def _continuity(node: _Node) -> tuple[Decimal, str]:
+    """bonus: {continuity: {rate, applies_to: quota|subsidy}}."""
+    c = node.mapping(("continuity",))["continuity"].mapping(("rate",), ("applies_to",))
+    rate = c["rate"].rate(Decimal(0), Decimal(1), "0.10")
+    applies_to = c["applies_to"].choice(BONUS_APPLIES_TO) if "applies_to" in c else "quota"
+    return rate, applies_to
 
 
 def read_quotas(path: Path, node: _Node | None = None) -> dict[str, int]:

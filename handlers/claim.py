@@ -36,7 +36,8 @@ LABELS = {"出院记录": K.discharge_record, "出院小结": K.discharge_record
           "费用清单": K.itemized_bill, "住院费用清单": K.itemized_bill, "费用明细": K.itemized_bill,
           "清单": K.itemized_bill,
           "结算单": K.settlement_sheet, "医保结算单": K.settlement_sheet,
-          "报销单": K.settlement_sheet, "医保报销单": K.settlement_sheet}
+          "报销单": K.settlement_sheet, "医保报销单": K.settlement_sheet,
+          "发票": K.invoice, "住院发票": K.invoice, "收费票据": K.invoice}
 NUMBERS = {"1": K.discharge_record, "2": K.itemized_bill, "3": K.settlement_sheet}
 SUBMIT_WORDS = ("提交", "提交申请")
 DELETE_WORDS = ("删除", "删掉", "不要了")
@@ -67,17 +68,20 @@ def _member(ctx: Ctx, data: dict) -> Member | None:
     return ctx.session.get(Member, member_id) if member_id else None
 
 
-def _status(claim: Claim | None) -> dict:
-    """claim, received, missing, processing, asking: for claim_status.j2."""
+def _status(claim: Claim | None, required=None) -> dict:
+    """claim, received, missing, required, processing, asking: for claim_status.j2 (before the
+    claim exists: the kinds `required`, else the three of every scheme)."""
     if claim is None:
-        return {"claim": None, "received": [], "missing": list(svc.REQUIRED_KINDS),
+        kinds = list(required or svc.REQUIRED_KINDS)
+        return {"claim": None, "received": [], "missing": kinds, "required": kinds,
                 "processing": 0, "asking": 0}
     return svc.status_context(claim)
 
 
-def _ask_photos(member: Member | None, claim: Claim | None) -> str:
+def _ask_photos(ctx: Ctx, member: Member | None, claim: Claim | None) -> str:
+    required = svc.member_kinds(ctx.session, member, ctx.today) if member else None
     return render("claim_ask_photos", member_name=_member_label(member) if member else "",
-                  resumed=claim is not None, **_status(claim))
+                  resumed=claim is not None, **_status(claim, required))
 
 
 def _ensure_claim(ctx: Ctx, data: dict) -> Claim:
@@ -157,7 +161,7 @@ def _choose(ctx: Ctx, member: Member, data: dict, single: bool) -> Step:
     claim = svc.open_claim(ctx.session, member)
     data = {**data, "member": member.id, "claim": claim.id if claim else None}
     pending = data.pop("pending", [])
-    texts = [_ask_photos(member, claim)]
+    texts = [_ask_photos(ctx, member, claim)]
     last = None
     for p in pending:  # photos sent before the member was chosen; a label names the first
         label = data.pop("label", None)
@@ -223,19 +227,21 @@ def _photos(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     if text in DELETE_WORDS and asked:
         svc.discard_document(ctx.session, asked[0].id, "deleted", ctx.openid, tell=False)
         return say(render("claim_photo_deleted", **_status(claim)), state="photos", data=data)
-    kind = LABELS.get(text) or (NUMBERS.get(text) if asked else None)
+    numbered = dict(zip("123456", svc.required_kinds(claim))) if claim else NUMBERS
+    kind = LABELS.get(text) or (numbered.get(text) if asked else None)
     if kind is not None and asked:
         svc.set_document_kind(ctx.session, asked[0], kind, ctx.openid)
         if len(asked) > 1:
             return say(render("claim_kind_set", kind=kind, **_status(claim)),
-                       render("claim_photo_ask_kind"), state="photos", data=data)
+                       render("claim_photo_ask_kind", **_status(claim)), state="photos",
+                       data=data)
         return say(render("claim_kind_set", kind=kind, **_status(claim)), state="photos",
                    data=data)
     if kind is not None:
         return say(render("claim_label_noted", kind=kind), state="photos",
                    data={**data, "label": kind.value})
     if text in CLAIM_WORDS:
-        return say(_ask_photos(_member(ctx, data), claim), state="photos", data=data)
+        return say(_ask_photos(ctx, _member(ctx, data), claim), state="photos", data=data)
     if text == PROGRESS_NUMBER:  # 4 查询进度 from the menu: answered, the claim stays open
         household = household_for_user(ctx.session, ctx.openid)
         items, total = svc.progress(ctx.session, household)
@@ -313,10 +319,11 @@ def _submit(ctx: Ctx, claim: Claim | None, data: dict) -> Step:
     except ClaimError as exc:
         if exc.code == "closed":
             return _closed(claim)
-        return say(render("claim_submit_not_ready", code=exc.code, **_status(claim)),
+        late = exc.details if exc.code == "filed_late" else {}
+        return say(render("claim_submit_not_ready", code=exc.code, **late, **_status(claim)),
                    state="photos", data=data)
     return say(render("claim_submitted_reply", claim=claim, claim_resubmitted=resubmitted))
 
 
 register(Dialogue("claim", entry, {"member": member, "photos": photos},
-                  words=("提交", "出院记录", "费用清单", "结算单")))
+                  words=("提交", "出院记录", "费用清单", "结算单", "发票")))

@@ -48,7 +48,7 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     text = render("payment_order", household=household.number, members=b["members"],
                   excluded=b.get("excluded", []),
                   totals=b["totals"], whole_fen=b["whole_fen"], amount_fen=order.amount_fen,
-                  deadline=payments.deadline(year), link=pay_link(ctx.cfg, order))
+                  deadline=payments.deadline(year, order), link=pay_link(ctx.cfg, order))
     outbox.enqueue(ctx.session, "pay.qr", {"openid": ctx.openid,
                                            "out_trade_no": order.out_trade_no})
     return Step([Reply(text=text)])

@@ -15,6 +15,7 @@ from core import scheme_years
 from core.admins import Scope
 from core.audit import audit
 from core.catalog import group_names
+from core.review.texts import exclusion_labels
 from core.messages import render
 from core.models import AdminRole, Claim
 from core.claims import has_bank_card
@@ -36,21 +37,28 @@ _BAD_INPUT = {"bad_args", "bad_drg", "bad_amount", "bad_date", "dates_order", "f
               "bad_insurance", "bad_reason", "text_required", "text_too_long", "ocr_missing"}
 
 
-def _refused(e: ReviewError, name: str, number: str | None = None) -> Refused:
+def _refused(e: ReviewError, name: str, number: str | None = None,
+             claim: Claim | None = None) -> Refused:
     """A ReviewError as the refusal the admin reads (with the usage line for bad input)."""
     context = dict(e.details, code=e.code, usage=usage(name), name=name)
     context.setdefault("number", number)
     if e.code == "unknown_claim":
         return Refused("review_unknown_claim", **context)
     if e.code in _BAD_INPUT:
-        return Refused("review_bad_input", reviewer_codes=_reviewer_codes(), **context)
-    return Refused("review_not_allowed", reviewer_codes=_reviewer_codes(), **context)
+        return Refused("review_bad_input", reviewer_codes=_reviewer_codes(claim), **context)
+    return Refused("review_not_allowed", reviewer_codes=_reviewer_codes(claim), **context)
 
 
-def _reviewer_codes() -> list[dict]:
+def _reviewer_codes(claim: Claim | None = None) -> list[dict]:
+    """The codes a reviewer may reject with: documents and fraud, then the exclusions of the
+    claim's scheme (the built-in kinds without a claim)."""
     order = ["incomplete_documents", "unreadable_documents", "fraud"]
-    order += sorted(c for c in REVIEWER_REJECTION_CODES if c not in order)
-    return [{"code": c, "title": reason_title(c)} for c in order]
+    labels = exclusion_labels(claim)
+    if labels:
+        order += [f"excluded_{code}" for code in labels]
+    else:
+        order += sorted(c for c in REVIEWER_REJECTION_CODES if c not in order)
+    return [{"code": c, "title": reason_title(c, claim)} for c in order]
 
 
 def _claim(ctx: Ctx, scope: Scope, name: str, number: str, decide: bool) -> Claim:
@@ -110,7 +118,7 @@ def view_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         drg_name=drg_name,
         insurance_names=INSURANCE_NAMES, can_decide=_can_decide(scope),
         calculation=calculation_line(claim.trace or []),
-        titles=[reason_title(c) for c in claim.reasons or []]))]
+        titles=[reason_title(c, claim) for c in claim.reasons or []]))]
     if claim.trace:
         replies.append(Reply(render("review_trace", claim=claim,
                                     lines=[s["text"] for s in claim.trace])))
@@ -184,7 +192,7 @@ def record_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         "review_decision", claim=claim, facts=facts, decision=decision, short=short,
         insurance_from_member=insurance_from_member, drg_name=names.get(facts.drg_code),
         insurance=INSURANCE_NAMES[facts.insurance], calculation=calculation_line(claim.trace),
-        titles=[reason_title(c) for c in decision.reasons],
+        titles=[reason_title(c, claim) for c in decision.reasons],
         steps=failed_steps(claim.trace, decision.reasons)))]
 
 
@@ -206,9 +214,9 @@ def reject_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
     try:
         reasons = reject(ctx.session, claim, args[1], text, ctx.openid, today=ctx.today)
     except ReviewError as e:
-        raise _refused(e, "驳回", claim.number)
+        raise _refused(e, "驳回", claim.number, claim)
     return [Reply(render("review_rejected", claim=claim,
-                         titles=[reason_title(c) for c in reasons]))]
+                         titles=[reason_title(c, claim) for c in reasons]))]
 
 
 @command("补件", roles=DECIDE_ROLES, min_args=2)

@@ -202,7 +202,7 @@ def _take_id(ctx: Ctx, msg: Incoming, data: dict, state: str) -> tuple[dict | No
             return None, _say("signup_not_newborn" if e.code == "not_newborn"
                               else "signup_not_enrolled", state=state, data=data,
                               name=who, village=hh.village.full_name, **e.details)
-        data = {**data, "year_id": year.id}
+        data = {**data, "year_id": year.id, "newborn": _newborn}
         if any(m.id_number_hash == h for m in hh.members):
             return None, _say("signup_id_twice", state=state, data=data, name=who)
     found = enrolment_of(s, year.id, h)
@@ -247,6 +247,10 @@ def _insurance(ctx: Ctx, msg: Incoming, data: dict, state: str) -> Step:
     choice = INSURANCE_CHOICES.get(msg.text.strip())
     if choice is None:
         return _say("signup_ask_insurance", state=state, data=data, bad=True,
+                    name=mask_name(data["cur"]["name"]), head=state == "head_insurance")
+    scheme = ctx.session.get_one(SchemeYear, data["year_id"]).scheme
+    if choice is InsuranceType.uninsured and scheme.enrolment.uninsured == "refused":
+        return _say("signup_uninsured_refused", state=state, data=data,
                     name=mask_name(data["cur"]["name"]), head=state == "head_insurance")
     member = {**data["cur"], "insurance": choice.value}
     if member.get("category") is None and _categories(ctx, data):
@@ -378,7 +382,7 @@ def _view(m: dict) -> dict:
 def _due(ctx: Ctx, data: dict, members: list[dict]) -> tuple[int, int]:
     scheme = ctx.session.get_one(SchemeYear, data["year_id"]).scheme
     subsidized = sum(1 for m in members if m.get("category") in scheme.contribution.subsidized)
-    return personal_due_fen(scheme, members), subsidized
+    return personal_due_fen(scheme, members, newborn=bool(data.get("newborn"))), subsidized
 
 
 def _summary(ctx: Ctx, data: dict) -> Step:
@@ -477,7 +481,8 @@ def _add_entry(ctx: Ctx) -> Step:
     data = {"mode": "add", "household_id": hh.id, "village_id": hh.village_id,
             "pool_id": hh.pool_id, "year_id": year.id, "members": [], "cur": None}
     return _say("signup_add_ask_name", state="member_name", data=data, household=hh.number,
-                newborn_only=newborn_only, year_start=year.start, year_end=year.end)
+                newborn_only=newborn_only, year_start=year.start, year_end=year.end,
+                newborn_days=year.scheme.enrolment.newborn_days)
 
 
 def _add_summary(ctx: Ctx, data: dict) -> Step:

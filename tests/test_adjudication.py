@@ -25,9 +25,12 @@ PRESETS = {
     "anji-2024": dict(thresholds=(350000, 250000, 700000), min=30000, max=5000000,
                       cap=10000000, bonus=Decimal("0.10"), exclusions=ALL_EXCLUSIONS,
                       start=date(2024, 8, 1), end=date(2025, 7, 31), drg=("FM19", 640000)),
-    "tangqiao-2020": dict(thresholds=(300000, 200000, 600000), min=30000, max=5000000,
+    # Tangqiao: no uninsured threshold (uninsured members are not subsidized); its exclusions
+    # are everything basic insurance does not pay for, the built-in kinds and its own
+    "tangqiao-2020": dict(thresholds=(300000, 200000, None), min=30000, max=5000000,
                           cap=20000000, bonus=Decimal(0),
-                          exclusions={"non_disease", "work_injury", "crime", "third_party_liable"},
+                          exclusions=ALL_EXCLUSIONS | {"public_health", "self_harm", "intoxication",
+                                                       "medical_accident", "not_covered_by_basic"},
                           start=date(2020, 6, 1), end=date(2021, 5, 31), drg=("FM19", 800000)),
     "haimen-2023": dict(thresholds=(300000, 200000, 600000), min=30000, max=4000000,
                         cap=8000000, bonus=Decimal(0), exclusions=ALL_EXCLUSIONS,
@@ -76,7 +79,7 @@ def steps(decision) -> list[str]:
 
 def test_preset_rules_carry_the_seed_numbers(preset):
     name, expect, rules = preset
-    assert tuple(rules.thresholds_fen[k] for k in INSURANCE) == expect["thresholds"]
+    assert tuple(rules.thresholds_fen.get(k) for k in INSURANCE) == expect["thresholds"]
     assert (rules.min_per_claim_fen, rules.max_per_claim_fen, rules.annual_cap_fen) == (
         expect["min"], expect["max"], expect["cap"])
     assert rules.continuous_bonus == expect["bonus"]
@@ -90,6 +93,10 @@ def test_preset_rules_carry_the_seed_numbers(preset):
 def test_threshold_per_insurance_type(preset, insurance):
     _, expect, rules = preset
     threshold = expect["thresholds"][INSURANCE.index(insurance)]
+    if threshold is None:  # the scheme has no threshold for this type: never subsidized
+        decision = adjudicate(facts(expect, insurance=insurance), rules, PAID)
+        assert decision.reasons == ("uninsured_not_covered",)
+        return
     below = adjudicate(facts(expect, insurance=insurance, out_of_pocket_fen=threshold - 1),
                        rules, PAID)
     assert below.status == "rejected" and below.reasons == ("below_threshold",)
@@ -255,8 +262,9 @@ def test_trace_of_an_approval_has_every_step_with_its_numbers():
                           History(True, True, (earlier,)))
     assert decision.amount_fen == 704000
     text = {step.step: step.text for step in decision.trace}
+    # Anji's bonus lifts the amount after the minimum and the maximum (bonus.continuity subsidy)
     assert steps(decision) == ["enrolment", "year", "exclusion", "threshold", "drg", "duplicate",
-                               "quota", "continuous_bonus", "minimum", "maximum", "annual_cap",
+                               "quota", "minimum", "maximum", "continuous_bonus", "annual_cap",
                                "decision"]
     assert "8,456.78 元" in text["threshold"] and "3,500.00 元" in text["threshold"]
     assert "FM19" in text["quota"] and "6,400.00 元" in text["quota"]
@@ -281,7 +289,8 @@ def test_rejection_explains_itself_with_numbers():
 
 
 def test_every_reason_code_has_an_explanation_and_a_remedy():
-    assert REASON_CODES == {"not_enrolled", "outside_year", "below_threshold", "unknown_drg",
+    assert REASON_CODES == {"not_enrolled", "not_covered_yet", "outside_year", "below_threshold",
+                            "uninsured_not_covered", "filed_late", "unknown_drg",
                             "duplicate", "annual_cap_reached", "incomplete_documents",
                             "unreadable_documents", "fraud",
                             *(f"excluded_{kind}" for kind in EXCLUSION_KINDS)}
@@ -444,3 +453,70 @@ def test_property_previous_year_never_lowers_the_amount(case):
     without = adjudicate(claim, rules, replace(history, enrolled_paid_previous_year=False))
     with_bonus = adjudicate(claim, rules, replace(history, enrolled_paid_previous_year=True))
     assert (without.amount_fen or 0) <= (with_bonus.amount_fen or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cover from payment, the uninsured without a threshold, the filing deadline, the scheme's own
+# exclusions, the bonus on the amount.
+
+def test_admission_before_the_cover_starts_is_not_covered_yet():
+    expect = PRESETS["haimen-2023"]
+    rules = preset_rules("haimen-2023")
+    admitted = date(2023, 9, 9)
+    claim = facts(expect, admission_date=admitted, discharge_date=admitted + timedelta(days=6))
+    late_payer = History(True, False, cover_from=date(2023, 12, 5))
+    decision = adjudicate(claim, rules, late_payer)
+    assert decision.reasons == ("not_covered_yet",) and decision.amount_fen is None
+    cover = decision.trace[steps(decision).index("cover")].text
+    assert "2023年9月9日" in cover and "2023年12月5日" in cover
+    assert "2023年12月5日" in decision.explanations[0]
+    on_time = adjudicate(claim, rules, History(True, False, cover_from=date(2023, 9, 9)))
+    assert on_time.status == "approved" and "cover" in steps(on_time)
+    # not enrolled: the cover is not looked at
+    unpaid = adjudicate(claim, rules, History(False, False, cover_from=date(2023, 12, 5)))
+    assert unpaid.reasons == ("not_enrolled",)
+
+
+def test_uninsured_without_a_threshold_are_not_covered():
+    expect = PRESETS["tangqiao-2020"]
+    decision = adjudicate(facts(expect, insurance="uninsured"), preset_rules("tangqiao-2020"),
+                          PAID)
+    assert decision.reasons == ("uninsured_not_covered",)
+    assert "未参保" in decision.trace[steps(decision).index("threshold")].text
+
+
+def test_a_claim_filed_after_the_deadline_is_filed_late():
+    expect = PRESETS["demo"]
+    rules = replace(preset_rules("demo"), file_within_days=30)
+    claim = facts(expect)
+    last = claim.discharge_date + timedelta(days=30)
+    assert adjudicate(replace(claim, filed_on=last), rules, PAID).status == "approved"
+    late = adjudicate(replace(claim, filed_on=last + timedelta(days=1)), rules, PAID)
+    assert late.reasons == ("filed_late",)
+    assert f"{last.year}年{last.month}月{last.day}日" in late.explanations[0]
+    # no deadline in the scheme: never late
+    assert adjudicate(replace(claim, filed_on=last + timedelta(days=400)), preset_rules("demo"),
+                      PAID).status == "approved"
+
+
+def test_the_scheme_s_own_exclusion_is_rejected_with_its_label():
+    expect = PRESETS["tangqiao-2020"]
+    decision = adjudicate(facts(expect, exclusion="public_health"),
+                          preset_rules("tangqiao-2020"), PAID)
+    assert decision.reasons == ("excluded_public_health",)
+    assert "应当由公共卫生负担的住院" in decision.trace[steps(decision).index("exclusion")].text
+    assert "应当由公共卫生负担的住院" in decision.explanations[0]
+    with pytest.raises(ValueError):
+        adjudicate(facts(expect, exclusion="public_health"), preset_rules("anji-2024"), PAID)
+
+
+def test_the_bonus_on_the_amount_comes_after_the_maximum_and_never_passes_out_of_pocket():
+    expect = PRESETS["anji-2024"]
+    rules = replace(preset_rules("anji-2024"), quotas_fen={"FM19": 6_000_000})
+    big = adjudicate(facts(expect), rules, History(True, True))
+    assert big.amount_fen == 5_500_000  # 50,000.00 maximum, then +10%
+    on_quota = adjudicate(facts(expect), replace(rules, bonus_applies_to="quota"),
+                          History(True, True))
+    assert on_quota.amount_fen == 5_000_000  # +10% on the quota, then the maximum
+    small = adjudicate(facts(expect, out_of_pocket_fen=5_100_000), rules, History(True, True))
+    assert small.amount_fen == 5_100_000  # capped at what the member paid

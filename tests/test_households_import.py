@@ -134,7 +134,8 @@ def test_import_then_reimport_changes_nothing(cli, db, app_ctx, tmp_path, caplog
     assert set(first) >= {"number", "village", "status", "members"}
     assert first["members"][1] == {"name": "李*花", "id_number": ids[1][:3] + "*" * 13 + ids[1][-2:],
                                    "relation": "spouse", "insurance": "employee",
-                                   "category": "低保", "enrolment": "pending"}
+                                   "category": "低保", "enrolment": "pending",
+                                   "cover_from": None}
     code, one, _ = cli("households", "list", "--village", "西村", "--json")
     assert [h["village"] for h in json.loads(one)] == ["示范镇/西村"]
     code, text, _ = cli("households", "list")

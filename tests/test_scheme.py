@@ -432,3 +432,128 @@ def test_year_lookups_current_previous_and_enrolment(rules_db, tmp_path):
     with pytest.raises(SchemeError, match="多个年度重叠"):
         with rules_db.session() as s:
             store_scheme(s, load_scheme(folder / "bridge.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The keys every seed programme needs: cover, newborns, the uninsured, exclusion lists,
+# documents, the filing deadline, payers, the continuity bonus, funding rules.
+
+SEED_KEYS = GOOD.replace(
+    "enrolment: {opens: 2024-05-20, closes: 2024-07-20}\n",
+    "enrolment: {opens: 2024-05-20, closes: 2024-07-20, newborn_days: 60,"
+    ' newborn_share: "20.00", uninsured: refused}\n'
+    "cover: {from: payment, waiting_days: 30}\n").replace(
+    "  subsidized: [低保, 特困]\n",
+    "  subsidized: {低保: {payer: town}, 特困: {payer: charity}}\n"
+    '  rules: {min_per_person: "80.00", personal_min: "30.00", personal_max: "50.00",'
+    ' personal_min_ratio: "0.30"}\n').replace(
+    '  thresholds: {resident: "3500.00", employee: "2500.00", uninsured: "7000.00"}\n'
+    "  exclusions: [non_disease, work_injury, crime, third_party_liable, non_designated_hospital,"
+    " abroad]\n",
+    '  thresholds: {resident: "3500.00", employee: "2500.00"}\n'
+    "  exclusions:\n"
+    "    - abroad\n"
+    "    - {code: public_health, label: 应当由公共卫生负担的住院}\n"
+    "  documents: {uninsured: [discharge_record, itemized_bill, invoice]}\n"
+    "  file_within_days: 90\n").replace(
+    '  continuous_bonus: "0.10"\n', "").replace(
+    "payout: {day: 5}\n", 'bonus: {continuity: {rate: "0.10", applies_to: subsidy}}\n'
+    "payout: {day: 5}\n")
+
+
+def test_seed_keys_are_read_and_survive_the_stored_rules(tmp_path):
+    scheme = load_scheme(write_scheme(tmp_path, SEED_KEYS))
+    assert (scheme.cover.start_from, scheme.cover.waiting_days) == ("payment", 30)
+    assert scheme.cover.starts(date(2024, 8, 1), date(2024, 9, 5)) == date(2024, 10, 5)
+    assert scheme.cover.starts(date(2024, 8, 1), date(2024, 6, 1)) == date(2024, 8, 1)
+    assert scheme.cover.starts(date(2024, 8, 1), None) is None
+    e = scheme.enrolment
+    assert (e.newborn_days, e.newborn_share_fen, e.uninsured) == (60, 2000, "refused")
+    c = scheme.contribution
+    assert c.subsidized == ("低保", "特困") and dict(c.payers) == {"低保": "town", "特困": "charity"}
+    assert c.member_shares("低保") == {"collective": 5000, "town": 3000}
+    assert c.member_shares(None, 2000) == {"personal": 2000, "collective": 5000}
+    assert c.rules.personal_max_fen == 5000
+    cl = scheme.claims
+    assert dict(cl.thresholds_fen) == {"resident": 350000, "employee": 250000}
+    assert cl.exclusions == ("abroad", "public_health")
+    assert cl.label_of("public_health") == "应当由公共卫生负担的住院"
+    assert cl.label_of("abroad") == "在国外或港澳台地区医院住院"
+    assert cl.documents_for("uninsured") == ("discharge_record", "itemized_bill", "invoice")
+    assert cl.documents_for("resident") == ("discharge_record", "itemized_bill",
+                                            "settlement_sheet")
+    assert cl.file_within_days == 90
+    assert (scheme.benefit.continuous_bonus, scheme.benefit.bonus_applies_to) == (
+        Decimal("0.10"), "subsidy")
+    assert scheme_from_rules(json.loads(json.dumps(scheme.to_rules()))) == scheme
+
+
+def test_an_older_file_keeps_its_meaning(tmp_path):
+    scheme = load_scheme(write_scheme(tmp_path))
+    assert scheme.cover.start_from == "year_start" and scheme.enrolment.newborn_days == 0
+    assert scheme.enrolment.uninsured == "allowed" and scheme.claims.file_within_days is None
+    assert scheme.contribution.member_shares("低保") == {"collective": 8000}
+    assert scheme.benefit.bonus_applies_to == "quota"
+    old_rules = scheme.to_rules()
+    for section, key in [("enrolment", "newborn_days"), ("contribution", "payers"),
+                         ("claims", "documents"), ("benefit", "bonus_applies_to")]:
+        del old_rules[section][key]
+    del old_rules["cover"]
+    assert scheme_from_rules(old_rules) == scheme  # rules stored before these keys
+
+
+SEED_BREAKS = [
+    ("from: payment", "from: signup", "cover.from", "year_start | payment"),
+    ("from: payment, waiting_days: 30", "from: year_start, waiting_days: 30",
+     "cover.waiting_days", "from: payment"),
+    ("newborn_days: 60", "newborn_days: 400", "enrolment.newborn_days", "0–366"),
+    ("uninsured: refused", "uninsured: maybe", "enrolment.uninsured", "allowed | refused"),
+    ("{payer: town}", "{payer: village}", "contribution.subsidized.低保.payer", "collective"),
+    ("{code: public_health, label", "{code: Public-Health, label",
+     "claims.exclusions[1].code", "小写字母"),
+    ("    - abroad\n", "    - abroad\n    - overseas\n", "claims.exclusions[1]",
+     "non_disease"),
+    ("    - abroad\n", "    - abroad\n    - abroad\n", "claims.exclusions[1]", "重复"),
+    ("invoice]", "receipt]", "claims.documents.uninsured[2]", "invoice"),
+    ("file_within_days: 90", "file_within_days: 0", "claims.file_within_days", "1–3660"),
+    ("applies_to: subsidy", "applies_to: both", "bonus.continuity.applies_to", "quota | subsidy"),
+    ('personal_max: "50.00"', 'personal_max: "20.00"', "contribution.rules.personal_max",
+     "personal_min"),
+    ('shares: {personal: "30.00", collective: "50.00"}',
+     'shares: {personal: "60.00", collective: "20.00"}', "contribution.shares.personal",
+     "超过规定的最高 50.00 元"),
+    ('min_per_person: "80.00"', 'min_per_person: "100.00"', "contribution.per_person",
+     "低于本方案规定的最低 100.00 元"),
+    ('personal_min_ratio: "0.30"', 'personal_min_ratio: "0.50"',
+     "contribution.shares.personal", "的 50%"),
+]
+
+
+@pytest.mark.parametrize("old,new,key,word", SEED_BREAKS,
+                         ids=[f"{b[2]}-{i}" for i, b in enumerate(SEED_BREAKS)])
+def test_each_wrong_seed_key_names_file_line_and_key(tmp_path, old, new, key, word):
+    assert old in SEED_KEYS
+    with pytest.raises(SchemeError) as err:
+        load_scheme(write_scheme(tmp_path, SEED_KEYS.replace(old, new, 1)))
+    message = str(err.value)
+    assert message.startswith("test.yaml 第") and f"行 {key}: " in message, message
+    assert word in message, message
+
+
+def test_both_bonus_keys_are_refused(tmp_path):
+    text = SEED_KEYS.replace('  annual_cap: "100000.00"\n',
+                             '  annual_cap: "100000.00"\n  continuous_bonus: "0.10"\n')
+    with pytest.raises(SchemeError, match="benefit.continuous_bonus: 与 bonus.continuity"):
+        load_scheme(write_scheme(tmp_path, text))
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_preset_keeps_its_seed_s_funding_rules(name):
+    scheme = load_scheme(SCHEMES_DIR / f"{name}.yaml", today=date(2030, 6, 1))
+    rules = scheme.contribution.rules
+    if name == "demo":
+        assert rules is None
+        return
+    assert rules is not None
+    assert rules.broken(scheme.contribution.per_person_fen,
+                        scheme.contribution.shares_fen["personal"]) == []

@@ -314,11 +314,12 @@ def test_newborn_added_outside_the_window(villager, db, app_ctx, ids):
     baby = make_id(start + timedelta(days=3))
     old = make_id(start - timedelta(days=3))
     r = villager.text(o, "添加成员").reply
-    assert number in r and "出生的孩子" in r
+    assert number in r and "出生 90 天以内的新生儿" in r
     villager.text(o, "王小宝")
     before = state_of(db, o)
-    r = villager.text(o, old).reply
-    assert "只能添加本年度" in r and "出生日期不在其中" in r and state_of(db, o) == before
+    r = villager.text(o, old).reply  # 93 days old: demo.yaml's newborn_days is 90
+    assert "只能添加出生 90 天以内的新生儿" in r and "出生日期不在其中" in r
+    assert state_of(db, o) == before
     r = villager.text(o, baby).reply
     assert "1 配偶" in r
     villager.text(o, "2")
@@ -344,7 +345,7 @@ def test_adding_members_inside_the_window_takes_anyone(villager, db, app_ctx, id
         make_household(s, app_ctx.vault, [M(HEAD, id_number=ids["head"])], openid=o,
                        enrolment="pending")
     r = run(villager, o, ["添加成员", SPOUSE, ids["spouse"], "配偶", "2", "1", "确认"])
-    assert "出生的孩子" not in r[0]
+    assert "新生儿" not in r[0]
     assert "已添加" in r[-1] and "100.00 元" in r[-1]  # both still unpaid
 
 

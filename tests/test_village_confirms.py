@@ -194,8 +194,8 @@ def test_the_scheme_keys_are_checked_with_file_line_and_key(tmp_path):
     assert not scheme.enrolment.village_confirms and not scheme.claims.uninsured_via_village
     assert scheme.claims.appeal_days == 15
     on = tmp_path / "on.yaml"
-    on.write_text(text.replace('closes: "today+60d"}',
-                               'closes: "today+60d", village_confirms: true}')
+    on.write_text(text.replace('newborn_days: 90}',
+                               'newborn_days: 90, village_confirms: true}')
                   .replace("  review_working_days: 5", "  review_working_days: 5\n"
                            "  uninsured_via_village: true"), encoding="utf-8")
     scheme = load_scheme(on)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from bot.cli import app_context, print_json, subcommands
 
-SOURCES = ("personal", "collective", "charity", "government", "donor", "interest")
+SOURCES = ("personal", "collective", "town", "charity", "government", "donor", "interest")
 
 
 def register(sub) -> None:
@@ -211,7 +211,7 @@ def cmd_report_fund(args) -> int:
     if args.json:
         print_json(doc)
         return 0
-    labels = {"personal": "个人缴费", "collective": "村集体", "charity": "慈善",
+    labels = {"personal": "个人缴费", "collective": "村集体", "town": "乡镇", "charity": "慈善",
               "government": "政府", "donor": "捐赠", "interest": "利息"}
     period = doc["period"]
     print(f"{name}（{doc['pool']}）基金情况"

@@ -72,7 +72,7 @@ def send_code(ctx: Context, row: OutboxMessage) -> str | None:
         year = s.get(SchemeYear, order.scheme_year_id)
         description = render("payment_description", household=household, year=year)
         amount_fen, known = order.amount_fen, order.code_url
-        time_expire = payments.deadline_end(year, ctx.cfg.tz)
+        time_expire = payments.deadline_end(year, ctx.cfg.tz, order)
     # 2. the Native order at WeChat Pay, with no transaction open
     try:
         code_url = _gateway(ctx).native(out_trade_no, description, amount_fen, time_expire)

@@ -17,8 +17,9 @@ from core.crypto import PersonalDataVault, mask_name
 from core.households import (INSURANCE_WORDS, RELATION_WORDS, check_name, known_categories,
                              normalise_category)
 from core.ids import IdError, check_id, check_phone
-from core.models import Enrolment, Household, Member, Relation, SchemeYear, Village
-from core.importer.common import MAX_ERRORS, ImportResult, RowError, _chunks, _text
+from core.models import Enrolment, Household, InsuranceType, Member, Relation, SchemeYear, Village
+from core.importer.common import (CONTINUED_WORDS, MAX_ERRORS, ImportResult, RowError, _chunks,
+                                 _text)
 from core.importer.reader import _rows
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ ID_ERROR_TEXT = {
 # one checked row: (row, village_id, key, name, id_number, birth_date, relation, insurance,
 # category, phone, head_name, id_hash)
 _R_ROW, _R_VILLAGE, _R_KEY, _R_NAME, _R_ID, _R_BIRTH, _R_REL, _R_INS, _R_CAT, _R_PHONE, \
-    _R_HEAD, _R_HASH = range(12)
+    _R_HEAD, _R_HASH, _R_CONTINUED = range(13)
 
 
 class _Checker:
@@ -103,7 +104,7 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
     closed_pools: set[int] = set()
     last_head: tuple = (None, None)  # a household's rows repeat the head's name: checked once
     for number, (v_raw, hh_raw, head_raw, name_raw, id_raw, rel_raw, ins_raw, cat_raw,
-                 phone_raw) in _rows(path, helper.rows() if helper else None):
+                 phone_raw, cont_raw) in _rows(path, helper.rows() if helper else None):
         ck.result.rows += 1
         bad = False
         v_text = _text(v_raw)
@@ -159,6 +160,12 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
         if insurance is None:
             error(number, "医保类型", "应填 居民医保、职工医保 或 未参保")
             bad = True
+        elif (insurance is InsuranceType.uninsured and village is not None
+              and ck.year(village.pool_id) is not None
+              and ck.year(village.pool_id).scheme.enrolment.uninsured == "refused"):
+            error(number, "医保类型", "本地方案只接受参加了基本医保的人员，未参保的不能参加；"
+                                     "已参保的请填 居民医保 或 职工医保")
+            bad = True
         category = None
         cat_text = _text(cat_raw)
         if cat_text and village is not None and ck.year(village.pool_id) is not None:
@@ -178,11 +185,18 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
             if phone is None:
                 error(number, "手机号", "手机号应为1开头的11位数字，座机请带区号")
                 bad = True
+        continued = None
+        cont_text = _text(cont_raw)
+        if cont_text:
+            continued = CONTINUED_WORDS.get(cont_text)
+            if continued is None:
+                error(number, "上年参加", f"应填 是 或 否，得到“{cont_text[:8]}”")
+                bad = True
         if bad:
             continue
         key = ("N", village.id, hh_no) if hh_no else ("V", village.id, head)
         rows.append((number, village.id, key, name, idn.number, idn.birth_date, relation,
-                     insurance, category, phone, head, lookup_hash(idn.number)))
+                     insurance, category, phone, head, lookup_hash(idn.number), continued))
     return rows
 
 

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 
-COLUMNS = ("村", "户号", "户主姓名", "姓名", "身份证号", "与户主关系", "医保类型", "类别", "手机号")
+COLUMNS = ("村", "户号", "户主姓名", "姓名", "身份证号", "与户主关系", "医保类型", "类别", "手机号",
+           "上年参加")
+# 上年参加 (是/否): earlier participation the database does not hold (the continuity bonus)
+CONTINUED_WORDS = {"是": True, "参加": True, "已参加": True, "Y": True, "y": True, "1": True,
+                   "否": False, "未参加": False, "N": False, "n": False, "0": False}
 REQUIRED = ("村", "户主姓名", "姓名", "身份证号", "与户主关系", "医保类型")
 SHEET = "名单"
 CHUNK = 5000  # rows per bulk insert and per look-up query

@@ -19,7 +19,7 @@ def write_template(path: str | Path, villages: list[str] | None = None) -> Path:
     ws = wb.active
     ws.title = SHEET
     ws.append(list(COLUMNS))
-    widths = (16, 12, 10, 10, 22, 12, 12, 10, 14)
+    widths = (16, 12, 10, 10, 22, 12, 12, 10, 14, 10)
     for i, (title, width) in enumerate(zip(COLUMNS, widths), start=1):
         cell = ws.cell(row=1, column=i)
         cell.font = Font(bold=True)
@@ -43,6 +43,7 @@ def write_template(path: str | Path, villages: list[str] | None = None) -> Path:
 
     choice("与户主关系", ["户主", "配偶", "子女", "父母", "其他"], False)
     choice("医保类型", ["居民医保", "职工医保", "未参保"], False)
+    choice("上年参加", ["是", "否"], True)
     if villages:
         lists = wb.create_sheet("村名")
         for v in villages:

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from core.crypto import mask_phone
 from core.households import household_number, reserve_ids
 from core.models import AuditLog, Enrolment, EnrolmentStatus, Household, Member, Relation, utcnow
-from core.importer.checks import (GROUP_CHUNK, _NEW, _R_BIRTH, _R_CAT, _R_HASH, _R_ID, _R_INS,
-                                  _R_NAME, _R_PHONE, _R_REL, _R_VILLAGE, _Checker, _Group)
+from core.importer.checks import (GROUP_CHUNK, _NEW, _R_BIRTH, _R_CAT, _R_CONTINUED, _R_HASH,
+                                  _R_ID, _R_INS, _R_NAME, _R_PHONE, _R_REL, _R_VILLAGE, _Checker,
+                                  _Group)
 from core.importer.common import _chunks
 from core.importer.helper import _Helper
 
@@ -24,7 +25,8 @@ _HOUSEHOLD_COLUMNS = ("id", "number", "pool_id", "village_id", "phone_enc", "pho
 _MEMBER_COLUMNS = ("id", "household_id", "name", "id_number_enc", "id_number_hash",
                    "id_number_masked", "birth_year", "relation", "insurance", "category",
                    "created_at")
-_ENROLMENT_COLUMNS = ("member_id", "scheme_year_id", "id_number_hash", "status", "created_at")
+_ENROLMENT_COLUMNS = ("member_id", "scheme_year_id", "id_number_hash", "status", "created_at",
+                      "continued")
 _AUDIT_COLUMNS = ("at", "actor", "action", "entity", "entity_id", "before", "after")
 
 
@@ -145,7 +147,7 @@ def _prepare(ck: _Checker, chunk: list[_Group], new_ids: set[int], actor: str,
                 new_members.append((r, g.household_id, year_id))
                 added += 1
             elif state:
-                enrolments.append((state, year_id, r[_R_HASH], pending, now))
+                enrolments.append((state, year_id, r[_R_HASH], pending, now, r[_R_CONTINUED]))
                 renewed += 1
             else:
                 result.unchanged += 1
@@ -179,7 +181,7 @@ def _insert(ck: _Checker, prepared: list, now, done_rows: int,
         n = r[_R_ID]
         members.append((mid, hid, r[_R_NAME], token, r[_R_HASH], n[:3] + "*" * 13 + n[-2:],
                         r[_R_BIRTH].year, r[_R_REL], r[_R_INS], r[_R_CAT], now))
-        enrolments.append((mid, year_id, r[_R_HASH], pending, now))
+        enrolments.append((mid, year_id, r[_R_HASH], pending, now, r[_R_CONTINUED]))
     if members:
         _bulk_insert(s, Member.__table__, _MEMBER_COLUMNS, members)
         result.members_new += len(members)

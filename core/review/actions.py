@@ -95,18 +95,21 @@ def reject(session: Session, claim: Claim, code: str, text: str | None, actor: s
     rule gives on the recorded facts) or a reviewer's own (exclusions, documents, fraud).
     Returns the claim's final reason codes."""
     code = code.strip().lower()
-    if code not in REASON_CODES:
+    year = scheme_years.for_decision(session, claim, claim.admission_date, today)
+    if code.startswith("excluded_"):
+        kind = code[len("excluded_"):]
+        if year is not None and kind not in year.scheme.claims.exclusions:
+            raise ReviewError("exclusion_not_in_scheme", kind=kind,
+                              allowed=allowed_exclusions(year))
+        if year is None and kind not in EXCLUSION_NAMES:
+            raise ReviewError("bad_reason", value=code)
+    elif code not in REASON_CODES:
         raise ReviewError("bad_reason", value=code)
     if claim.status not in REJECTABLE:
         raise ReviewError("wrong_status", status=claim.status.value, action="驳回")
     note = scrub(text.strip())[:TEXT_MAX] if text and text.strip() else None
     fresh: Decision | None = None
-    if code in REVIEWER_REJECTION_CODES:
-        if code.startswith("excluded_"):
-            kind = code[len("excluded_"):]
-            year = scheme_years.for_decision(session, claim, claim.admission_date, today)
-            if year is not None and kind not in year.scheme.claims.exclusions:
-                raise ReviewError("exclusion_not_in_scheme", kind=EXCLUSION_NAMES.get(kind, kind))
+    if code in REVIEWER_REJECTION_CODES or code.startswith("excluded_"):
         reasons = [code]
     else:
         if not is_computed(claim) or code not in (claim.reasons or []):
@@ -123,9 +126,12 @@ def reject(session: Session, claim: Claim, code: str, text: str | None, actor: s
         "action": "review.reject", "amount_fen": None, "reasons": reasons, "note": note})
     if code.startswith("excluded_"):
         claim.exclusion = code[len("excluded_"):]
+    if year is not None and claim.scheme_year_id is None:
+        claim.scheme_year_id = year.id
     trace = [s.to_json() for s in fresh.trace] if fresh else list(claim.trace or [])
     trace.append({"step": "reviewer", "text": render(
-        "review_trace_rejected", titles="、".join(reason_title(c) for c in reasons), note=note)})
+        "review_trace_rejected", titles="、".join(reason_title(c, claim) for c in reasons),
+        note=note)})
     claim.amount_fen = None
     claim.reasons = reasons
     claim.trace = trace
@@ -133,12 +139,19 @@ def reject(session: Session, claim: Claim, code: str, text: str | None, actor: s
     from core.appeals import appeal_days
 
     notify_household(session, claim.household_id, "review_household_rejected", claim=claim,
-                     member=member_label(claim), explanations=_explanations(fresh, reasons),
+                     member=member_label(claim),
+                     explanations=_explanations(fresh, reasons, claim),
                      steps=failed_steps(trace, reasons) if fresh else [trace[-1]["text"]],
                      note=note, appeal_until=today + timedelta(days=appeal_days(
                          session, claim, today)) if claim.appealed_at is None else None)
     session.flush()
     return reasons
+
+
+def allowed_exclusions(year) -> list[dict]:
+    """The scheme's exclusion codes as /驳回 takes them: [{code: excluded_<code>, title}]."""
+    claims = year.scheme.claims
+    return [{"code": f"excluded_{c}", "title": claims.label_of(c)} for c in claims.exclusions]
 
 
 def request_documents(session: Session, claim: Claim, text: str, actor: str) -> None:

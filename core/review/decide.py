@@ -10,6 +10,8 @@ from core import scheme_years
 from core.adjudication import ClaimFacts, Decision, History, OtherClaim, Rules, adjudicate
 from core.models import (Claim, ClaimStatus as S, Enrolment, EnrolmentStatus, Household, Member,
                          SchemeYear)
+from core.households import cover_start, local_tz
+from core.outbox import as_utc
 from core.review.errors import ReviewError
 from core.review.facts import Facts, parse_claim_number, stored_facts
 
@@ -46,11 +48,27 @@ def history_of(session: Session, claim: Claim, year: SchemeYear) -> History:
         .where(Member.id_number_hash == id_hash, Household.pool_id == year.pool_id,
                Claim.id != claim.id)
         .order_by(Claim.id)).all()
+    this_year = session.scalar(select(Enrolment).where(
+        Enrolment.scheme_year_id == year.id, Enrolment.id_number_hash == id_hash,
+        Enrolment.status == EnrolmentStatus.paid).limit(1))
+    # earlier participation: paid in the previous scheme year, or declared by a village list
+    continued = ((previous is not None and _paid(session, id_hash, previous.id))
+                 or bool(this_year is not None and this_year.continued))
+    cover_from = (cover_start(this_year, year) if year.scheme.cover.start_from == "payment"
+                  else None)
     return History(
-        enrolled_paid_this_year=_paid(session, id_hash, year.id),
-        enrolled_paid_previous_year=previous is not None and _paid(session, id_hash, previous.id),
+        enrolled_paid_this_year=this_year is not None,
+        enrolled_paid_previous_year=continued,
         other_claims=tuple(OtherClaim(status.value, amount, admission, discharge, number)
-                           for status, amount, admission, discharge, number in others))
+                           for status, amount, admission, discharge, number in others),
+        cover_from=cover_from)
+
+
+def filed_on(claim: Claim) -> date | None:
+    """The local day the claim was submitted (claims.file_within_days counts to it)."""
+    if claim.submitted_at is None:
+        return None
+    return as_utc(claim.submitted_at).astimezone(local_tz()).date()
 
 
 def rules_of(year: SchemeYear) -> Rules:
@@ -65,7 +83,8 @@ def decide(session: Session, claim: Claim, facts: Facts,
         raise ReviewError("no_scheme_year")
     decision = adjudicate(
         ClaimFacts(claim.member_id, facts.drg_code, facts.out_of_pocket_fen, facts.admission_date,
-                   facts.discharge_date, facts.insurance, claim.exclusion),
+                   facts.discharge_date, facts.insurance, claim.exclusion,
+                   filed_on(claim)),
         rules_of(year), history_of(session, claim, year))
     return decision, year
 

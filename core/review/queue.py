@@ -101,7 +101,7 @@ def _queue_line(claim: Claim, today: date) -> dict:
             "member": member_label(claim), "status": claim.status.value,
             "due_date": claim.due_date, "overdue": bool(claim.due_date and claim.due_date < today),
             "amount_fen": claim.amount_fen,
-            "reasons": [reason_title(c) for c in claim.reasons or []],
+            "reasons": [reason_title(c, claim) for c in claim.reasons or []],
             "appeal_reason": claim.appeal_reason,
             "submitted": claim.submitted_at}
 
