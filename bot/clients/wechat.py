@@ -331,23 +331,31 @@ class WeChat:
         the text goes in the field `content`, and `url` is the template's link."""
         if message.get("type") not in ("text", "image"):
             raise ValueError(f"unknown message type {message.get('type')!r}")
-        if self._take_push(openid):
-            try:
-                self._send_custom(openid, message)
-                return "custom"
-            except WeChatClientException as exc:
-                closed = exc.errcode in WINDOW_ERRORS
-                self._give_back_push(openid, closed)
-                if not closed:
-                    raise
-            except BaseException:
-                self._give_back_push(openid, closed=False)
-                raise
+        if self.push_custom(openid, message):
+            return "custom"
         if message["type"] == "text" and self.template_id:
             data = message.get("template_data") or {"content": message["content"]}
             self.send_template(openid, self.template_id, data, url=message.get("url"))
             return "template"
         return "held"
+
+    def push_custom(self, openid: str, message: dict) -> bool:
+        """A customer-service message if the user's window is open: True when sent, False when
+        the window is closed (or WeChat says so: 45015/45047); other errors are raised."""
+        if not self._take_push(openid):
+            return False
+        try:
+            self._send_custom(openid, message)
+            return True
+        except WeChatClientException as exc:
+            closed = exc.errcode in WINDOW_ERRORS
+            self._give_back_push(openid, closed)
+            if not closed:
+                raise
+            return False
+        except BaseException:
+            self._give_back_push(openid, closed=False)
+            raise
 
     def _take_push(self, openid: str) -> bool:
         """Count one more push since the user last wrote, if the window is open: one atomic
