@@ -74,3 +74,58 @@ def queue_notice(session: Session, household_id: int, event: str, text: str, var
     row = OutboxMessage(**notice_row(household_id, event, text, variables, openids))
     session.add(row)
     return row
+
+
+# -- households not told ------------------------------------------------------------------------
+
+UNTOLD_AFTER_HOURS = 24
+ERRORS_DAYS = 7
+
+
+def untold(session: Session, scope, now: datetime | None = None,
+           events: tuple[str, ...] = ("claim_decided", "appeal_decided")) -> dict:
+    """For `/待通知`: the households in the administrator's scope not told of a decided claim
+    24 hours after the decision (the notice has no channel yet: held, or dead), oldest first;
+    and the channels' refusals of the last 7 days in that scope ({(channel, code): count})."""
+    from datetime import timedelta
+
+    from core.models import Household, Village
+
+    now = now or utcnow()
+    rows = session.execute(
+        select(OutboxMessage, Household.number, Village)
+        .join(Household, Household.id == OutboxMessage.household_id)
+        .join(Village, Village.id == Household.village_id)
+        .where(OutboxMessage.kind == NOTICE, OutboxMessage.channel.is_(None),
+               OutboxMessage.event.in_(events),
+               OutboxMessage.created_at <= now - timedelta(hours=UNTOLD_AFTER_HOURS),
+               OutboxMessage.status != OutboxStatus.sent)
+        .order_by(OutboxMessage.created_at, OutboxMessage.id)).all()
+    items = []
+    for row, number, village in rows:
+        if not scope.covers_village(village):
+            continue
+        p = row.payload or {}
+        errors = p.get("errors") or []
+        created = outbox.as_utc(row.created_at)
+        items.append({
+            "household": number, "village": village.name,
+            "claim": (p.get("variables") or {}).get("claim"),
+            "result": (p.get("variables") or {}).get("result"),
+            "hours": int((now - created).total_seconds() // 3600),
+            "linked": bool(p.get("openids")), "sms": p.get("sms"),
+            "error": f"{errors[-1]['channel']} {errors[-1]['code']}" if errors else None})
+    refusals: dict[tuple[str, str], int] = {}
+    recent = session.execute(
+        select(OutboxMessage.payload, Village)
+        .join(Household, Household.id == OutboxMessage.household_id)
+        .join(Village, Village.id == Household.village_id)
+        .where(OutboxMessage.kind == NOTICE,
+               OutboxMessage.created_at >= now - timedelta(days=ERRORS_DAYS))).all()
+    for payload, village in recent:
+        if not scope.covers_village(village):
+            continue
+        for e in (payload or {}).get("errors") or []:
+            key = (e.get("channel", "?"), str(e.get("code", "?")))
+            refusals[key] = refusals.get(key, 0) + 1
+    return {"items": items, "refusals": refusals}

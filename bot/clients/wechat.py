@@ -15,7 +15,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import threading
+import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -266,6 +268,14 @@ class WeChat:
                        page: str | None = None) -> None:
         data = {k: v if isinstance(v, dict) else {"value": v} for k, v in data.items()}
         self.client.message.send_subscribe_message(openid, template_id, data, page=page)
+
+    def jsapi_config(self, url: str) -> dict:
+        """wx.config's values for a page at `url` (JS-SDK: the subscribe button); the ticket
+        (ticket/getticket) is kept by wechatpy until it expires."""
+        ticket = self.client.jsapi.get_jsapi_ticket()
+        nonce, ts = secrets.token_hex(8), int(time.time())
+        return {"appId": self.cfg.WECHAT_APP_ID, "timestamp": ts, "nonceStr": nonce,
+                "signature": self.client.jsapi.get_jsapi_signature(nonce, ticket, ts, url)}
 
     # -- media ------------------------------------------------------------------------------
     def upload_media(self, path_or_bytes: str | Path | bytes, kind: str = "image") -> str:
