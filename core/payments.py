@@ -481,10 +481,11 @@ def expire_orders(session: Session, today: date, tz: ZoneInfo, actor: str = "sys
     return n
 
 
-def send_reminders(session: Session, today: date) -> int:
+def send_reminders(session: Session, today: date, by_sms: bool = False) -> int:
     """Reminders 7 days and 1 day before the deadline to households with members still
     unpaid, one per household and reminder (whichever is due: a server that was down on the
-    seventh day still sends it later, but never the 7-day one in the last day)."""
+    seventh day still sends it later, but never the 7-day one in the last day). `by_sms`: SMS
+    is configured, so a household with no WeChat user but a phone is reminded too."""
     sent = 0
     years = scheme_years.enrolling_all(session, today)
     for year in years:
@@ -502,8 +503,8 @@ def send_reminders(session: Session, today: date) -> int:
             if hid in done:
                 continue
             household = session.get(Household, hid)
-            if not linked_openids(session, hid) and not household.phone_enc:
-                continue  # neither WeChat nor a phone: nobody to remind
+            if not linked_openids(session, hid) and not (by_sms and household.phone_enc):
+                continue  # nobody to remind
             try:
                 q = quote(session, household, year)
             except PaymentError:

@@ -221,7 +221,7 @@ def cmd_outbox_list(args) -> int:
         found = list(s.scalars(q))
         ids = {r.household_id for r in found if r.household_id}
         numbers = dict(s.execute(select(Household.id, Household.number)
-                                 .where(Household.id.in_(ids)))) if ids else {}
+                                 .where(Household.id.in_(ids))).tuples().all()) if ids else {}
         rows = [{"id": r.id, "kind": r.kind, "status": r.status.value, "attempts": r.attempts,
                  "recipient": r.recipient, "next_attempt_at": r.next_attempt_at,
                  "last_error": r.last_error, "created_at": r.created_at,

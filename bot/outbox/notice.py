@@ -35,6 +35,8 @@ log = logging.getLogger("huzhu.notice")
 SMS_AFTER = timedelta(hours=24)
 #: WeChat answers after which the next channel is tried (not retried)
 NEXT_CHANNEL = {40003, 40037, 43004, 43101, 47001, 47003}
+#: refusals the same template would get again: not tried again for this notice
+REFUSED_FOR_GOOD = {"40037", "47001", "47003", "fit"}
 
 
 def _variables(ctx: Context, row: OutboxMessage) -> dict:
@@ -89,6 +91,7 @@ def deliver_notice(ctx: Context, row: OutboxMessage):
         raise PermanentError(f"bad notice payload: {exc!r}") from exc
     done: dict = dict(p.get("done") or {})
     errors: list = list(p.get("errors") or [])
+    refused: list = list(p.get("refused") or [])
     template = ctx.notices.wechat.get(event)
     variables = _variables(ctx, row)
     wechat = ctx.wechat if openids else None
@@ -105,8 +108,11 @@ def deliver_notice(ctx: Context, row: OutboxMessage):
             if exc.errcode not in NEXT_CHANNEL:
                 raise RetryableError(f"WeChat {exc.errcode}") from exc
             _refused(ctx, row, "custom", exc.errcode, errors)
-        if how is None and template is not None:
+        if how is None and template is not None and openid not in refused:
             how = _templated(ctx, row, wechat, openid, template, variables, errors)
+            if how is None and errors and errors[-1]["code"] in REFUSED_FOR_GOOD:
+                refused.append(openid)  # the same fields would be refused again
+                _save(ctx, row, refused=refused, errors=errors)
         if how is not None:
             done[openid] = how
             _save(ctx, row, done=done, errors=errors)
