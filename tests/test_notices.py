@@ -444,3 +444,47 @@ def test_fixed_parts_that_cannot_fit_are_an_error_not_a_cut():
     t = NoticeTemplate("claim_decided", "t", {"thing1": ("household", "claim", "amount")})
     with pytest.raises(ValueError):
         fill(t, {"household": "H12345678", "claim": "C123456789", "amount": 100})
+
+
+# ---------------------------------------------------------------------------------------------
+# the monthly payout: one notice per household and claim, in bulk
+
+def test_the_payout_tells_each_household_by_template_or_sms(notice_bot, db, emulator):
+    from core.payouts import confirm_batch
+    from tests.test_payouts import approved_claim, fund, household_with_card, run
+
+    x, running, villager = notice_bot
+    linked = household_with_card(db, x.vault, openid="o_vil_payout")
+    villager.text("o_vil_payout", "0")
+    with db.session() as s:
+        user = s.scalar(select(WechatUser).where(WechatUser.openid == "o_vil_payout"))
+        user.last_inbound_at = utcnow() - timedelta(hours=60)
+    imported = household_with_card(db, x.vault)  # no WeChat user: told by SMS
+    first = approved_claim(db, linked["id"], 300000)
+    second = approved_claim(db, imported["id"], 120000)
+    fund(db, 10_000_000)
+    since = villager.last_call_id()
+    batch = run(x).batch
+    running.x.waker.wake()
+    listed = wait_until(lambda: [c for c in emulator_calls(emulator, touser="o_vil_payout",
+                                                           since=since)
+                                 if (c["json"] or {}).get("template_id")
+                                 == "huzhu-demo-payout-listed"])
+    data = {k: v["value"] for k, v in listed[0]["json"]["data"].items()}
+    assert data == {"character_string1": first, "amount2": "3000.00元", "phrase3": "待转账",
+                    "thing4": "到账后会再通知您"}
+    sms = wait_until(lambda: sms_sent(emulator, second))
+    assert sms[0]["template_id"] == "100006" and sms[0]["params"] == [second, "1200.00元"]
+    rows = wait_until(lambda: [r for r in notices(db, "payout_listed") if r.channel]
+                      if len([r for r in notices(db, "payout_listed") if r.channel]) == 2
+                      else None)
+    assert {r.household_id: r.channel for r in rows} == {linked["id"]: "template",
+                                                         imported["id"]: "sms"}
+    with db.session() as s:
+        confirm_batch(s, batch, "test", TODAY)
+    running.x.waker.wake()
+    paid = wait_until(lambda: [c for c in emulator_calls(emulator, touser="o_vil_payout")
+                               if (c["json"] or {}).get("template_id")
+                               == "huzhu-demo-payout-paid"])
+    assert paid[0]["json"]["data"]["phrase3"]["value"] == "已转账"
+    assert wait_until(lambda: len(sms_sent(emulator, second)) == 2)
