@@ -224,7 +224,7 @@ class OutboxMessage(Base):
     channel: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),
-                      Index("ix_outbox_notice", "event", "household_id"))
+                      Index("ix_outbox_notice", "household_id", "event"))
 
 
 class AuditLog(Base):

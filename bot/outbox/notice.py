@@ -17,7 +17,7 @@ never tells anyone twice. The channel(s) that told the household are stored on t
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from bot.clients.wechat import WeChatClientException
 from bot.outbox.deliver import (HELD, Context, Hold, PermanentError, RetryableError,
@@ -25,10 +25,9 @@ from bot.outbox.deliver import (HELD, Context, Hold, PermanentError, RetryableEr
 from core.config import secret_key
 from core.crypto import PersonalDataVault
 from core.household_links import claims_url
-from core.models import Household, OutboxMessage
+from core.models import Household, OutboxMessage, utcnow
 from core.notices import fill, sms_params
 from core.outbox import as_utc
-from core.models import utcnow
 
 log = logging.getLogger("huzhu.notice")
 

@@ -16,7 +16,7 @@ def upgrade() -> None:
     op.add_column("outbox", sa.Column("event", sa.String(32), nullable=True))
     op.add_column("outbox", sa.Column("household_id", sa.Integer(), nullable=True))
     op.add_column("outbox", sa.Column("channel", sa.String(16), nullable=True))
-    op.create_index("ix_outbox_notice", "outbox", ["event", "household_id"])
+    op.create_index("ix_outbox_notice", "outbox", ["household_id", "event"])
 
 
 def downgrade() -> None:
