@@ -159,7 +159,7 @@ def decide_appeal(session: Session, claim: Claim, keep: bool, note: str | None, 
                            "note": note})
         trace.append({"step": "appeal", "text": render("appeal_trace", keep=True, note=note)})
         claim.trace = trace
-        tell_household(session, claim, keep=True, note=note)
+        tell_household(session, claim, keep=True, note=note, today=today)
         session.flush()
         return None
     facts = stored_facts(claim)
@@ -178,12 +178,19 @@ def decide_appeal(session: Session, claim: Claim, keep: bool, note: str | None, 
     else:
         claim.amount_fen, claim.reasons, claim.trace = None, [], []
     claim.due_date = review_due_date(today, review_days(session, claim))
-    tell_household(session, claim, keep=False, note=note)
+    tell_household(session, claim, keep=False, note=note, today=today)
     session.flush()
     return decision
 
 
-def tell_household(session: Session, claim: Claim, *, keep: bool, note: str | None) -> None:
-    """The household hears the appeal's outcome (the `appeal_decided` notice)."""
+def tell_household(session: Session, claim: Claim, *, keep: bool, note: str | None,
+                   today: date) -> None:
+    """The household hears the appeal's outcome (the `appeal_decided` notice: the whole text in
+    the chat, the category template's fields outside the 48-hour window)."""
+    from core.notices import claim_variables
+
     notify_household(session, claim.household_id, "appeal_decided", claim=claim, keep=keep,
-                     note=note, member=mask_name(claim.member.name))
+                     note=note, member=mask_name(claim.member.name), event="appeal_decided",
+                     variables=claim_variables(
+                         claim, "appeal_upheld" if keep else "appeal_changed", date=today,
+                         reason=note))

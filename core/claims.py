@@ -58,7 +58,9 @@ from core.messages import environment, render
 from core.models import (AuditLog, BankCard, Claim, ClaimDocument, ClaimStatus as S,
                          DocumentKind, Enrolment, EnrolmentStatus, Household, HouseholdLink,
                          Member, OutboxMessage, OutboxStatus, SchemeYear, utcnow)
-from core.notify import linked_openids, notify_household
+from core.notices import claim_variables, words
+from core.notify import (NOTICE, linked_openids, notice_row, notify_household,
+                         queue_notice)
 from core.workdays import review_due_date
 
 ALLOWED: dict[S, frozenset[S]] = {
@@ -100,11 +102,14 @@ def can_transition(claim: Claim, to: S) -> bool:
 
 def transition(session: Session, claim: Claim, to: S, actor: str, *,
                notify: str | None = None, detail: dict | None = None,
-               notify_except: str | None = None, **context) -> Claim:
+               notify_except: str | None = None, event: str | None = None,
+               variables: dict | None = None, **context) -> Claim:
     """Move a claim to `to`. `notify` names a template (templates/messages/<notify>.j2) sent to
     every user linked to the household, rendered with `claim`, `member_name` (masked),
     `reason_texts` (the claim's reason codes explained), `has_card` and `context`.
-    `notify_except`: an openid that has just been told in its passive reply."""
+    `notify_except`: an openid that has just been told in its passive reply. With `event` (a
+    notice event of core/notices.py) and its `variables`, the text goes as one notice for the
+    household (core/notify.py)."""
     if not can_transition(claim, to):
         raise TransitionError(claim, to)
     before = {"status": claim.status.value, "amount_fen": claim.amount_fen}
@@ -116,11 +121,16 @@ def transition(session: Session, claim: Claim, to: S, actor: str, *,
     if notify:
         ctx = {**notify_context(session, claim), **context}
         if notify_except is None:
-            notify_household(session, claim.household_id, notify, claim=claim, **ctx)
+            notify_household(session, claim.household_id, notify, claim=claim, event=event,
+                             variables=variables, **ctx)
         else:
             text = render(notify, claim=claim, **ctx)
-            for openid in linked_openids(session, claim.household_id):
-                if openid != notify_except:
+            others = [o for o in linked_openids(session, claim.household_id)
+                      if o != notify_except]
+            if event is not None and others:
+                queue_notice(session, claim.household_id, event, text, variables or {}, others)
+            elif event is None:
+                for openid in others:
                     outbox.send_text(session, openid, text)
     session.flush()
     return claim
@@ -128,7 +138,8 @@ def transition(session: Session, claim: Claim, to: S, actor: str, *,
 
 def transition_bulk(session: Session, claim_ids: Select, items: list[dict], frm: S, to: S,
                     actor: str, *, now: datetime, what: str, notify: str | None = None,
-                    detail: dict | None = None, households: Select | None = None) -> None:
+                    detail: dict | None = None, households: Select | None = None,
+                    event: str | None = None) -> None:
     """Move many claims `frm` → `to` at once, with the effect of `transition` per claim (the
     payout's batches: 100,000 claims in seconds). The move is checked against ALLOWED; one
     UPDATE, guarded by the status, moves the claims whose ids `claim_ids` (a SELECT) gives;
@@ -139,7 +150,9 @@ def transition_bulk(session: Session, claim_ids: Select, items: list[dict], frm:
     and what the template shows. Should the UPDATE move another number of claims (one changed
     meanwhile), RuntimeError before anything else is written: the caller's transaction is to be
     undone, never half a batch. `households` (a SELECT of their household ids) lets the links
-    be read in one query; `what` names the set in errors ("batch B202603-demo")."""
+    be read in one query; `what` names the set in errors ("batch B202603-demo"). With `event`
+    each household gets one notice row instead (core/notify.py; its variables from the item:
+    claim_number, amount_fen, result, next_step), also when no WeChat user is linked."""
     if to not in ALLOWED[frm]:
         raise TransitionError(what, to, frm)
     moved = session.execute(
@@ -163,6 +176,21 @@ def transition_bulk(session: Session, claim_ids: Select, items: list[dict], frm:
         return
     tpl = environment().get_template(f"messages/{notify}.j2")
     links = _links(session, (it["household_id"] for it in items), households)
+    if event is not None:
+        def notices():
+            for it in items:
+                row = notice_row(it["household_id"], event, tpl.render(**it).strip(), {
+                    "claim": it["claim_number"], "amount": it["amount_fen"],
+                    "result": it.get("result") or words("result", event),
+                    "next_step": it.get("next_step") or words("next_step", event),
+                    "household": it.get("household_number")},
+                    links.get(it["household_id"], []), now)
+                yield {"household_id": row["household_id"], "payload": row["payload"]}
+
+        insert_many(session, OutboxMessage, notices(),
+                    {"kind": NOTICE, "status": OutboxStatus.pending, "attempts": 0,
+                     "next_attempt_at": now, "created_at": now, "event": event})
+        return
 
     def messages():
         for it in items:
@@ -609,6 +637,9 @@ def submit(session: Session, claim: Claim, actor: str, today: date, *,
             hold_for_village(session, claim)
     transition(session, claim, S.submitted, actor, notify="claim_submitted",
                notify_except=notify_except, resubmitted=resubmitted,
+               event="claim_submitted", variables=claim_variables(
+                   claim, "claim_resubmitted" if resubmitted else "claim_submitted",
+                   "claim_submitted", date=claim.due_date),
                detail={"due_date": claim.due_date.isoformat(), "resubmitted": resubmitted,
                        "awaits_village": claim.awaits_village})
     return claim

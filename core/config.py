@@ -132,8 +132,40 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("HUZHU_MAX_BODY_BYTES: must be at least 1024")
     if v["BACKUP_KEEP"] < 1:
         raise ConfigError("HUZHU_BACKUP_KEEP: days to keep backups, at least 1")
+    _validate_notices(cfg)
     if backup_time(v["BACKUP_AT"]) is None:
         raise ConfigError(f"HUZHU_BACKUP_AT: expected a time of day HH:MM, got {v['BACKUP_AT']!r}")
+
+
+SMS_PROVIDERS = ("tencentcloud", "emulator")
+
+
+def config_path(value: str) -> Path:
+    """A file named in the configuration: as given, else relative to the project's root."""
+    p = Path(value)
+    return p if p.is_absolute() or p.exists() else ROOT / p
+
+
+def _validate_notices(cfg: Config) -> None:
+    """NOTIFY_TEMPLATES and SMS_* at start: one line naming what is wrong."""
+    from core.notices import NoticeFileError, load_sms_templates, load_templates
+
+    v = cfg.values
+    try:
+        if v.get("NOTIFY_TEMPLATES"):
+            load_templates(config_path(v["NOTIFY_TEMPLATES"]))
+        provider = v.get("SMS_PROVIDER") or ""
+        if provider:
+            if provider not in SMS_PROVIDERS:
+                raise ConfigError("HUZHU_SMS_PROVIDER: must be 'tencentcloud' or 'emulator' "
+                                  "(or empty: no SMS)")
+            for key in ("SMS_APP_ID", "SMS_SIGN", "SMS_TEMPLATES") + (
+                    ("SMS_SECRET_ID", "SMS_SECRET_KEY") if provider == "tencentcloud" else ()):
+                if not v.get(key):
+                    raise ConfigError(f"HUZHU_{key}: required when HUZHU_SMS_PROVIDER={provider}")
+            load_sms_templates(config_path(v["SMS_TEMPLATES"]))
+    except NoticeFileError as exc:
+        raise ConfigError(f"HUZHU_{exc}") from None
 
 
 def plain_mode_refused(cfg: Config) -> bool:

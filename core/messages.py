@@ -31,6 +31,21 @@ def environment() -> Environment:
     return env
 
 
+@lru_cache(maxsize=1)
+def page_environment() -> Environment:
+    """Web pages (templates/pages/): the same filters, every value HTML-escaped."""
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, autoescape=True, auto_reload=False)
+    env.filters["yuan"] = format_yuan
+    env.filters["cndate"] = format_date
+    return env
+
+
+def render_page(template: str, /, **context) -> str:
+    """Render templates/pages/<template>.html.j2 (HTML-escaped)."""
+    return page_environment().get_template(f"pages/{template}.html.j2").render(**context)
+
+
 def render(template: str, /, **context) -> str:
     """Render templates/messages/<template>.j2 and strip surrounding blank lines."""
     return environment().get_template(f"messages/{template}.j2").render(**context).strip()

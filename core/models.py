@@ -220,8 +220,14 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # a notice to a household (kind `notice`): its event, the household, and the channel that
+    # delivered it (custom, template, subscribe, sms; None until delivered)
+    event: Mapped[str | None] = mapped_column(String(32))
+    household_id: Mapped[int | None] = mapped_column(Integer)
+    channel: Mapped[str | None] = mapped_column(String(16))
 
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),
+                      Index("ix_outbox_notice", "household_id", "event"))
 
 
 class AuditLog(Base):

@@ -6,12 +6,15 @@ Kinds used across the project (payload keys):
 - `media.download`   {document_id, media_id}
 - `wecom.post`       {key, markdown} or {key, image_path}
 - `pay.qr`           {openid, out_trade_no, code_url}: the payment code, drawn and sent as an image
+- `notice`           {household_id, event, text, variables, openids, done?, sms?, errors?}: one
+                     notice to a household (core/notify.py; columns event, household_id, and
+                     channel once delivered), bot/outbox/notice.py
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.models import OutboxMessage, OutboxStatus, utcnow
@@ -73,18 +76,28 @@ def mark_failed(row: OutboxMessage, error: str, max_attempts: int, backoff_secon
 HOLD = timedelta(days=30)
 
 
-def hold(row: OutboxMessage) -> None:
-    """Outside the 48-hour window with no template: wait until the user writes again."""
-    row.next_attempt_at = utcnow() + HOLD
-    row.last_error = "held: outside the 48-hour window"
+def hold(row: OutboxMessage, until: datetime | None = None) -> None:
+    """Outside the 48-hour window with no template: wait until the user writes again (or
+    `until`: a notice's SMS is due 24 hours after it was queued)."""
+    row.next_attempt_at = until or utcnow() + HOLD
+    if not (row.last_error or "").startswith("held"):
+        row.last_error = ("held: outside the 48-hour window" if not row.last_error
+                          else f"held: {row.last_error}")[:2000]
 
 
 def wake(session: Session, openid: str) -> int:
-    """The user wrote: messages held for them are due now."""
+    """The user wrote: messages held for them, and notices held for their households, are due
+    now."""
+    from core.models import HouseholdLink
+
     now = utcnow()
+    households = select(HouseholdLink.household_id).where(HouseholdLink.openid == openid)
     result = session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.recipient == openid, OutboxMessage.status == OutboxStatus.pending,
+        .where(or_(OutboxMessage.recipient == openid,
+                   and_(OutboxMessage.kind == "notice",
+                        OutboxMessage.household_id.in_(households))),
+               OutboxMessage.status == OutboxStatus.pending,
                OutboxMessage.next_attempt_at > now)
         .values(next_attempt_at=now)
         .execution_options(synchronize_session=False))

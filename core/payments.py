@@ -44,6 +44,7 @@ from core.messages import render
 from core.models import (AdminGrant, AdminRole, Enrolment, EnrolmentStatus, Household,
                          HouseholdLink, LinkRole, Member, OrderStatus, Payment, PaymentException,
                          PaymentOrder, PaymentReminder, SchemeYear, WechatUser, utcnow)
+from core.notices import words
 from core.notify import linked_openids, notify_household
 
 log = logging.getLogger("huzhu.payments")
@@ -395,7 +396,10 @@ def _activate(session: Session, order: PaymentOrder, *, channel: str, transactio
     members = order.breakdown["members"]
     notify_household(session, household.id, "payment_confirmed", household=household.number,
                      members=members, amount_fen=amount_fen, whole_fen=order.breakdown["whole_fen"],
-                     channel=channel, year=year)
+                     channel=channel, year=year, event="payment_received", variables={
+                         "household": household.number, "amount": amount_fen,
+                         "date": paid_at, "result": words("result", "payment_received"),
+                         "next_step": words("next_step", "payment_received")})
     session.flush()
     return payment
 
@@ -508,10 +512,11 @@ def expire_orders(session: Session, today: date, tz: ZoneInfo, actor: str = "sys
     return n
 
 
-def send_reminders(session: Session, today: date) -> int:
+def send_reminders(session: Session, today: date, by_sms: bool = False) -> int:
     """Reminders 7 days and 1 day before the deadline to households with members still
     unpaid, one per household and reminder (whichever is due: a server that was down on the
-    seventh day still sends it later, but never the 7-day one in the last day)."""
+    seventh day still sends it later, but never the 7-day one in the last day). `by_sms`: SMS
+    is configured, so a household with no WeChat user but a phone is reminded too."""
     sent = 0
     years = scheme_years.enrolling_all(session, today)
     for year in years:
@@ -526,9 +531,11 @@ def send_reminders(session: Session, today: date) -> int:
         done = set(session.scalars(select(PaymentReminder.household_id).where(
             PaymentReminder.scheme_year_id == year.id, PaymentReminder.days_before == which)))
         for hid in household_ids:
-            if hid in done or not linked_openids(session, hid):
+            if hid in done:
                 continue
             household = session.get(Household, hid)
+            if not linked_openids(session, hid) and not (by_sms and household.phone_enc):
+                continue  # nobody to remind
             try:
                 q = quote(session, household, year)
             except PaymentError:
@@ -541,6 +548,10 @@ def send_reminders(session: Session, today: date) -> int:
                 continue
             notify_household(session, hid, "payment_reminder", household=household.number,
                              amount_fen=q.amount_fen, deadline=year.enrolment_closes,
-                             days_left=days_left)
+                             days_left=days_left, event="payment_reminder", variables={
+                                 "household": household.number, "amount": q.amount_fen,
+                                 "date": year.enrolment_closes,
+                                 "result": words("result", "payment_reminder"),
+                                 "next_step": words("next_step", "payment_reminder")})
             sent += 1
     return sent

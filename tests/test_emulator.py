@@ -99,6 +99,7 @@ def test_every_call_is_recorded_and_filtered(emu):
     token = stable_token(emu.url)
     api(emu.url, "/cgi-bin/message/custom/send", token, text_to("o-alice", "第一条"))
     mark = calls(emu.url)[-1]["id"]
+    requests.post(f"{emu.url}/_emulator/templates", json={"T1": ["content"]})
     api(emu.url, "/cgi-bin/message/template/send", token, {
         "touser": "o-bob", "template_id": "T1", "data": {"content": {"value": "进度"}}})
     api(emu.url, "/cgi-bin/message/custom/send", token, text_to("o-alice", "第二条"))
@@ -188,11 +189,44 @@ def test_message_validation_like_wechat(emu):
                          data=b"{not json").json()["errcode"] == 47001
 
     template = "/cgi-bin/message/template/send"
+    requests.post(f"{emu.url}/_emulator/templates", json={"T": ["content"]})
     good = {"touser": "o1", "template_id": "T", "data": {"content": {"value": "您好"}}}
     answer = api(emu.url, template, token, good)
     assert answer["errcode"] == 0 and isinstance(answer["msgid"], int)
     assert api(emu.url, template, token, {**good, "template_id": ""})["errcode"] == 40037
-    assert api(emu.url, "/cgi-bin/message/subscribe/bizsend", token, good)["errcode"] == 0
+    # a template the account has not added
+    assert api(emu.url, template, token, {**good, "template_id": "T-unknown"})["errcode"] == 40037
+    # subscription notices: only after the user accepted the template, one per acceptance
+    bizsend = "/cgi-bin/message/subscribe/bizsend"
+    assert api(emu.url, bizsend, token, good)["errcode"] == 43101
+    requests.post(f"{emu.url}/_emulator/subscribe", json={"openid": "o1", "template_ids": ["T"]})
+    assert api(emu.url, bizsend, token, good)["errcode"] == 0
+    assert api(emu.url, bizsend, token, good)["errcode"] == 43101
+
+
+@pytest.mark.parametrize("field, value, ok", [
+    ("thing2", "王*山的补助申请已审核", True),
+    ("thing2", "一" * 21, False),                   # thing: at most 20 characters
+    ("thing2", "第一行\n第二行", False),              # never a line break
+    ("character_string1", "C20260001", True),
+    ("character_string1", "C" * 33, False),
+    ("character_string1", "申请C1", False),          # letters, digits and symbols only
+    ("phrase3", "已通过", True),
+    ("phrase3", "审核已经通过", False),               # at most 5 characters
+    ("amount4", "1234.56元", True),
+    ("amount4", "1,234.56 元", False),               # a number, no separator
+    ("time5", "2026年3月1日", True),
+    ("time5", "下周一", False),
+    ("name6", "王*山", True),
+    ("name6", "王" * 11, False),
+])
+def test_template_fields_follow_wechat_rules(emu, field, value, ok):
+    """A value over its field's limit, with a line break or not of its kind: 47003, as WeChat."""
+    token = stable_token(emu.url)
+    requests.post(f"{emu.url}/_emulator/templates", json={"TR": [field]})
+    answer = api(emu.url, "/cgi-bin/message/template/send", token, {
+        "touser": "o1", "template_id": "TR", "data": {field: {"value": value}}})
+    assert answer["errcode"] == (0 if ok else 47003), answer
 
 
 # -- media ---------------------------------------------------------------------------------------

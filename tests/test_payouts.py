@@ -91,10 +91,12 @@ def claim_status(db, number: str) -> ClaimStatus:
 
 
 def outbox_texts(db, openid: str) -> list[str]:
+    """The texts queued for a user: their own messages and their households' notices."""
     with db.session() as s:
-        return [m.payload["message"]["content"] for m in s.scalars(
-            select(OutboxMessage).where(OutboxMessage.recipient == openid)
-            .order_by(OutboxMessage.id))]
+        return [m.payload["message"]["content"] if m.kind != "notice" else m.payload["text"]
+                for m in s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+                if m.recipient == openid
+                or (m.kind == "notice" and openid in m.payload.get("openids", []))]
 
 
 def pushed(villager, openid: str, since: int, seconds: float = 5.0) -> list[str]:

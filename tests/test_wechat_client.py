@@ -78,6 +78,11 @@ def db(tmp_path, pg_database):
 @pytest.fixture
 def emu():
     with BackgroundServer(create_emulator_app()) as server:
+        # the account's templates (a field named `content` is of no kind WeChat checks)
+        requests.post(f"{server.url}/_emulator/templates",
+                      json={"TPL-progress": ["content"], "TPL": ["content"], "SUB": ["thing1"]})
+        requests.post(f"{server.url}/_emulator/subscribe",
+                      json={"openid": "o-1", "template_ids": ["SUB"]})
         yield server
 
 

@@ -211,21 +211,29 @@ def cmd_menu_push(args) -> int:
 
 
 def cmd_outbox_list(args) -> int:
-    from core.models import OutboxMessage, OutboxStatus
+    from core.models import Household, OutboxMessage, OutboxStatus
 
     x = app_context()
     with x.db.session() as s:
         q = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(args.limit)
         if args.status:
             q = q.where(OutboxMessage.status == OutboxStatus(args.status))
+        found = list(s.scalars(q))
+        ids = {r.household_id for r in found if r.household_id}
+        numbers = dict(s.execute(select(Household.id, Household.number)
+                                 .where(Household.id.in_(ids))).tuples().all()) if ids else {}
         rows = [{"id": r.id, "kind": r.kind, "status": r.status.value, "attempts": r.attempts,
                  "recipient": r.recipient, "next_attempt_at": r.next_attempt_at,
-                 "last_error": r.last_error, "created_at": r.created_at}
-                for r in s.scalars(q)]
+                 "last_error": r.last_error, "created_at": r.created_at,
+                 "event": r.event, "channel": r.channel,
+                 "household": numbers.get(r.household_id)}
+                for r in found]
     if args.json:
         print_json(rows)
     else:
         for r in rows:
+            what = f"{r['event']} {r['household'] or ''} via {r['channel'] or '-'} " \
+                if r["event"] else ""
             print(f"{r['id']:>6} {r['status']:<8} {r['kind']:<16} tries={r['attempts']} "
-                  f"{r['last_error'] or ''}")
+                  f"{what}{r['last_error'] or ''}")
     return 0

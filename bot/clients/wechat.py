@@ -15,7 +15,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import threading
+import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -267,6 +269,14 @@ class WeChat:
         data = {k: v if isinstance(v, dict) else {"value": v} for k, v in data.items()}
         self.client.message.send_subscribe_message(openid, template_id, data, page=page)
 
+    def jsapi_config(self, url: str) -> dict:
+        """wx.config's values for a page at `url` (JS-SDK: the subscribe button); the ticket
+        (ticket/getticket) is kept by wechatpy until it expires."""
+        ticket = self.client.jsapi.get_jsapi_ticket()
+        nonce, ts = secrets.token_hex(8), int(time.time())
+        return {"appId": self.cfg.WECHAT_APP_ID, "timestamp": ts, "nonceStr": nonce,
+                "signature": self.client.jsapi.get_jsapi_signature(nonce, ticket, ts, url)}
+
     # -- media ------------------------------------------------------------------------------
     def upload_media(self, path_or_bytes: str | Path | bytes, kind: str = "image") -> str:
         if isinstance(path_or_bytes, bytes):
@@ -331,23 +341,31 @@ class WeChat:
         the text goes in the field `content`, and `url` is the template's link."""
         if message.get("type") not in ("text", "image"):
             raise ValueError(f"unknown message type {message.get('type')!r}")
-        if self._take_push(openid):
-            try:
-                self._send_custom(openid, message)
-                return "custom"
-            except WeChatClientException as exc:
-                closed = exc.errcode in WINDOW_ERRORS
-                self._give_back_push(openid, closed)
-                if not closed:
-                    raise
-            except BaseException:
-                self._give_back_push(openid, closed=False)
-                raise
+        if self.push_custom(openid, message):
+            return "custom"
         if message["type"] == "text" and self.template_id:
             data = message.get("template_data") or {"content": message["content"]}
             self.send_template(openid, self.template_id, data, url=message.get("url"))
             return "template"
         return "held"
+
+    def push_custom(self, openid: str, message: dict) -> bool:
+        """A customer-service message if the user's window is open: True when sent, False when
+        the window is closed (or WeChat says so: 45015/45047); other errors are raised."""
+        if not self._take_push(openid):
+            return False
+        try:
+            self._send_custom(openid, message)
+            return True
+        except WeChatClientException as exc:
+            closed = exc.errcode in WINDOW_ERRORS
+            self._give_back_push(openid, closed)
+            if not closed:
+                raise
+            return False
+        except BaseException:
+            self._give_back_push(openid, closed=False)
+            raise
 
     def _take_push(self, openid: str) -> bool:
         """Count one more push since the user last wrote, if the window is open: one atomic

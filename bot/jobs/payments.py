@@ -23,7 +23,7 @@ def expire(x, now: datetime | None = None) -> int:
 def remind(x, now: datetime | None = None) -> int:
     now = now or datetime.now(x.cfg.tz)
     with x.db.session() as s:
-        n = payments.send_reminders(s, now.date())
+        n = payments.send_reminders(s, now.date(), by_sms=bool(x.cfg.values.get("SMS_PROVIDER")))
     if n:
         log.info("payment reminders sent to %s households", n)
         x.waker.wake()

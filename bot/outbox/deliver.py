@@ -23,6 +23,13 @@ from core.models import OutboxMessage
 
 HELD = "held"
 
+
+class Hold:
+    """Hold the row until `until` (a notice waiting for its SMS time), not 30 days."""
+
+    def __init__(self, until):
+        self.until = until
+
 # errcodes no retry will fix: bad openid, user unsubscribed or blocked us, malformed message
 PERMANENT_WECHAT = {40003, 40008, 43004, 43019, 44004, 47001}
 
@@ -46,6 +53,8 @@ class Context:
         self._lock = threading.Lock()
         self._wechat: WeChat | None = None
         self._http: requests.Session | None = None
+        self._notices = None
+        self._sms = None
 
     @property
     def wechat(self) -> WeChat:
@@ -53,6 +62,32 @@ class Context:
             if self._wechat is None:
                 self._wechat = WeChat(self.cfg, self.db)
             return self._wechat
+
+    @property
+    def notices(self):
+        """NOTIFY_TEMPLATES and SMS_TEMPLATES, read once (core.notices.Notices)."""
+        from core.config import config_path
+        from core.notices import Notices, load_sms_templates, load_templates
+
+        with self._lock:
+            if self._notices is None:
+                v = self.cfg.values
+                self._notices = Notices(
+                    wechat=load_templates(config_path(v["NOTIFY_TEMPLATES"]))
+                    if v.get("NOTIFY_TEMPLATES") else {},
+                    sms=load_sms_templates(config_path(v["SMS_TEMPLATES"]))
+                    if v.get("SMS_PROVIDER") and v.get("SMS_TEMPLATES") else {})
+            return self._notices
+
+    @property
+    def sms(self):
+        """The SMS provider of SMS_PROVIDER (bot/clients/sms.py), or None."""
+        from bot.clients.sms import sms_provider
+
+        with self._lock:
+            if self._sms is None and self.cfg.values.get("SMS_PROVIDER"):
+                self._sms = sms_provider(self.cfg)
+            return self._sms
 
     @property
     def http(self) -> requests.Session:

@@ -51,6 +51,8 @@ def drain(app_ctx, limit: int = 50) -> int:
                 # a held message woken by the user's next message and now delivered is sent
                 if result == "held":
                     outbox.hold(fresh)
+                elif getattr(result, "until", None) is not None:
+                    outbox.hold(fresh, result.until)
                 else:
                     outbox.mark_sent(fresh)
             else:

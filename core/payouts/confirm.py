@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from core import claims as claim_rules
 from core import ledger
+from core.notices import claim_variables
 from core.audit import audit
 from core.bankcards import active_card, deactivate
 from core.crypto import mask_name, scrub
@@ -60,7 +61,8 @@ def confirm_batch(session: Session, number: str, actor: str, today: date) -> Con
         session, select(PayoutLine.claim_id).where(PayoutLine.batch_id == batch.id,
                                                    PayoutLine.status == L.paid),
         items, S.in_payout, S.paid, actor, now=now, what=f"batch {batch.number}",
-        notify="payout_paid", detail={"batch": batch.number}, households=_households(batch.id))
+        notify="payout_paid", detail={"batch": batch.number}, households=_households(batch.id),
+        event="payout_paid")
     total = sum(it["amount_fen"] for it in items)
     if total:
         ledger.post(session, batch.pool_id, "payout", f"payout:{batch.number}",
@@ -124,6 +126,8 @@ def record_failure(session: Session, batch_number: str, claim_number: str, text:
     claim_rules.transition(session, claim, S.payout_failed, actor, detail=detail)
     claim_rules.transition(session, claim, S.approved, actor, detail=detail,
                            notify="payout_failed", amount_fen=line.amount_fen,
+                           event="payout_failed", variables=claim_variables(
+                               claim, "payout_failed", amount=line.amount_fen, date=today),
                            bank=line.card_bank, masked=line.card_number_masked, reason=reason,
                            card_deactivated=deactivated)
     audit(session, actor, "payout.line_failed", "payout_batch", batch.number,

@@ -96,7 +96,7 @@ def _create_batch(session: Session, pool: Pool, month: str, actor: str,
     claim_rules.transition_bulk(
         session, select(PayoutLine.claim_id).where(PayoutLine.batch_id == batch.id), items,
         S.approved, S.in_payout, actor, now=now, what=f"batch {batch.number}",
-        notify="payout_in_payout", detail={"batch": batch.number},
+        notify="payout_in_payout", detail={"batch": batch.number}, event="payout_listed",
         households=_households(batch.id))
     _remind_card(session, p.waiting_card)
     audit(session, actor, "payout.run", "payout_batch", batch.number, None,

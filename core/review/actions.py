@@ -14,6 +14,7 @@ from core.claims import has_bank_card, transition
 from core.crypto import scrub
 from core.messages import render
 from core.models import Claim, ClaimStatus as S, InsuranceType
+from core.notices import claim_variables
 from core.notify import notify_household
 from core.review.decide import _lock_person, decide, is_computed
 from core.review.errors import ReviewError
@@ -78,10 +79,14 @@ def approve(session: Session, claim: Claim, actor: str, *, today: date) -> Decis
                           titles=[reason_title(c) for c in fresh.reasons])
     claim.trace = [s.to_json() for s in fresh.trace]
     # the approval first, then a household with no card on file is asked for one
+    has_card = has_bank_card(session, claim.household_id)
     notify_household(session, claim.household_id, "review_household_approved", claim=claim,
                      member=member_label(claim), calculation=calculation_line(claim.trace),
-                     has_card=has_bank_card(session, claim.household_id),
-                     payout_day=year.scheme.payout.day)
+                     has_card=has_card, payout_day=year.scheme.payout.day,
+                     event="claim_decided", variables=claim_variables(
+                         claim, "claim_approved",
+                         "claim_approved" if has_card else "claim_approved_no_card",
+                         date=today))
     transition(session, claim, S.approved, actor,
                detail={"action": "review.approve", "amount_fen": claim.amount_fen})
     ask_for_card(session, claim)
@@ -143,7 +148,10 @@ def reject(session: Session, claim: Claim, code: str, text: str | None, actor: s
                      explanations=_explanations(fresh, reasons, claim),
                      steps=failed_steps(trace, reasons) if fresh else [trace[-1]["text"]],
                      note=note, appeal_until=today + timedelta(days=appeal_days(
-                         session, claim, today)) if claim.appealed_at is None else None)
+                         session, claim, today)) if claim.appealed_at is None else None,
+                     event="claim_decided", variables=claim_variables(
+                         claim, "claim_rejected", date=today,
+                         reason="、".join(reason_title(c, claim) for c in reasons)))
     session.flush()
     return reasons
 
@@ -167,5 +175,6 @@ def request_documents(session: Session, claim: Claim, text: str, actor: str) -> 
                detail={"action": "review.need_documents", "note": note})
     claim.note = note
     notify_household(session, claim.household_id, "review_household_need_documents", claim=claim,
-                     member=member_label(claim), note=note)
+                     member=member_label(claim), note=note, event="need_documents",
+                     variables=claim_variables(claim, "need_documents", reason=note))
     session.flush()

@@ -1,5 +1,5 @@
-"""The local stand-in for everything outside: the WeChat API, WeCom group-bot webhooks (and,
-added by the payments work, WeChat Pay API v3).
+"""The local stand-in for everything outside: the WeChat API, WeCom group-bot webhooks, WeChat
+Pay API v3 and SMS (Tencent Cloud SMS's SendSms).
 
 Every call is recorded and listed at GET /_emulator/calls (filters: since=<id>, touser=<openid>,
 path=<path>). Each area is a module here with a Blueprint and a `register(app, emulator,
@@ -16,12 +16,13 @@ from pathlib import Path
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.serving import make_server
 
-from bot.devtools.emulator import pay, wechat, wecom
+from bot.devtools.emulator import pay, sms, wechat, wecom
 from bot.devtools.emulator.core import Emulator, error
 
 __all__ = ["create_emulator_app", "BackgroundServer", "Emulator"]
 
-UNRECORDED = {"/_emulator/calls"}  # reading the log is not itself logged
+# reading the log is not itself logged, nor setting up the account (templates, subscriptions)
+UNRECORDED = {"/_emulator/calls", "/_emulator/templates", "/_emulator/subscribe"}
 
 control = Blueprint("emulator_control", __name__)
 
@@ -44,6 +45,7 @@ def create_emulator_app(state_dir: Path | None = None, *, apps: dict[str, str] |
     wechat.register(app, emu, apps=apps)
     wecom.register(app, emu, rate_limit=wecom_rate_limit)
     pay.register(app, emu)
+    sms.register(app, emu)
     return app
 
 

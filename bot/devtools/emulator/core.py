@@ -56,11 +56,13 @@ ERRMSG = {
     45015: "response out of time limit",
     45047: "out of response count limit",
     45056: "too many tags",
+    43101: "user refuse to accept the msg",
     45157: "invalid tag name",
     45158: "tag name too long",
     45159: "invalid tag id",
     46003: "menu no exist",
     47001: "data format error",
+    47003: "argument invalid!",
     93000: "invalid webhook url",
     301019: "media md5 not match",
 }

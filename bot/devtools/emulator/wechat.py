@@ -19,6 +19,7 @@ import qrcode
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
 
 from bot.devtools.emulator.core import OK, Emulator, error, sniff
+from core.notices import field_problem
 
 bp = Blueprint("emulator_wechat", __name__)
 
@@ -52,6 +53,9 @@ class WeChatState:
     menus: dict[str, dict] = field(default_factory=dict)  # appid -> menu
     tags: dict[str, dict[int, dict]] = field(default_factory=dict)  # appid -> id -> tag
     oauth_codes: dict[str, dict] = field(default_factory=dict)  # code -> {appid, openid, …}
+    templates: dict[str, list[str]] = field(default_factory=dict)  # template_id -> fields
+    subscriptions: dict[tuple, int] = field(default_factory=dict)  # (openid, template) -> n
+    jsapi_ticket: str = field(default_factory=lambda: secrets.token_urlsafe(64))
     next_id: int = 1000
 
     def issue(self, appid: str) -> tuple[str, int]:
@@ -62,8 +66,17 @@ class WeChatState:
 
 
 def register(app, emu: Emulator, apps: dict[str, str] | None = None) -> None:
-    app.extensions["emulator.wechat"] = WeChatState(apps=apps)
+    app.extensions["emulator.wechat"] = WeChatState(apps=apps, templates=example_templates())
     app.register_blueprint(bp)
+
+
+def example_templates() -> dict[str, list[str]]:
+    """The templates of config/notify-templates.example.yaml: the demo account has added them."""
+    from core.config import ROOT
+    from core.notices import load_templates
+
+    found = load_templates(ROOT / "config" / "notify-templates.example.yaml")
+    return {t.template_id: list(t.fields) for t in found.values()}
 
 
 def _emu() -> Emulator:
@@ -209,14 +222,28 @@ def custom_send():
 
 
 def _check_templated(body):
+    """WeChat's rules for a template or subscription message: a known template id (40037), and
+    every field of a known kind (thing, phrase, amount, …: core.notices.field_problem) within
+    its kind's rules — no line break, not over its length (47003)."""
     if not body.get("touser") or not isinstance(body["touser"], str):
         return error(40003)
-    if not body.get("template_id"):
+    template_id = body.get("template_id")
+    if not template_id or not isinstance(template_id, str):
+        return error(40037)
+    with _emu().lock:
+        fields = _state().templates.get(template_id)
+    if fields is None:
         return error(40037)
     data = body.get("data")
     if not isinstance(data, dict) or not all(isinstance(v, dict) and "value" in v
                                              for v in data.values()):
         return error(47001)
+    for name, value in data.items():
+        if fields and name not in fields:
+            continue  # WeChat ignores a field the template does not have
+        why = field_problem(name, value["value"])
+        if why:
+            return error(47003, f"data.{name}.value {why}")
     return None
 
 
@@ -238,11 +265,65 @@ def template_send():
 @bp.post("/cgi-bin/message/subscribe/bizsend")
 @needs_token
 def subscribe_send():
+    """A subscription notice: the user must have accepted the template (the subscribe button,
+    `POST /_emulator/subscribe`); each acceptance carries one notice (43101 otherwise)."""
     body, problem = _body()
     if problem:
         return problem
     problem = _check_templated(body)
-    return jsonify(problem or OK)
+    if problem:
+        return jsonify(problem)
+    key = (body["touser"], body["template_id"])
+    with _emu().lock:
+        left = _state().subscriptions.get(key, 0)
+        if left <= 0:
+            return jsonify(error(43101))
+        _state().subscriptions[key] = left - 1
+    return jsonify(OK)
+
+
+@bp.post("/_emulator/templates")
+def add_templates():
+    """Test knob: templates the account has added, {template_id: [field names]} (an empty list:
+    any fields). The example NOTIFY_TEMPLATES file's templates are there from the start."""
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict) or not all(isinstance(v, list) for v in body.values()):
+        return jsonify({"error": "send {template_id: [field names]}"}), 400
+    with _emu().lock:
+        _state().templates.update({k: list(v) for k, v in body.items()})
+    return jsonify({"templates": sorted(body)})
+
+
+@bp.get("/_emulator/templates")
+def list_templates():
+    with _emu().lock:
+        return jsonify(_state().templates)
+
+
+@bp.post("/_emulator/subscribe")
+def accept_subscription():
+    """What a tap on the page's subscribe button does: {openid, template_ids: [...]} — each
+    accepted template may then carry one subscription notice to that user."""
+    body = request.get_json(force=True, silent=True) or {}
+    openid, ids = body.get("openid"), body.get("template_ids")
+    if not isinstance(openid, str) or not isinstance(ids, list):
+        return jsonify({"error": "send {openid, template_ids: [...]}"}), 400
+    with _emu().lock:
+        for tid in ids:
+            key = (openid, str(tid))
+            _state().subscriptions[key] = _state().subscriptions.get(key, 0) + 1
+    return jsonify({"accepted": ids})
+
+
+@bp.get("/cgi-bin/ticket/getticket")
+@needs_token
+def getticket():
+    """The JS-SDK ticket (type=jsapi) a page signs wx.config with."""
+    if request.args.get("type") not in ("jsapi", "wx_card"):
+        return jsonify(error(40058))
+    with _emu().lock:
+        ticket = _state().jsapi_ticket
+    return jsonify({**OK, "ticket": ticket, "expires_in": 7200})
 
 
 # -- media ----------------------------------------------------------------------------------------

@@ -70,7 +70,9 @@ def _paid_claim(x, state: dict, month: str) -> None:
         print(f"  (没有发放场景：申请 {claim.number} 已直接记为本月发放，批次 {batch.number})")
 
 
-def _group_posts(emulator: str, since: int, wait: float = 4.0) -> list[dict]:
+def _group_posts(emulator: str, since: int, wait: float = 20.0) -> list[dict]:
+    """The group posts after call `since`: waits for the poster image (drawn after the
+    markdown is posted, slower on a busy machine), then for nothing more to come."""
     deadline = time.monotonic() + wait
     seen: list[dict] = []
     while time.monotonic() < deadline:
@@ -78,7 +80,8 @@ def _group_posts(emulator: str, since: int, wait: float = 4.0) -> list[dict]:
                              timeout=5).json()
         now = [c for c in calls if c["path"] in ("/cgi-bin/webhook/send",
                                                  "/cgi-bin/message/mass/sendall")]
-        if now and len(now) == len(seen):
+        has_image = any((c.get("json") or {}).get("msgtype") == "image" for c in now)
+        if has_image and len(now) == len(seen):
             break
         seen = now
         time.sleep(0.5)
