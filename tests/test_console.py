@@ -147,7 +147,7 @@ def test_queue_and_claim_page_with_photos_ocr_and_trace(bot, villager, db, cfg, 
     html = page.text
     assert page.status_code == 200
     for word in ("出院记录", "费用清单", "结算单", "照片识别结果", "个人自付", "12,000.00 元",
-                 "核定", "通过", "驳回", "补件", "复核", family["masked_id"]):
+                 "核定", "驳回", "补件", "复核", family["masked_id"]):
         assert word in html, word
     assert "王大山" not in html and family["full_id"] not in html
     # the OCR values fill the 核定 form
@@ -177,9 +177,11 @@ def test_record_and_approve_through_the_chat_commands_code(bot, villager, db, cf
     assert claim.status is ClaimStatus.in_review and claim.amount_fen == 800000
     assert "病种 FM19 定额 8,000.00 元" in r.text  # the trace
 
+    assert f"/admin/claims/{number}/approve" in r.text  # now the approval's form is there
     r = web.post(f"{bot.url}/admin/claims/{number}/approve", data={"csrf": token}, timeout=10)
     assert r.status_code == 200 and "已通过" in r.text
     assert claim_of(db, number).status is ClaimStatus.approved
+    assert 'id="record"' not in r.text and "/approve" not in r.text
     told = [c["json"]["text"]["content"] for c in villager.wait_pushes(VILLAGER, since, 5)
             if (c.get("json") or {}).get("msgtype") == "text"]
     assert any("审核通过" in t and "8,000.00 元" in t for t in told)
@@ -273,3 +275,189 @@ def test_the_auditor_sees_everything_in_scope_and_changes_nothing(bot, villager,
     # in chat the auditor decides nothing either
     villager.text(AUDITOR, f"/通过 {number}")
     assert claim_of(db, number).status is ClaimStatus.submitted
+
+
+# -- payouts -----------------------------------------------------------------------------------
+
+POOL_ADMIN = "o_console_pool_admin"
+
+
+def test_payouts_confirm_failure_and_the_bank_file(bot, villager, db, app_ctx, tmp_path):
+    from openpyxl import load_workbook
+
+    from core.payouts import month_of
+    from tests.test_payouts import approved_claim, fund, household_with_card, run
+
+    bind(villager, db, POOL_ADMIN, "pool_admin", pool="demo")
+    fund(db, 5_000_000)
+    a = household_with_card(db, app_ctx.vault, openid=VILLAGER)
+    b = household_with_card(db, app_ctx.vault)
+    first = approved_claim(db, a["id"], 300_000)
+    second = approved_claim(db, b["id"], 200_000)
+    web = sign_in(bot, villager, POOL_ADMIN)
+    preview = web.get(bot.url + "/admin/payouts", timeout=10)
+    assert preview.status_code == 200 and "<strong>2</strong> 笔" in preview.text
+    assert "<strong>5,000.00 元</strong>" in preview.text
+    batch = run(app_ctx).batch
+    listing = web.get(bot.url + "/admin/payouts", timeout=10).text
+    assert batch in listing and month_of(TODAY) in listing
+    page = web.get(f"{bot.url}/admin/payouts/{batch}", timeout=10).text
+    assert first in page and a["card"] not in page and a["card"][-4:] in page
+    assert "王*山" in page and "王大山" not in page
+    token = csrf_of(page)
+
+    # the file asks for the batch number again
+    wrong = web.post(f"{bot.url}/admin/payouts/{batch}/file",
+                     data={"csrf": token, "number": "B-WRONG"}, timeout=10)
+    assert wrong.status_code == 400 and "再输入一次批次号" in wrong.text
+    got = web.post(f"{bot.url}/admin/payouts/{batch}/file",
+                   data={"csrf": token, "number": batch.lower()}, timeout=10)
+    assert got.status_code == 200 and got.content[:2] == b"PK"
+    assert f'filename={batch}.xlsx' in got.headers["Content-Disposition"]
+    path = tmp_path / "bank.xlsx"
+    path.write_bytes(got.content)
+    cells = [c for row in load_workbook(path).active.iter_rows(values_only=True) for c in row]
+    assert a["card"] in cells and b["card"] in cells  # the bank needs the full numbers
+    assert audits(db, POOL_ADMIN, "payout.file_download")
+
+    r = web.post(f"{bot.url}/admin/payouts/{batch}/failed",
+                 data={"csrf": token, "claim": second, "text": "户名不符"}, timeout=10)
+    assert r.status_code == 200 and "户名不符" in r.text
+    r = web.post(f"{bot.url}/admin/payouts/{batch}/confirm", data={"csrf": token}, timeout=10)
+    assert r.status_code == 200 and "已确认" in r.text
+    assert claim_of(db, first).status is ClaimStatus.paid
+    assert claim_of(db, second).status is ClaimStatus.approved
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(AuditLog).where(
+            AuditLog.action == "claim.paid", AuditLog.actor == POOL_ADMIN)) == 1
+
+
+def test_a_reviewer_has_no_payout_pages(bot, villager, db):
+    bind(villager, db, REVIEWER, "reviewer", pool="demo")
+    web = sign_in(bot, villager, REVIEWER)
+    assert web.get(bot.url + "/admin/payouts", timeout=10).status_code == 404
+    assert web.get(bot.url + "/admin/payouts/BDEMO202601", timeout=10).status_code == 404
+
+
+# -- households, payments, fund, disclosure, audit, administrators -----------------------------
+
+def test_households_search_by_number_and_masked_name(bot, villager, db, family):
+    bind(villager, db, POOL_ADMIN, "pool_admin", pool="demo")
+    web = sign_in(bot, villager, POOL_ADMIN)
+    for q in (family["number"], "王*山", "王大山"):
+        r = web.get(bot.url + "/admin/households", params={"q": q}, timeout=10)
+        assert family["number"] in r.text and "王*山" in r.text, q
+        assert "王大山" not in r.text.replace('value="王大山"', "")
+    nobody = web.get(bot.url + "/admin/households", params={"q": "赵*"}, timeout=10)
+    assert family["number"] not in nobody.text and "没有找到" in nobody.text
+    page = web.get(f"{bot.url}/admin/households/{family['number']}", timeout=10)
+    assert page.status_code == 200 and family["masked_id"] in page.text
+    assert family["full_id"] not in page.text and "王大山" not in page.text
+    assert "已缴费" in page.text and "138****0000" in page.text
+
+
+def test_offline_payment_with_the_exact_amount_after_a_check(bot, villager, db, app_ctx):
+    from core.payments import due
+    from core.models import Household
+    from tests.factories import M, make_household
+
+    bind(villager, db, POOL_ADMIN, "pool_admin", pool="demo")
+    with db.session() as s:
+        hh = make_household(s, app_ctx.vault, [M("张三丰")], village="示范镇/东村",
+                            enrolment="pending")
+        number = hh.number
+        due_fen = due(s, hh, TODAY)[1].amount_fen
+    web = sign_in(bot, villager, POOL_ADMIN)
+    token = csrf_of(web.get(bot.url + "/admin/payments", timeout=10).text)
+    wrong = web.post(bot.url + "/admin/payments/offline", timeout=10, data={
+        "csrf": token, "household": number, "amount": "1.00", "channel": "现金"})
+    assert "确认收款" not in wrong.text and f"{due_fen // 100:,}" in wrong.text
+    check = web.post(bot.url + "/admin/payments/offline", timeout=10, data={
+        "csrf": token, "household": number, "amount": f"{due_fen / 100:.2f}", "channel": "现金"})
+    assert "确认收款" in check.text
+    with db.session() as s:
+        assert s.scalar(select(Household).where(Household.number == number)) is not None
+        from core.models import Payment
+        assert s.scalar(select(func.count()).select_from(Payment)) == 0
+    done = web.post(bot.url + "/admin/payments/offline", timeout=10, data={
+        "csrf": token, "household": number, "amount": f"{due_fen / 100:.2f}", "channel": "现金",
+        "confirm": "1"})
+    assert done.status_code == 200
+    with db.session() as s:
+        from core.models import Payment
+        paid = list(s.scalars(select(Payment)))
+        assert len(paid) == 1 and paid[0].amount_fen == due_fen and paid[0].channel == "cash"
+        assert paid[0].recorded_by == POOL_ADMIN
+
+
+def test_payment_exceptions_are_listed_and_resolved(bot, villager, db):
+    from core.models import PaymentException
+
+    bind(villager, db, SUPER, "super")
+    with db.session() as s:
+        s.add(PaymentException(kind="unknown_order", out_trade_no="X1", transaction_id="T1",
+                               detail={"total_fen": 12300}))
+    web = sign_in(bot, villager, SUPER)
+    page = web.get(bot.url + "/admin/payments", timeout=10).text
+    assert "找不到对应的订单" in page and "123.00 元" in page
+    token = csrf_of(page)
+    empty = web.post(bot.url + "/admin/payments/exceptions/1/resolve",
+                     data={"csrf": token, "note": ""}, timeout=10)
+    assert empty.status_code == 400
+    r = web.post(bot.url + "/admin/payments/exceptions/1/resolve",
+                 data={"csrf": token, "note": "已退款"}, timeout=10)
+    assert r.status_code == 200 and "没有未处理的收款异常" in r.text
+    assert audits(db, SUPER, "payment.exception_resolved")
+
+
+def test_fund_page_and_the_quarterly_workbook(bot, villager, db, tmp_path):
+    from openpyxl import load_workbook
+
+    from tests.test_payouts import fund
+
+    bind(villager, db, POOL_ADMIN, "pool_admin", pool="demo")
+    fund(db, 1_234_567)
+    web = sign_in(bot, villager, POOL_ADMIN)
+    page = web.get(bot.url + "/admin/fund", timeout=10)
+    assert page.status_code == 200 and "12,345.67 元" in page.text and "<svg" in page.text
+    assert "年度报告" in page.text and "季度报告" in page.text
+    quarter = f"{TODAY.year}Q{(TODAY.month - 1) // 3 + 1}"
+    x = web.get(bot.url + "/admin/fund/quarterly.xlsx", params={"quarter": quarter}, timeout=10)
+    assert x.status_code == 200
+    path = tmp_path / "q.xlsx"
+    path.write_bytes(x.content)
+    wb = load_workbook(path)
+    cells = [c for row in wb["汇总"].iter_rows(values_only=True) for c in row]
+    assert "收入合计（元）" in cells and any(str(c) == "12345.67" for c in cells)
+    assert [c for c in next(wb["分村"].iter_rows(values_only=True))][0] == "村"
+    bad = web.get(bot.url + "/admin/fund/quarterly.xlsx", params={"quarter": "春天"},
+                  timeout=10)
+    assert bad.status_code == 400 and "2026Q1" in bad.text
+
+
+def test_disclosure_preview_audit_log_and_administrators(bot, villager, db):
+    bind(villager, db, SUPER, "super")
+    web = sign_in(bot, villager, SUPER)
+    d = web.get(bot.url + "/admin/disclosure", timeout=10)
+    assert d.status_code == 200 and "还没有发到群里" in d.text and "pre" in d.text
+    assert web.get(bot.url + "/admin/disclosure", params={"month": "三月"},
+                   timeout=10).status_code == 400
+    log = web.get(bot.url + "/admin/audit", params={"action": "console."}, timeout=10)
+    assert log.status_code == 200 and "console.login" in log.text
+    assert SUPER not in log.text  # openids masked
+
+    admins = web.get(bot.url + "/admin/administrators", timeout=10).text
+    assert "超级管理员" in admins
+    token = csrf_of(admins)
+    r = web.post(bot.url + "/admin/administrators/invite",
+                 data={"csrf": token, "role": "auditor", "where": "pool:demo"}, timeout=10)
+    code = re.search(r'<div class="code">(\w+)</div>', r.text).group(1)
+    assert "绑定成功" in villager.text(AUDITOR, f"/绑定 {code}").reply
+    auditor = sign_in(bot, villager, AUDITOR)
+    bad = web.post(bot.url + "/admin/administrators/invite",
+                   data={"csrf": token, "role": "village_admin", "where": ""}, timeout=10)
+    assert bad.status_code == 400 and "要选一个村" in bad.text
+    r = web.post(bot.url + "/admin/administrators/revoke",
+                 data={"csrf": token, "openid": AUDITOR}, timeout=10)
+    assert "已撤销" in r.text
+    assert auditor.get(bot.url + "/admin/claims", timeout=10).status_code == 401

@@ -15,7 +15,7 @@ from core.audit import audit
 from core.catalog import group_names
 from core.media import path_for
 from core.models import AdminRole, Claim, ClaimDocument, ClaimStatus as S
-from core.review import (ReviewError, calculation_line, drg_search, find_claim, ocr_readout,
+from core.review import (DOCUMENTS_FROM, RECORDABLE, REJECTABLE, ReviewError, calculation_line, drg_search, find_claim, ocr_readout,
                          reason_title, stored_facts)
 
 DECIDE_ROLES = frozenset({AdminRole.reviewer, AdminRole.pool_admin, AdminRole.super})
@@ -132,6 +132,11 @@ def _claim_page(claim: Claim, result: str | None = None, http: int = 200):
                 computed=[(c, reason_title(c)) for c in claim.reasons or []],
                 reviewer_codes=[(c, reason_title(c)) for c in reviewer_codes],
                 appeals="复核" in COMMANDS, duplicates=_dups(claim.flags or {}),
+                forms={"record": claim.status in RECORDABLE,
+                       "approve": claim.status is S.in_review and claim.amount_fen is not None,
+                       "reject": claim.status in REJECTABLE,
+                       "documents": claim.status in DOCUMENTS_FROM,
+                       "appeal": claim.status.value == "appealed"},
                 today=today())
 
 
