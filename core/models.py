@@ -370,6 +370,8 @@ class Household(Base):
     pool: Mapped[Pool] = relationship()
     village: Mapped[Village] = relationship()
     members: Mapped[list["Member"]] = relationship(back_populates="household", order_by="Member.id")
+    # the console's queue reads a claim's scope from this index (migration console_02)
+    __table_args__ = (Index("ix_household_scope", "id", "pool_id", "village_id"),)
 
 
 class Member(Base):
@@ -557,6 +559,8 @@ class Claim(Base):
     member: Mapped[Member] = relationship()
     documents: Mapped[list["ClaimDocument"]] = relationship(back_populates="claim",
                                                             order_by="ClaimDocument.id")
+    # the console's queue (migration console_02)
+    __table_args__ = (Index("ix_claim_queue", "status", "submitted_at", "id", "household_id"),)
 
 
 class ClaimDocument(Base):

@@ -18,7 +18,7 @@ from core.config import TEMPLATES_DIR
 from core.console import current, read_only, read_scope
 from core.crypto import mask_name
 from core.messages import format_date
-from core.models import WechatUser
+from core.models import WechatUser, utcnow
 from core.money import format_yuan
 from core.outbox import as_utc
 
@@ -121,7 +121,7 @@ def open_request() -> Response | None:
     if row is not None:
         scope = read_scope(g.db, row.openid)
         if not scope.is_admin:  # every grant withdrawn: the session ends
-            row.ended_at = as_utc(datetime.now().astimezone())
+            row.ended_at = utcnow()
             row = None
         else:
             g.who = Who(row.openid, scope, scope_of(g.db, row.openid), row.csrf, row.id)
