@@ -165,13 +165,18 @@ def main() -> int:
         build(db, x.vault, args.members, args.claims)
         with db.session() as s:
             bind(s, "o_bench_super", create_invite(s, "super", "bench"))
+            bind(s, "o_bench_pool", create_invite(s, "pool_admin", "bench", pool="demo"))
             token = issue_link(s, "o_bench_super")
+            pool_token = issue_link(s, "o_bench_pool")
             waiting = list(s.scalars(select(Claim.number).where(
                 Claim.status.in_((S.submitted, S.in_review)))))
         running = Running(x, worker=False, scheduler=False, threads=4).start()
         try:
             web = requests.Session()
             assert web.get(f"{running.url}/admin/login/{token}", timeout=30).status_code == 200
+            pool_web = requests.Session()
+            assert pool_web.get(f"{running.url}/admin/login/{pool_token}",
+                                timeout=30).status_code == 200
             rng = random.Random(11)
             results = {
                 "queue": measure(web, f"{running.url}/admin/claims", args.requests),
@@ -179,6 +184,8 @@ def main() -> int:
                                          args.requests),
                 "queue_page_5": measure(web, f"{running.url}/admin/claims?offset=200",
                                         args.requests),
+                "queue_pool_admin": measure(pool_web, f"{running.url}/admin/claims",
+                                            args.requests),
                 "claim_page": measure(
                     web, lambda: f"{running.url}/admin/claims/{rng.choice(waiting)}",
                     args.requests),

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, load_only
 
 from core.admins import Scope
 from core.crypto import mask_name
-from core.models import (AuditLog, Claim, ClaimStatus as S, Household, Member, Village)
+from core.models import (AuditLog, Claim, ClaimStatus as S, Household, Member, Pool, Village)
 
 PAGE = 50
 #: the queue's default statuses: waiting for a reviewer (as /待审)
@@ -45,13 +45,21 @@ def claims(session: Session, scope: Scope, statuses=WAITING, village_id: int | N
     """Claims in the scope with these statuses (and village), oldest first.
 
     One query gives the page and the total (a window count): the index ix_claim_queue (status,
-    submitted_at, id, household_id, migration console_02) holds all it reads of the claims, and
-    households are joined only when the scope or the village filter needs them."""
+    submitted_at, id, household_id, migration console_02) holds all it reads of the claims; a
+    village's households come from ix_household_village (village_id, id), and households are
+    joined only for a scope of some pools but not all."""
     q = select(Claim.id, func.count().over()).where(Claim.status.in_(statuses))
-    if not scope.everything or village_id is not None:
-        q = _scoped(q.join(Household, Claim.household_id == Household.id), scope)
     if village_id is not None:
-        q = q.where(Household.village_id == village_id)
+        village = session.get(Village, village_id)
+        if village is None or not scope.covers_village(village):
+            return Listing([], 0, offset, limit)
+        q = q.where(Claim.household_id.in_(
+            select(Household.id).where(Household.village_id == village_id)))
+    elif scope.village_ids and not scope.pool_ids and not scope.everything:
+        q = q.where(Claim.household_id.in_(
+            select(Household.id).where(Household.village_id.in_(scope.village_ids))))
+    elif not _covers_every_pool(session, scope):
+        q = _scoped(q.join(Household, Claim.household_id == Household.id), scope)
     first = (func.coalesce(Claim.submitted_at, Claim.created_at) if S.collecting in statuses
              else Claim.submitted_at)
     found = session.execute(q.order_by(first, Claim.id).offset(offset).limit(limit)).all()
@@ -61,14 +69,22 @@ def claims(session: Session, scope: Scope, statuses=WAITING, village_id: int | N
         total = session.scalar(select(func.count()).select_from(
             q.with_only_columns(Claim.id).subquery()))
     ids = [i for i, _ in found]
+    # the page reads these columns only: the read-out and the trace (JSON) stay unread
     rows = []
     if ids:
         by_id = {c.id: c for c in session.scalars(
             select(Claim).where(Claim.id.in_(ids))
-            .options(joinedload(Claim.member), joinedload(Claim.household)
-                     .joinedload(Household.village)))}
+            .options(load_only(Claim.id, Claim.number, Claim.status, Claim.submitted_at,
+                               Claim.due_date, Claim.amount_fen, Claim.flags,
+                               Claim.household_id, Claim.member_id),
+                     joinedload(Claim.member).load_only(Member.id, Member.name),
+                     joinedload(Claim.household).joinedload(Household.village)))}
         rows = [by_id[i] for i in ids]
     return Listing(rows, total, offset, limit)
+
+
+def _covers_every_pool(session: Session, scope: Scope) -> bool:
+    return scope.everything or set(session.scalars(select(Pool.id))) <= set(scope.pool_ids)
 
 
 def households(session: Session, scope: Scope, text: str = "", village_id: int | None = None,

@@ -370,8 +370,8 @@ class Household(Base):
     pool: Mapped[Pool] = relationship()
     village: Mapped[Village] = relationship()
     members: Mapped[list["Member"]] = relationship(back_populates="household", order_by="Member.id")
-    # the console's queue reads a claim's scope from this index (migration console_02)
-    __table_args__ = (Index("ix_household_scope", "id", "pool_id", "village_id"),)
+    # a village's households, for the console's queue (migration console_02)
+    __table_args__ = (Index("ix_household_village", "village_id", "id"),)
 
 
 class Member(Base):

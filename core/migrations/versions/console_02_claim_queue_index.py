@@ -1,4 +1,4 @@
-"""console: indexes for the claims queue (status, oldest first; the household's scope) that
+"""console: indexes for the claims queue (status, oldest first; a village's households) that
 cover what it reads
 
 Revision ID: console_02
@@ -14,10 +14,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_index("ix_claim_queue", "claim", ["status", "submitted_at", "id", "household_id"])
-    # the scope of a claim (its household's pool and village) read from the index alone
-    op.create_index("ix_household_scope", "household", ["id", "pool_id", "village_id"])
+    # a village's households (the queue's village filter, a village administrator's scope)
+    op.create_index("ix_household_village", "household", ["village_id", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_household_scope", table_name="household")
+    op.drop_index("ix_household_village", table_name="household")
     op.drop_index("ix_claim_queue", table_name="claim")
