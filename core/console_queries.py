@@ -44,11 +44,12 @@ def claims(session: Session, scope: Scope, statuses=WAITING, village_id: int | N
            offset: int = 0, limit: int = PAGE) -> Listing:
     """Claims in the scope with these statuses (and village), oldest first.
 
-    One query gives the page and the total (a window count): the index ix_claim_queue (status,
-    submitted_at, id, household_id, migration console_02) holds all it reads of the claims; a
+    The count and the page read the index ix_claim_queue (status, submitted_at, id,
+    household_id, migration console_02) alone, not the claims' rows (a page of 50 is a top-N
+    sort of index entries); a
     village's households come from ix_household_village (village_id, id), and households are
     joined only for a scope of some pools but not all."""
-    q = select(Claim.id, func.count().over()).where(Claim.status.in_(statuses))
+    q = select(Claim.id).where(Claim.status.in_(statuses))
     if village_id is not None:
         village = session.get(Village, village_id)
         if village is None or not scope.covers_village(village):
@@ -62,13 +63,9 @@ def claims(session: Session, scope: Scope, statuses=WAITING, village_id: int | N
         q = _scoped(q.join(Household, Claim.household_id == Household.id), scope)
     first = (func.coalesce(Claim.submitted_at, Claim.created_at) if S.collecting in statuses
              else Claim.submitted_at)
+    total = session.scalar(select(func.count()).select_from(q.subquery()))
     found = session.execute(q.order_by(first, Claim.id).offset(offset).limit(limit)).all()
-    if found:
-        total = int(found[0][1])
-    else:  # past the last page: count alone
-        total = session.scalar(select(func.count()).select_from(
-            q.with_only_columns(Claim.id).subquery()))
-    ids = [i for i, _ in found]
+    ids = [i for (i,) in found]
     # the page reads these columns only: the read-out and the trace (JSON) stay unread
     rows = []
     if ids:

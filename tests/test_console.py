@@ -461,3 +461,11 @@ def test_disclosure_preview_audit_log_and_administrators(bot, villager, db):
                  data={"csrf": token, "openid": AUDITOR}, timeout=10)
     assert "已撤销" in r.text
     assert auditor.get(bot.url + "/admin/claims", timeout=10).status_code == 401
+
+
+def test_the_auditor_in_chat_reads_statistics_and_gets_a_console_link(bot, villager, db):
+    bind(villager, db, AUDITOR, "auditor")
+    assert "/admin/login/" in villager.text(AUDITOR, "/后台").reply
+    help_text = villager.text(AUDITOR, "/帮助").reply
+    assert "/后台" in help_text and "/通过" not in help_text
+    assert "示范" in villager.text(AUDITOR, "/统计").reply
