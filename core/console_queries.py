@@ -46,9 +46,8 @@ def claims(session: Session, scope: Scope, statuses=WAITING, village_id: int | N
 
     The count and the page read the index ix_claim_queue (status, submitted_at, id,
     household_id, migration console_02) alone, not the claims' rows (a page of 50 is a top-N
-    sort of index entries); a
-    village's households come from ix_household_village (village_id, id), and households are
-    joined only for a scope of some pools but not all."""
+    sort of index entries). Households are read only for a village (ix_household_village:
+    village_id, id) or a scope of some pools but not all."""
     q = select(Claim.id).where(Claim.status.in_(statuses))
     if village_id is not None:
         village = session.get(Village, village_id)
@@ -64,8 +63,7 @@ def claims(session: Session, scope: Scope, statuses=WAITING, village_id: int | N
     first = (func.coalesce(Claim.submitted_at, Claim.created_at) if S.collecting in statuses
              else Claim.submitted_at)
     total = session.scalar(select(func.count()).select_from(q.subquery()))
-    found = session.execute(q.order_by(first, Claim.id).offset(offset).limit(limit)).all()
-    ids = [i for (i,) in found]
+    ids = list(session.scalars(q.order_by(first, Claim.id).offset(offset).limit(limit)))
     # the page reads these columns only: the read-out and the trace (JSON) stay unread
     rows = []
     if ids:
