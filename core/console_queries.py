@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session, joinedload, load_only
 
 from core.admins import Scope
 from core.crypto import mask_name
+from core.review.queue import QUEUE_STATUSES
 from core.models import (AuditLog, Claim, ClaimStatus as S, Household, Member, Pool, Village)
 
 PAGE = 50
-#: the queue's default statuses: waiting for a reviewer (as /待审)
-WAITING = (S.submitted, S.in_review)
+#: the queue's default statuses: waiting for a reviewer, as /待审 (core.review.QUEUE_STATUSES)
+WAITING = QUEUE_STATUSES
 
 
 @dataclass(frozen=True)
