@@ -327,6 +327,13 @@ def test_payouts_confirm_failure_and_the_bank_file(bot, villager, db, app_ctx, t
     assert r.status_code == 200 and "已确认" in r.text
     assert claim_of(db, first).status is ClaimStatus.paid
     assert claim_of(db, second).status is ClaimStatus.approved
+    # the quarter's report counts the paid subsidy in its village
+    quarter = f"{TODAY.year}Q{(TODAY.month - 1) // 3 + 1}"
+    x = web.get(bot.url + "/admin/fund/quarterly.xlsx", params={"quarter": quarter}, timeout=10)
+    path.write_bytes(x.content)
+    rows = list(load_workbook(path)["分村"].iter_rows(values_only=True))
+    east = next(r for r in rows if r[0] == "示范镇/东村")
+    assert east[5] == 1 and str(east[6]) == "3000"
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(AuditLog).where(
             AuditLog.action == "claim.paid", AuditLog.actor == POOL_ADMIN)) == 1
@@ -469,3 +476,37 @@ def test_the_auditor_in_chat_reads_statistics_and_gets_a_console_link(bot, villa
     help_text = villager.text(AUDITOR, "/帮助").reply
     assert "/后台" in help_text and "/通过" not in help_text
     assert "示范" in villager.text(AUDITOR, "/统计").reply
+
+
+def test_queue_filters_and_a_village_outside_the_scope(bot, villager, db, cfg, app_ctx):
+    from core.models import Village
+
+    east = home(db, app_ctx.vault, VILLAGER)
+    west = home(db, app_ctx.vault, "o_console_west", village="示范镇/西村")
+    waiting = claim_with_photos(db, cfg, east["id"])
+    asked = claim_with_photos(db, cfg, east["id"], status="need_documents")
+    west_claim = claim_with_photos(db, cfg, west["id"])
+    with db.session() as s:
+        ids = dict(s.execute(select(Village.full_name, Village.id)).all())
+    bind(villager, db, VILLAGE_ADMIN, "village_admin", village="示范镇/东村")
+    web = sign_in(bot, villager, VILLAGE_ADMIN)
+    default = web.get(bot.url + "/admin/claims", timeout=10).text
+    assert waiting in default and asked not in default and west_claim not in default
+    by_status = web.get(bot.url + "/admin/claims", params={"status": "need_documents"},
+                        timeout=10).text
+    assert asked in by_status and waiting not in by_status
+    own = web.get(bot.url + "/admin/claims", params={"village": ids["示范镇/东村"]}, timeout=10)
+    assert own.status_code == 200 and waiting in own.text
+    other = web.get(bot.url + "/admin/claims", params={"village": ids["示范镇/西村"]},
+                    timeout=10)
+    assert other.status_code == 404 and west_claim not in other.text
+    odd = web.get(bot.url + "/admin/claims", params={"status": "nonsense", "offset": "x"},
+                  timeout=10)
+    assert odd.status_code == 200 and waiting in odd.text
+
+
+def test_not_an_administrator_gets_no_link(bot, villager, db):
+    reply = villager.text("o_console_nobody", "/后台").reply
+    assert "/admin/login/" not in reply and "/绑定" in reply
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConsoleLink)) == 0
