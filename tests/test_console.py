@@ -468,6 +468,8 @@ def test_disclosure_preview_audit_log_and_administrators(bot, villager, db):
                  data={"csrf": token, "openid": AUDITOR}, timeout=10)
     assert "已撤销" in r.text
     assert auditor.get(bot.url + "/admin/claims", timeout=10).status_code == 401
+    log = web.get(bot.url + "/admin/audit", params={"action": "admin.revoke"}, timeout=10)
+    assert "admin.revoke" in log.text and AUDITOR not in log.text  # openids masked
 
 
 def test_the_auditor_in_chat_reads_statistics_and_gets_a_console_link(bot, villager, db):

@@ -65,6 +65,25 @@ def _local_time(value) -> str:
     return f"{t:%Y-%m-%d %H:%M}"
 
 
+def _audit_json(value) -> str:
+    """An audit row's before/after for the page: openids masked as chat shows them, anything
+    that looks like an ID or card number masked."""
+    import json
+
+    from core.crypto import scrub
+
+    def clean(v, key=""):
+        if isinstance(v, dict):
+            return {k: clean(x, k) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x, key) for x in v]
+        if isinstance(v, str):
+            return mask_openid(v) if key in ("openid", "used_by", "target") else scrub(v)
+        return v
+
+    return json.dumps(clean(value), ensure_ascii=False)
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader([str(TEMPLATES_DIR / "console"), str(TEMPLATES_DIR)]),
@@ -74,6 +93,7 @@ def environment() -> Environment:
     env.filters["cndate"] = format_date
     env.filters["localtime"] = _local_time
     env.filters["maskname"] = mask_name
+    env.filters["auditjson"] = _audit_json
     return env
 
 
