@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core import attempts
 from core.audit import audit
+from core.console import end_sessions
 from core.errors import DomainError
 from core.models import AdminGrant, AdminInvite, AdminRole, Pool, Village, utcnow
 from core.outbox import as_utc
@@ -152,8 +153,9 @@ def scope_of(session: Session, openid: str) -> Scope:
     roles = frozenset(g.role for g in grants)
     everything = any(g.role is AdminRole.super
                      or (g.role is AdminRole.reviewer and g.pool_id is None) for g in grants)
-    pools = frozenset(g.pool_id for g in grants
-                      if g.pool_id is not None and g.role is not AdminRole.village_admin)
+    # an auditor's grant reads only (core/console.py `read_scope`): it widens no chat scope
+    pools = frozenset(g.pool_id for g in grants if g.pool_id is not None
+                      and g.role not in (AdminRole.village_admin, AdminRole.auditor))
     villages = frozenset(g.village_id for g in grants if g.village_id is not None)
     return Scope(roles, pools, villages, everything)
 
@@ -221,6 +223,7 @@ def revoke_admin(session: Session, actor: str, openid: str) -> list[dict]:
         session.delete(g)
         removed.append(row)
     session.flush()
+    end_sessions(session, openid, actor, "revoked")
     return removed
 
 
@@ -250,5 +253,6 @@ def revoke_invite(session: Session, actor: str, code: str, now=None) -> dict:
               {"invite": invite.id})
         session.delete(grant)
         session.flush()
+        end_sessions(session, invite.used_by, actor, "revoked")
     return {"invite": invite.id, "role": invite.role.value, "used_by": invite.used_by,
             "revoked": removed}

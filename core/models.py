@@ -35,6 +35,7 @@ class AdminRole(str, enum.Enum):
     village_admin = "village_admin"
     pool_admin = "pool_admin"
     super = "super"
+    auditor = "auditor"  # read-only: the console's pages and reports, a pool or all
 
 
 class PoolLevel(str, enum.Enum):
@@ -158,6 +159,30 @@ class AdminInvite(Base):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     used_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ConsoleLink(Base):
+    """A one-time sign-in link to the web console (`/后台`): its token's hash, valid minutes."""
+    __tablename__ = "console_link"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A signed-in browser of the web console: its cookie's hash, its CSRF token, 8 hours;
+    ended by `/后台 退出`, the page's 退出 or a revoked grant."""
+    __tablename__ = "console_session"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class GuessAttempt(Base):
@@ -357,6 +382,8 @@ class Household(Base):
     pool: Mapped[Pool] = relationship()
     village: Mapped[Village] = relationship()
     members: Mapped[list["Member"]] = relationship(back_populates="household", order_by="Member.id")
+    # a village's households, for the console's queue (migration console_02)
+    __table_args__ = (Index("ix_household_village", "village_id", "id"),)
 
 
 class Member(Base):
@@ -558,6 +585,8 @@ class Claim(Base):
     member: Mapped[Member] = relationship()
     documents: Mapped[list["ClaimDocument"]] = relationship(back_populates="claim",
                                                             order_by="ClaimDocument.id")
+    # the console's queue (migration console_02)
+    __table_args__ = (Index("ix_claim_queue", "status", "submitted_at", "id", "household_id"),)
 
 
 class ClaimDocument(Base):

@@ -69,6 +69,13 @@ def handle(ctx: Ctx, text: str) -> list[Reply]:
     name, args = parse(text)
     if name == "绑定":
         return _bind(ctx, args)
+    return dispatch(ctx, name, args)
+
+
+def dispatch(ctx: Ctx, name: str, args: list[str]) -> list[Reply]:
+    """Run the command `name` with its arguments for ctx.openid: the role check, the command,
+    and the audit row of a refusal. The chat and the web console (bot/web/console) both come
+    through here, so a decision has one code path."""
     scope = scope_of(ctx.session, ctx.openid)
     cmd = COMMANDS.get(name)
     if not scope.is_admin:

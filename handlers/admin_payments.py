@@ -72,6 +72,33 @@ def _summary(ctx: Ctx, msg: Incoming, data: dict) -> Step:
 def _confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     if msg.text not in CONFIRM_WORDS:
         return say(render("payment_record_hint"), state="confirm", data=data)
+    return say(confirmed(ctx, data))
+
+
+def summary(ctx: Ctx, number: str, amount_text: str, channel_word: str) -> tuple[dict, str]:
+    """The checks of `/收款` before its 确认, for the console's first step: (data, summary
+    text). Refused (audited by the caller through `refusal`) when the chat would refuse."""
+    scope = scope_of(ctx.session, ctx.openid)
+    if not scope.roles & ROLES:
+        raise _refuse("scope", number=number)
+    channel = CHANNEL_WORDS.get(channel_word or "现金")
+    if channel is None:
+        raise _refuse("bad_channel")
+    try:
+        amount_fen = parse_yuan(amount_text)
+    except ValueError:
+        raise _refuse("bad_amount", text=amount_text)
+    household, q = _check(ctx, scope, number, amount_fen)
+    data = {"household": household.number, "amount_fen": amount_fen, "channel": channel}
+    return data, render("payment_record_summary", household=household.number,
+                        village=household.village.full_name, members=q.members,
+                        due_fen=q.amount_fen, amount_fen=amount_fen, channel=channel)
+
+
+def confirmed(ctx: Ctx, data: dict) -> str:
+    """`/收款` after 确认 (the chat's dialogue and the console): checked again, recorded with
+    the exact-amount rule of core.payments, the order's code closed after the commit. The
+    answer's text; a refusal is audited and worded."""
     scope = scope_of(ctx.session, ctx.openid)
     try:
         if not scope.roles & ROLES:
@@ -80,19 +107,19 @@ def _confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
         payments.record_offline(ctx.session, household, data["amount_fen"], data["channel"],
                                 ctx.openid, ctx.now)
     except payments.PaymentError as e:
-        return _refused_step(ctx, data, _refuse(e.code, household=data["household"], **e.details))
+        return refusal(ctx, data, _refuse(e.code, household=data["household"], **e.details))
     except Refused as r:
-        return _refused_step(ctx, data, r)
+        return refusal(ctx, data, r)
     _close_at_gateway(ctx, household)
-    return say(render("payment_recorded", household=household.number,
-                      channel=data["channel"], amount_fen=data["amount_fen"], n=len(q.members)))
+    return render("payment_recorded", household=household.number,
+                  channel=data["channel"], amount_fen=data["amount_fen"], n=len(q.members))
 
 
-def _refused_step(ctx: Ctx, data: dict, r: Refused) -> Step:
+def refusal(ctx: Ctx, data: dict, r: Refused) -> str:
     audit(ctx.session, ctx.openid, "admin.refused", "command", "收款", None,
-          {"args": [data["household"], data["amount_fen"], data["channel"]],
+          {"args": [data.get("household"), data.get("amount_fen"), data.get("channel")],
            "why": r.context.get("code")})
-    return say(render(r.template, **r.context))
+    return render(r.template, **r.context)
 
 
 def _close_at_gateway(ctx: Ctx, household: Household) -> None:

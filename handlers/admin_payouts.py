@@ -68,7 +68,17 @@ def _refused(e: PayoutError) -> Refused:
 
 @command("发放预览", roles=PAYOUT_ROLES)
 def preview_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
-    ps = payout_scope(ctx)
+    shown = preview(ctx)
+    audit(ctx.session, ctx.openid, "payout.preview", "pool", None, None,
+          {"pools": [{"pool": s["pool"].code, "lines": s["lines"], "total_fen": s["total_fen"]}
+                     for s in shown]})
+    return [Reply(render("payout_preview", pools=shown))]
+
+
+def preview(ctx: Ctx, sample: int = SAMPLE, ps: PayoutScope | None = None) -> list[dict]:
+    """Per pool in the admin's payout scope (or `ps`), what the next batch would hold (the
+    chat's /发放预览 and the console's payouts page)."""
+    ps = ps or payout_scope(ctx)
     villages = {v.id: v.name for v in ctx.session.scalars(select(Village))}
     shown = []
     for pool in _pools(ctx, ps):
@@ -85,18 +95,23 @@ def preview_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
             "available_fen": p.available_fen, "pending_fen": p.pending_fen,
             "sample": [{"claim_number": c.claim_number, "village": villages.get(c.village_id, ""),
                         "holder": mask_name(c.holder or ""), "amount_fen": c.amount_fen}
-                       for c in take[:SAMPLE]],
-            "more": max(len(take) - SAMPLE, 0),
+                       for c in take[:sample]],
+            "more": max(len(take) - sample, 0),
             "waiting_balance": len(waiting_balance),
             "waiting_balance_fen": sum(c.amount_fen for c in waiting_balance),
             "waiting_card": len(mine(p.waiting_card)), "held": len(mine(p.held)),
             "open_batches": [b for b in list_batches(ctx.session, pool.code)
                              if b["status"] != BatchStatus.confirmed.value],
         })
-    audit(ctx.session, ctx.openid, "payout.preview", "pool", None, None,
-          {"pools": [{"pool": s["pool"].code, "lines": s["lines"], "total_fen": s["total_fen"]}
-                     for s in shown]})
-    return [Reply(render("payout_preview", pools=shown))]
+    return shown
+
+
+def covers_batch(ctx: Ctx, ps: PayoutScope, batch) -> bool:
+    """Whether the scope may confirm the batch: its pool, or every line in its villages."""
+    if ps.covers_pool(batch.pool_id):
+        return True
+    villages = _batch_villages(ctx, batch.id)
+    return bool(villages) and villages <= ps.village_ids
 
 
 def _batch_villages(ctx: Ctx, batch_id: int) -> set[int]:
@@ -114,10 +129,8 @@ def confirm_command(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
         batch = find_batch(ctx.session, args[0], lock=True)
     except PayoutError as e:
         raise _refused(e)
-    if not ps.covers_pool(batch.pool_id):
-        villages = _batch_villages(ctx, batch.id)
-        if not villages or not villages <= ps.village_ids:
-            raise Refused("payout_refused", code="scope", what=f"批次 {batch.number} 的部分补助")
+    if not covers_batch(ctx, ps, batch):
+        raise Refused("payout_refused", code="scope", what=f"批次 {batch.number} 的部分补助")
     try:
         r = confirm_batch(ctx.session, batch.number, ctx.openid, ctx.today)
     except PayoutError as e:

@@ -75,6 +75,10 @@ ANNOUNCE = register(Dialogue("announce", _preview, {"confirm": _confirm}))
 
 @command("统计", roles=ALL_ROLES)
 def _stats(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
+    if AdminRole.auditor in scope.roles:  # reads its pool, or every pool
+        from core.console import read_scope
+
+        scope = read_scope(ctx.session, ctx.openid)
     pools = []
     for pool in scope.pools(ctx.session):
         whole = scope.covers_pool(pool.id)

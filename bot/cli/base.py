@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from bot.cli import app_context, print_json, subcommands
 from core.config import load_config
+from core.models import AdminRole
 
 
 def register(sub) -> None:
@@ -49,7 +50,7 @@ def register(sub) -> None:
     asub = subcommands(sub, "admin", "administrators")  # list, revoke: bot/cli/admins.py
     q = asub.add_parser("invite", help="a one-time code to bind an administrator with /绑定")
     q.add_argument("--role", required=True,
-                   choices=["reviewer", "village_admin", "pool_admin", "super"])
+                   choices=[r.value for r in AdminRole])
     g = q.add_mutually_exclusive_group()
     g.add_argument("--village")
     g.add_argument("--pool")
