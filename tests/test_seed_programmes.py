@@ -517,6 +517,21 @@ def test_haimen_2023(seed, cfg, db):
     assert listed[before]["reasons"] == ["not_covered_yet"]
     assert any(cn(TODAY) in step["text"] for step in listed[before]["trace"])
 
+    # 六类困难对象原则上不参与: the chat sign-up asks each member's category, 低保 is refused
+    from tests.test_signup import run as chat
+
+    o = "o_hm_new"
+    asked = chat(run_.v, o, ["1", "叠石桥村", "沈二海", make_id(date(1966, 6, 6)),
+                             "13800138000", "1"])[-1]
+    assert "1 无" in asked and "低保" in asked and "支出型贫困" in asked
+    r = run_.v.text(o, "低保").reply
+    assert "不能参加互助" in r
+    with db.session() as s:
+        assert s.scalar(select(func.count(Household.id))) == 1  # 沈大山's only
+    r = chat(run_.v, o, ["1", "叠石桥村", "沈二海", make_id(date(1966, 6, 6)), "13800138000",
+                         "1", "1", "2", "确认"])[-1]
+    assert "户号" in r and households_json(cfg, re.search(r"户号 (H\d+)", r).group(1))
+
     bad = run_.write(edit=lambda t: t.replace(
         'shares: {personal: "40.00", collective: "20.00", charity: "20.00"}',
         'shares: {personal: "30.00", collective: "30.00", charity: "20.00"}'), tag="-bad")
