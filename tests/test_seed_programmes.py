@@ -290,6 +290,7 @@ def test_anji_2024_the_uninsured_apply_through_their_village(seed, cfg, db, tmp_
     r = run_.v.text(o, "查病种 fm19").reply
     assert "FM19 " in r and format_yuan(q) in r
     assert "居民医保 3,500.00 元" in r and "未参保 7,000.00 元" in r and "职工医保" not in r
+    assert "拍出院记录、费用清单、结算单（未参保的拍出院记录、费用清单、发票）" in r
 
     # the uninsured member's claim: 出院记录, 费用清单, 发票, then held for the village
     pages = {"出院记录": samples.discharge_record(), "费用清单": samples.itemized_bill(),
@@ -524,6 +525,8 @@ def test_haimen_2023(seed, cfg, db):
     asked = chat(run_.v, o, ["1", "叠石桥村", "沈二海", make_id(date(1966, 6, 6)),
                              "13800138000", "1"])[-1]
     assert "1 无" in asked and "低保" in asked and "支出型贫困" in asked
+    r = run_.v.text(o, "贫困户").reply  # a category the scheme does not name: asked again
+    assert "没有“贫困户”这个选项" in r and "1 无" in r and "7 支出型贫困" in r
     r = run_.v.text(o, "低保").reply
     assert "不能参加互助" in r
     with db.session() as s:
@@ -611,6 +614,12 @@ def test_lianshui_2020(seed, cfg, db):
     biggest = run_.claim(home, 0)
     run_.decide(reviewer, biggest, code, "90000.00", date(2020, 5, 1), date(2020, 5, 20))
     assert run_.row(biggest).amount_fen == min(top, 2_000_000)  # 单次最高 2 万 (picked)
+
+    # no claims.documents in the preset: the uninsured are still not asked for a 结算单
+    run_.v.text("o_ls", "申请补助")
+    ask = run_.v.text("o_ls", "3").reply
+    assert "为胡*汉申请补助" in ask and "出院记录、费用清单、发票" in ask and "结算单" not in ask
+    run_.v.text("o_ls", "取消")
 
     # 周期内不临时增减互助成员: no newborn joins within the year
     r = run_.v.text("o_ls", "添加成员").reply

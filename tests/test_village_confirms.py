@@ -169,11 +169,14 @@ def test_an_uninsured_member_s_claim_waits_for_the_village(villager, db, app_ctx
 
 
 def _submitted_claim(app_ctx, db, home, who: str) -> str:
-    """A collecting claim with its three documents, submitted as the claim dialogue does."""
+    """A collecting claim with its three documents (the uninsured's 发票 instead of the 结算单),
+    submitted as the claim dialogue does."""
     from core import claims
     from tests.factories import local_today
 
-    number = new_claim(db, home, member=who, status="collecting")
+    documents = ("discharge_record", "itemized_bill",
+                 "invoice" if who == "spouse" else "settlement_sheet")  # the spouse: uninsured
+    number = new_claim(db, home, member=who, status="collecting", documents=documents)
     with db.session() as s:
         claim = s.scalar(select(Claim).where(Claim.number == number))
         claim.created_by = "o_vil_review"
