@@ -283,7 +283,7 @@ def test_anji_2024_the_uninsured_apply_through_their_village(seed, cfg, db, tmp_
     reviewer = run_.bind("o_anji_rv", "reviewer")
     clerk = run_.bind("o_anji_clerk", "village_admin")
     o = "o_anji_home"
-    home = run_.household([M("钱大山"), M("钱老汉", "parent", insurance="uninsured")], o)
+    run_.household([M("钱大山"), M("钱老汉", "parent", insurance="uninsured")], o)
     q = run_.quota("FM19")
 
     # 查病种: the group's quota, the thresholds of this household's insurance types
