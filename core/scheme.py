@@ -155,8 +155,10 @@ class ClaimRules:
         return self.exclusion_labels.get(code) or _builtin_exclusion_names().get(code, code)
 
     def documents_for(self, insurance: str) -> tuple[str, ...]:
-        """The document kinds a claim of this insurance type needs."""
-        return self.documents.get(insurance, DEFAULT_DOCUMENTS)
+        """The document kinds a claim of this insurance type needs: the scheme's, else the
+        defaults (someone without basic insurance has no 结算单: a 发票 instead)."""
+        return self.documents.get(insurance) or DEFAULT_DOCUMENTS_FOR.get(insurance,
+                                                                          DEFAULT_DOCUMENTS)
     # appeals and the village's part (claims.appeal_days, claims.uninsured_via_village)
     appeal_days: int = APPEAL_DAYS  # days after a rejection the household may send 复核
     uninsured_via_village: bool = False  # an uninsured member's claim waits for /确认申请
@@ -205,6 +207,7 @@ UNINSURED_POLICIES = ("allowed", "refused")
 BONUS_APPLIES_TO = ("quota", "subsidy")
 DOCUMENT_KINDS = ("discharge_record", "itemized_bill", "settlement_sheet", "invoice")
 DEFAULT_DOCUMENTS = ("discharge_record", "itemized_bill", "settlement_sheet")
+DEFAULT_DOCUMENTS_FOR = {"uninsured": ("discharge_record", "itemized_bill", "invoice")}
 _EXCLUSION_CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 

@@ -43,13 +43,16 @@ def _entry(ctx: Ctx, msg: Incoming, data: dict):
     year = scheme_years.running(ctx.session, pool_id, ctx.today) if pool_id else None
     groups = drg_search(ctx.session, words, year, limit=LIMIT)
     total = drg_count(ctx.session, words) if len(groups) == LIMIT else len(groups)
-    thresholds = []
+    thresholds, documents = [], {}
     if year is not None:
         fen = year.scheme.claims.thresholds_fen
         thresholds = [{"kind": k, "fen": fen.get(k)} for k in kinds]
+        # what to photograph, per insurance type that may be subsidized (the uninsured: 发票)
+        documents = {k: list(year.scheme.claims.documents_for(k)) for k in kinds
+                     if fen.get(k) is not None}
     return say(render("drg_lookup", text=words, groups=groups, total=total, year=year,
                       pool=ctx.session.get(Pool, pool_id) if pool_id else None,
-                      thresholds=thresholds))
+                      thresholds=thresholds, documents=documents))
 
 
 register(Dialogue("drg_lookup", _entry, {}, words=(WORD,)))

@@ -272,6 +272,72 @@ def test_anji_2024(seed, cfg, db):
     assert households_json(cfg, late["number"])["members"][0]["cover_from"] is None
 
 
+def test_anji_2024_the_uninsured_apply_through_their_village(seed, cfg, db, tmp_path):
+    """未参加基本医保…需到所在村（社区）…办理申请手续: the claim waits for /确认申请; a rejection
+    appealed (复核) and decided again; 群众个人可通过APP查询了解病种清单和病种定额补助标准."""
+    from bot.devtools import claim_samples as samples
+    from tests.test_claims import processed, wait_for
+
+    run_ = seed("anji-2024", date(2025, 3, 2))
+    run_.load()
+    reviewer = run_.bind("o_anji_rv", "reviewer")
+    clerk = run_.bind("o_anji_clerk", "village_admin")
+    o = "o_anji_home"
+    run_.household([M("钱大山"), M("钱老汉", "parent", insurance="uninsured")], o)
+    q = run_.quota("FM19")
+
+    # 查病种: the group's quota, the thresholds of this household's insurance types
+    r = run_.v.text(o, "查病种 fm19").reply
+    assert "FM19 " in r and format_yuan(q) in r
+    assert "居民医保 3,500.00 元" in r and "未参保 7,000.00 元" in r and "职工医保" not in r
+    assert "拍出院记录、费用清单、结算单（未参保的拍出院记录、费用清单、发票）" in r
+
+    # the uninsured member's claim: 出院记录, 费用清单, 发票, then held for the village
+    pages = {"出院记录": samples.discharge_record(), "费用清单": samples.itemized_bill(),
+             "发票": samples.other_photo()}
+    assert "1 钱*山" in run_.v.text(o, "申请补助").reply
+    ask = run_.v.text(o, "2").reply
+    assert "出院记录、费用清单、发票" in ask and "结算单" not in ask
+    for n, (label, page) in enumerate(pages.items()):
+        assert "请发" in run_.v.text(o, label).reply
+        run_.v.image(o, samples.save(page, tmp_path / f"doc{n}.png"))
+        assert wait_for(lambda: processed(db, o))
+    r = run_.v.text(o, "提交").reply
+    number = re.search(r"C\d{8}", r).group(0)
+    assert run_.row(number).awaits_village
+    assert number not in run_.v.text(reviewer, "/待审").reply
+    assert number in run_.v.text(clerk, "/待审").reply
+    r = run_.v.text(clerk, f"/确认申请 {number}").reply
+    assert f"已确认钱*汉的补助申请 {number}，进入审核" in r
+    assert number in run_.v.text(reviewer, "/待审").reply
+    kinds = {d["kind"] for d in claims_json(cfg)[number]["documents"]}
+    assert kinds == {"discharge_record", "itemized_bill", "invoice"}
+
+    # rejected as a stay abroad, appealed by the household, decided again: 7000.00 is the edge
+    run_.decide(reviewer, number, "FM19", "7000.00", date(2025, 2, 10), date(2025, 2, 14),
+                "未参保")
+    run_.v.text(reviewer, f"/驳回 {number} excluded_abroad")
+    assert run_.row(number).reasons == ["excluded_abroad"]
+    r = run_.v.text(o, f"复核 {number} 是在县人民医院住的院，不是境外").reply
+    assert "复核申请" in r
+    listed = claims_json(cfg)[number]
+    assert listed["status"] == "appealed"
+    r = run_.v.text(reviewer, f"/复核 {number} 改判 出院记录是县人民医院").reply
+    assert "改判" in r and f"补助 {format_yuan(min(q, 700000))}" in r
+    run_.v.text(reviewer, f"/通过 {number}")
+    listed = claims_json(cfg)[number]
+    assert listed["status"] == "approved" and listed["amount_fen"] == min(q, 700000)
+    assert listed["reasons"] == []
+
+    # someone else's claim cannot be appealed: refused, nothing changed
+    other = run_.household([M("孙二")], "o_anji_other")
+    rejected = run_.claim(other)
+    run_.v.text(reviewer, f"/驳回 {rejected} excluded_crime")
+    r = run_.v.text(o, f"复核 {rejected} 也看看这个").reply
+    assert f"没有找到您家的补助申请“{rejected}”" in r
+    assert run_.row(rejected).status.value == "rejected"
+
+
 # ---------------------------------------------------------------------------------------------
 # 塘桥 2020: 3000 / 2000, no uninsured threshold, everything basic insurance leaves out,
 # newborns added after the start of reimbursement and paid for on their own, ≥100 / ≤50.
@@ -382,6 +448,47 @@ def test_tangqiao_2020(seed, cfg, db, tmp_path):
     assert run_.year().scheme.contribution.shares_fen["personal"] == 5000
 
 
+def test_tangqiao_2020_the_village_confirms_who_joins(seed, cfg, db):
+    """具体参加人员由各村、居确认: a chat sign-up pays only after the village's /确认登记."""
+    from tests.test_signup import run as chat
+
+    run_ = seed("tangqiao-2020", date(2020, 5, 10))  # 交费: 4月1日–5月31日
+    run_.load()
+    clerk = run_.bind("o_tq_clerk", "village_admin")
+    o = "o_tq_new"
+    done = chat(run_.v, o, ["1", "韩山村", "韩大海", make_id(date(1968, 3, 3)), "13800138000",
+                            "1", "1", "韩小梅", make_id(date(1970, 4, 4)), "1", "2", "2",
+                            "确认"])[-1]
+    number = re.search(r"户号 (H\d+)", done).group(1)
+    assert "参加人员要由塘桥镇韩山村确认" in done and "村村" not in done
+    assert "属于下面哪类人员" not in done
+    home = households_json(cfg, number)
+    assert [m["cover_from"] for m in home["members"]] == [None, None]
+
+    # before the village confirms: no payment, by WeChat Pay or in cash
+    r = run_.v.text(o, "2").reply
+    assert "还在等塘桥镇韩山村确认" in r and "50.00" not in r
+    assert f"登记 {number}" in run_.v.text(clerk, "/待审").reply
+    assert "还没有经村里确认" in run_.v.text(clerk, f"/收款 {number} 100").reply
+
+    # a category the scheme does not have: refused with what there is, audited, nothing changed
+    refused = audits(db, clerk, "admin.refused")
+    r = run_.v.text(clerk, f"/确认登记 {number} 2 低保").reply
+    assert "没有人员类别“低保”" in r and "可写的类别：无。" in r
+    assert audits(db, clerk, "admin.refused") == refused + 1
+    with db.session() as s:
+        assert s.scalar(select(Household.awaits_village).where(Household.number == number))
+
+    r = run_.v.text(clerk, f"/确认登记 {number}").reply
+    assert f"已确认户号 {number} 的登记" in r and "个人应缴 100.00 元" in r  # 2 × 50.00
+    r = run_.v.text(o, "2").reply
+    assert "100.00 元" in r and "还在等" not in r
+    assert "应缴 100.00 元" in run_.v.text(clerk, f"/收款 {number} 100").reply
+    assert "已登记" in run_.v.text(clerk, "确认").reply
+    start = run_.day(date(2020, 6, 1)).isoformat()  # cover from the year's first day
+    assert [m["cover_from"] for m in households_json(cfg, number)["members"]] == [start, start]
+
+
 # ---------------------------------------------------------------------------------------------
 # 海门 2023: money is raised until 10月底 while the year runs from 7月: cover starts the day
 # the payment is recorded; ≥80 per person, the household ≥50%.
@@ -410,6 +517,23 @@ def test_haimen_2023(seed, cfg, db):
     listed = claims_json(cfg)
     assert listed[before]["reasons"] == ["not_covered_yet"]
     assert any(cn(TODAY) in step["text"] for step in listed[before]["trace"])
+
+    # 六类困难对象原则上不参与: the chat sign-up asks each member's category, 低保 is refused
+    from tests.test_signup import run as chat
+
+    o = "o_hm_new"
+    asked = chat(run_.v, o, ["1", "叠石桥村", "沈二海", make_id(date(1966, 6, 6)),
+                             "13800138000", "1"])[-1]
+    assert "1 无" in asked and "低保" in asked and "支出型贫困" in asked
+    r = run_.v.text(o, "贫困户").reply  # a category the scheme does not name: asked again
+    assert "没有“贫困户”这个选项" in r and "1 无" in r and "7 支出型贫困" in r
+    r = run_.v.text(o, "低保").reply
+    assert "不能参加互助" in r
+    with db.session() as s:
+        assert s.scalar(select(func.count(Household.id))) == 1  # 沈大山's only
+    r = chat(run_.v, o, ["1", "叠石桥村", "沈二海", make_id(date(1966, 6, 6)), "13800138000",
+                         "1", "1", "2", "确认"])[-1]
+    assert "户号" in r and households_json(cfg, re.search(r"户号 (H\d+)", r).group(1))
 
     bad = run_.write(edit=lambda t: t.replace(
         'shares: {personal: "40.00", collective: "20.00", charity: "20.00"}',
@@ -490,6 +614,12 @@ def test_lianshui_2020(seed, cfg, db):
     biggest = run_.claim(home, 0)
     run_.decide(reviewer, biggest, code, "90000.00", date(2020, 5, 1), date(2020, 5, 20))
     assert run_.row(biggest).amount_fen == min(top, 2_000_000)  # 单次最高 2 万 (picked)
+
+    # no claims.documents in the preset: the uninsured are still not asked for a 结算单
+    run_.v.text("o_ls", "申请补助")
+    ask = run_.v.text("o_ls", "3").reply
+    assert "为胡*汉申请补助" in ask and "出院记录、费用清单、发票" in ask and "结算单" not in ask
+    run_.v.text("o_ls", "取消")
 
     # 周期内不临时增减互助成员: no newborn joins within the year
     r = run_.v.text("o_ls", "添加成员").reply

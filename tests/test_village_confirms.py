@@ -54,13 +54,13 @@ def test_the_village_confirms_a_chat_sign_up_before_it_pays(villager, db, emulat
     o = "o_vc_head"
     done = sign_up(villager, o)  # no category asked: the village says
     number = re.search(r"户号 (H\d+)", done).group(1)
-    assert "要由示范镇东村村确认" in done and "请在" not in done
+    assert "要由示范镇东村确认" in done and "请在" not in done
     asked = "\n".join(pushes_after(villager, VILLAGE_ADMIN, since))
     assert f"【待确认登记】示范镇东村 户号 {number}，3 人" in asked
     assert f"/确认登记 {number} 2 低保" in asked and "王*山" in asked and "王大山" not in asked
 
     r = villager.text(o, "2").reply
-    assert "还在等示范镇东村村确认" in r
+    assert "还在等示范镇东村确认" in r
     assert f"等村里确认：登记 {number}（/确认登记 户号）" in villager.text(VILLAGE_ADMIN,
                                                                        "/待审").reply
     assert number not in villager.text(OTHER_ADMIN, "/待审").reply
@@ -169,11 +169,14 @@ def test_an_uninsured_member_s_claim_waits_for_the_village(villager, db, app_ctx
 
 
 def _submitted_claim(app_ctx, db, home, who: str) -> str:
-    """A collecting claim with its three documents, submitted as the claim dialogue does."""
+    """A collecting claim with its three documents (the uninsured's 发票 instead of the 结算单),
+    submitted as the claim dialogue does."""
     from core import claims
     from tests.factories import local_today
 
-    number = new_claim(db, home, member=who, status="collecting")
+    documents = ("discharge_record", "itemized_bill",
+                 "invoice" if who == "spouse" else "settlement_sheet")  # the spouse: uninsured
+    number = new_claim(db, home, member=who, status="collecting", documents=documents)
     with db.session() as s:
         claim = s.scalar(select(Claim).where(Claim.number == number))
         claim.created_by = "o_vil_review"
@@ -234,7 +237,7 @@ def test_a_renewal_waits_for_the_village_too(villager, db, app_ctx):
                                 year=old).number
     villager.text(o, "参加互助")
     r = villager.text(o, "确认").reply
-    assert "续保成功" in r and "要由示范镇东村村确认" in r
-    assert "还在等示范镇东村村确认" in villager.text(o, "2").reply
+    assert "续保成功" in r and "要由示范镇东村确认" in r
+    assert "还在等示范镇东村确认" in villager.text(o, "2").reply
     assert "已确认" in villager.text(VILLAGE_ADMIN, f"/确认登记 {number}").reply
     assert "100.00 元" in villager.text(o, "2").reply
