@@ -370,6 +370,24 @@ def test_the_claims_page_is_for_the_household_s_users_only(notice_bot, db, emula
     assert number not in outside.text
 
 
+def test_the_claims_page_dates_a_notice_by_the_local_day(notice_bot, db, emulator):
+    """A notice queued at 20:00 UTC on 1 March was sent on 2 March in Asia/Shanghai, the day
+    the template's time field gave the villager: the page says the local day too."""
+    from datetime import datetime
+
+    x, running, villager = notice_bot
+    assert x.cfg.TIMEZONE == "Asia/Shanghai"
+    home = household(x, villager, db)
+    number = new_claim(db, home)
+    approve(villager, number)
+    row = wait_until(lambda: [r for r in notices(db) if r.status is OutboxStatus.sent])[0]
+    with db.session() as s:
+        s.get(OutboxMessage, row.id).created_at = datetime(2026, 3, 1, 20, 0)
+    page = open_in_wechat(emulator, VILLAGER, claims_url(x.cfg, home["household"]))
+    assert page.status_code == 200
+    assert "2026年3月2日" in page.text and "2026年3月1日" not in page.text
+
+
 # ---------------------------------------------------------------------------------------------
 # the file and the fitting
 
