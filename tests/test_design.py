@@ -334,6 +334,8 @@ def test_pool_admin_gets_the_summary_and_the_picture(villager, db, app_ctx, cfg,
     reply = villager.text("o_pool_design", "/测算").reply
     assert "【示范镇】测算" in reply and "参加 40 人" in reply and "基金用完的概率" in reply
     assert "4,000.00 元" in reply  # 40 members × 100.00
+    # the command for the full table names this pool, ready to copy
+    assert "huzhu scheme design --pool demo --simulate 10000" in reply
     url = next(w for w in reply.split() if "/design/" in w).removeprefix("图：")
     assert url.startswith(bot.url) and url.endswith(".png")
     picture = requests.get(url, timeout=60)
