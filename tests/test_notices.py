@@ -423,6 +423,25 @@ def test_the_command_line_refuses_to_start_with_a_wrong_file(tmp_path, cfg):
                                        "payout_failed, appeal_decided)")
 
 
+def test_the_readme_s_settings_for_notices_by_hand_start(tmp_path):
+    """The README's block for trying notices by hand is enough for the program to start."""
+    import os
+    import re
+    import shlex
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"notices by hand, start the server.*?```\n(.*?)```", readme, re.S).group(1)
+    words = shlex.split(block.replace("\\\n", " "))
+    env = dict(w.split("=", 1) for w in words)
+    assert env["HUZHU_SMS_PROVIDER"] == "emulator" and "HUZHU_NOTIFY_TEMPLATES" in env
+    env = {**os.environ, **env, "HUZHU_DATABASE_URL": f"sqlite:///{tmp_path}/h.db",
+           "HUZHU_DATA_DIR": str(tmp_path / "var")}
+    out = subprocess.run(["huzhu", "outbox", "list"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
 def test_sms_settings_are_checked_at_start(tmp_path):
     with pytest.raises(ConfigError, match="HUZHU_SMS_PROVIDER: must be"):
         load_config({"HUZHU_SMS_PROVIDER": "aliyun"})
