@@ -118,6 +118,24 @@ def test_a_scheme_whose_cap_binds_is_simulated_claim_by_claim_and_agrees_with_th
     assert sim.checked > 300
 
 
+def test_a_small_pool_s_picture_reads_in_yuan():
+    """/测算 on a pool of a few dozen members: the picture's axes in 万元 would all read 0;
+    below 100,000 yuan of funds they are in yuan, every tick a different number."""
+    from core.design.outputs import chart
+
+    small = fitted(members=40)
+    sim = simulate(small, 500, seed=1)
+    drawn: list[str] = []
+    assert chart(small, sim, drawn=drawn)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "全年补助总额的分布（元）" in drawn and not any("万元" in t for t in drawn)
+    ticks = [t for t in drawn if t.replace(",", "").lstrip("-").isdigit() and t != "0"]
+    assert len(ticks) >= 8 and len(set(ticks)) == len(ticks)
+    assert "-0" not in drawn
+    big: list[str] = []
+    chart(fitted(members=20_000), simulate(fitted(members=20_000), 200, seed=1), drawn=big)
+    assert "全年补助总额的分布（万元）" in big
+
+
 def test_the_rule_catches_a_simulation_that_drifts(monkeypatch):
     """If the vectorised payout stops following adjudicate(), the simulation fails."""
     d = fitted(members=5_000)
