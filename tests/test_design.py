@@ -208,6 +208,19 @@ def test_scheme_design_writes_quotas_workbook_and_picture(tmp_path):
     assert len(colours) > 20  # drawn, not blank
 
 
+def test_a_small_risk_is_not_printed_as_none(tmp_path):
+    """4 years in 10,000 run out in December: the summary says 0.04%, not "0.0%, mostly in
+    December"."""
+    out = cli(tmp_path, "--scheme", str(SCHEMES / "anji-2024.yaml"), "--members", "20000",
+              "--simulate", "10000", "--seed", "1")
+    assert out.returncode == 0, out.stderr
+    assert "基金用完的概率 0.04%，用完时多在 12 月" in out.stdout
+    from core.design.outputs import percent
+
+    assert [percent(p) for p in (0.0, 0.00004, 0.0004, 0.012, 0.375)] == [
+        "0%", "不到 0.01%", "0.04%", "1.2%", "37.5%"]
+
+
 def test_scheme_design_prints_a_summary_without_writing(tmp_path):
     r = cli(tmp_path, "--scheme", str(SCHEMES / "tangqiao-2020.yaml"), "--members", "3000",
             "--simulate", "200")

@@ -200,6 +200,7 @@ def _simulation_json(sim) -> dict | None:
 
 
 def _print_summary(doc: dict, d) -> None:
+    from core.design.outputs import percent
     from core.money import format_yuan
 
     print(f"测算：{d.scheme.pool.name}，参加 {doc['members']:,} 人，筹资 {format_yuan(doc['funds_fen'])}，"
@@ -212,7 +213,7 @@ def _print_summary(doc: dict, d) -> None:
     sim = doc.get("simulation")
     if sim:
         month = f"，用完时多在 {sim['month_exhaust']} 月" if sim["month_exhaust"] else ""
-        print(f"模拟 {sim['years']:,} 年：基金用完的概率 {sim['p_exhaust']:.1%}{month}；全年补助 "
+        print(f"模拟 {sim['years']:,} 年：基金用完的概率 {percent(sim['p_exhaust'])}{month}；全年补助 "
               f"中位数 {format_yuan(sim['payout_fen']['p50'])}，90% {format_yuan(sim['payout_fen']['p90'])}"
               f"，99% {format_yuan(sim['payout_fen']['p99'])}")
     for line in doc.get("backtest") or []:

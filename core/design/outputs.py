@@ -32,6 +32,16 @@ def words() -> dict:
         return yaml.safe_load(fh)
 
 
+def percent(p: float) -> str:
+    """A probability as the summaries print it: a small risk keeps its digits (0.04%, not 0.0%),
+    one too small to show is "under 0.01%"."""
+    if p <= 0:
+        return "0%"
+    if p < 0.0001:
+        return words()["percent_below"].format(p="0.01%")
+    return f"{p:.2%}" if p < 0.01 else f"{p:.1%}"
+
+
 def _yuan(fen: int | float) -> str:
     return format_yuan(int(round(fen)), unit=False)
 
@@ -144,7 +154,7 @@ def chart(d: Design, sim: Simulation | None, drawn: list[str] | None = None) -> 
     draw.text((40, 76), t["subtitle"].format(
         members=f"{d.model.members:,}", funds=format_yuan(d.funds_fen),
         reserve=format_yuan(d.reserve_fen), expected=format_yuan(d.expected_payout_fen),
-        p_exhaust=f"{j['p_exhaust']:.1%}" if j else "—"), font=font(22), fill=GREY)
+        p_exhaust=percent(j["p_exhaust"]) if j else "—"), font=font(22), fill=GREY)
     if sim is None:
         draw.text((40, 140), t["none"], font=font(26), fill=GREY)
         return _png(img)
