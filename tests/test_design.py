@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -340,6 +340,11 @@ def test_design_from_a_pools_claims_with_a_backtest(tmp_path, db, db_url, app_ct
     # and the text form names the villages
     r = cli(tmp_path, "--pool", "demo", "--from-claims", "--backtest", db_url=db_url)
     assert r.returncode == 0 and "示范镇/东村" in r.stdout and "按新定额" in r.stdout
+    # and says which year's claims it replayed
+    year = doc["backtest_year"]
+    start, end = (date.fromisoformat(year[k]) for k in ("start", "end"))
+    assert f"回测：{start.year}年{start.month}月{start.day}日至{end.year}年{end.month}月{end.day}日" \
+        in r.stdout
 
 
 def test_an_unknown_pool_is_refused(tmp_path, db, db_url, app_ctx):
