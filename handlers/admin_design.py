@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from core.admins import Scope
 from core.design import DesignError
+from core.design.outputs import percent
 from core.design.service import chart_url, for_pool
 from core.messages import render
 from core.models import AdminRole
@@ -29,6 +30,7 @@ def _design(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
             continue
         d, sim = result.design, result.simulation.to_json()
         answers.append({"pool": pool, "error": None, "year": result.facts.year, "design": d,
-                        "sim": sim, "url": chart_url(ctx.cfg, pool.id)})
+                        "sim": sim, "p_exhaust": percent(sim["p_exhaust"]),
+                        "url": chart_url(ctx.cfg, pool.id)})
     more = max(len(pools) - DESIGN_POOLS, 0)
     return [Reply(render("design_summary", answers=answers, more=more))]

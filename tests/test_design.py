@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -118,6 +118,24 @@ def test_a_scheme_whose_cap_binds_is_simulated_claim_by_claim_and_agrees_with_th
     assert sim.checked > 300
 
 
+def test_a_small_pool_s_picture_reads_in_yuan():
+    """/测算 on a pool of a few dozen members: the picture's axes in 万元 would all read 0;
+    below 100,000 yuan of funds they are in yuan, every tick a different number."""
+    from core.design.outputs import chart
+
+    small = fitted(members=40)
+    sim = simulate(small, 500, seed=1)
+    drawn: list[str] = []
+    assert chart(small, sim, drawn=drawn)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "全年补助总额的分布（元）" in drawn and not any("万元" in t for t in drawn)
+    ticks = [t for t in drawn if t.replace(",", "").lstrip("-").isdigit() and t != "0"]
+    assert len(ticks) >= 8 and len(set(ticks)) == len(ticks)
+    assert "-0" not in drawn
+    big: list[str] = []
+    chart(fitted(members=20_000), simulate(fitted(members=20_000), 200, seed=1), drawn=big)
+    assert "全年补助总额的分布（万元）" in big
+
+
 def test_the_rule_catches_a_simulation_that_drifts(monkeypatch):
     """If the vectorised payout stops following adjudicate(), the simulation fails."""
     d = fitted(members=5_000)
@@ -188,6 +206,19 @@ def test_scheme_design_writes_quotas_workbook_and_picture(tmp_path):
     assert image.format == "PNG" and image.size == (1400, 760)
     colours = image.convert("RGB").getcolors(1 << 20)
     assert len(colours) > 20  # drawn, not blank
+
+
+def test_a_small_risk_is_not_printed_as_none(tmp_path):
+    """4 years in 10,000 run out in December: the summary says 0.04%, not "0.0%, mostly in
+    December"."""
+    out = cli(tmp_path, "--scheme", str(SCHEMES / "anji-2024.yaml"), "--members", "20000",
+              "--simulate", "10000", "--seed", "1")
+    assert out.returncode == 0, out.stderr
+    assert "基金用完的概率 0.04%，用完时多在 12 月" in out.stdout
+    from core.design.outputs import percent
+
+    assert [percent(p) for p in (0.0, 0.00004, 0.0004, 0.012, 0.375)] == [
+        "0%", "不到 0.01%", "0.04%", "1.2%", "37.5%"]
 
 
 def test_scheme_design_prints_a_summary_without_writing(tmp_path):
@@ -309,6 +340,11 @@ def test_design_from_a_pools_claims_with_a_backtest(tmp_path, db, db_url, app_ct
     # and the text form names the villages
     r = cli(tmp_path, "--pool", "demo", "--from-claims", "--backtest", db_url=db_url)
     assert r.returncode == 0 and "示范镇/东村" in r.stdout and "按新定额" in r.stdout
+    # and says which year's claims it replayed
+    year = doc["backtest_year"]
+    start, end = (date.fromisoformat(year[k]) for k in ("start", "end"))
+    assert f"回测：{start.year}年{start.month}月{start.day}日至{end.year}年{end.month}月{end.day}日" \
+        in r.stdout
 
 
 def test_an_unknown_pool_is_refused(tmp_path, db, db_url, app_ctx):
@@ -334,6 +370,8 @@ def test_pool_admin_gets_the_summary_and_the_picture(villager, db, app_ctx, cfg,
     reply = villager.text("o_pool_design", "/测算").reply
     assert "【示范镇】测算" in reply and "参加 40 人" in reply and "基金用完的概率" in reply
     assert "4,000.00 元" in reply  # 40 members × 100.00
+    # the command for the full table names this pool, ready to copy
+    assert "huzhu scheme design --pool demo --simulate 10000" in reply
     url = next(w for w in reply.split() if "/design/" in w).removeprefix("图：")
     assert url.startswith(bot.url) and url.endswith(".png")
     picture = requests.get(url, timeout=60)

@@ -370,6 +370,24 @@ def test_the_claims_page_is_for_the_household_s_users_only(notice_bot, db, emula
     assert number not in outside.text
 
 
+def test_the_claims_page_dates_a_notice_by_the_local_day(notice_bot, db, emulator):
+    """A notice queued at 20:00 UTC on 1 March was sent on 2 March in Asia/Shanghai, the day
+    the template's time field gave the villager: the page says the local day too."""
+    from datetime import datetime
+
+    x, running, villager = notice_bot
+    assert x.cfg.TIMEZONE == "Asia/Shanghai"
+    home = household(x, villager, db)
+    number = new_claim(db, home)
+    approve(villager, number)
+    row = wait_until(lambda: [r for r in notices(db) if r.status is OutboxStatus.sent])[0]
+    with db.session() as s:
+        s.get(OutboxMessage, row.id).created_at = datetime(2026, 3, 1, 20, 0)
+    page = open_in_wechat(emulator, VILLAGER, claims_url(x.cfg, home["household"]))
+    assert page.status_code == 200
+    assert "2026年3月2日" in page.text and "2026年3月1日" not in page.text
+
+
 # ---------------------------------------------------------------------------------------------
 # the file and the fitting
 
@@ -403,6 +421,25 @@ def test_the_command_line_refuses_to_start_with_a_wrong_file(tmp_path, cfg):
                                        "payment_reminder, claim_submitted, claim_decided, "
                                        "need_documents, payout_listed, payout_paid, "
                                        "payout_failed, appeal_decided)")
+
+
+def test_the_readme_s_settings_for_notices_by_hand_start(tmp_path):
+    """The README's block for trying notices by hand is enough for the program to start."""
+    import os
+    import re
+    import shlex
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"notices by hand, start the server.*?```\n(.*?)```", readme, re.S).group(1)
+    words = shlex.split(block.replace("\\\n", " "))
+    env = dict(w.split("=", 1) for w in words)
+    assert env["HUZHU_SMS_PROVIDER"] == "emulator" and "HUZHU_NOTIFY_TEMPLATES" in env
+    env = {**os.environ, **env, "HUZHU_DATABASE_URL": f"sqlite:///{tmp_path}/h.db",
+           "HUZHU_DATA_DIR": str(tmp_path / "var")}
+    out = subprocess.run(["huzhu", "outbox", "list"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
 
 
 def test_sms_settings_are_checked_at_start(tmp_path):

@@ -5,6 +5,7 @@ weights row — is one line on stderr naming it, exit 2, and nothing is written.
 from __future__ import annotations
 
 import sys
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def cmd_design(args) -> int:
             d = design(scheme, weights, codes, members, funds, opts["reserve"], mix, continuing,
                        scheme.benefit.quota_excluded)
         else:
-            d, names, backtest_lines = _pool_design(args, opts)
+            d, names, backtest_lines, replayed = _pool_design(args, opts)
         sim = simulate(d, opts["simulate"], seed=opts["seed"]) if opts["simulate"] else None
     except DesignError as exc:
         return _fail(str(exc))
@@ -128,6 +129,7 @@ def cmd_design(args) -> int:
     doc = d.to_json()
     doc["simulation"] = _simulation_json(sim)
     if backtest_lines is not None:
+        doc["backtest_year"] = replayed
         doc["backtest"] = [line.to_json() for line in backtest_lines]
     if args.out:
         from core.design.outputs import chart, quotas_csv, workbook, write_all
@@ -186,11 +188,13 @@ def _pool_design(args, opts):
                    facts.continuing_share if facts.members else 1.0,
                    scheme.benefit.quota_excluded)
         names = group_names(s, codes)
-        lines = None
+        lines, replayed = None, None
         if args.backtest:
-            lines = backtest(s, backtest_year(s, facts.year), d.proposed)
+            year = backtest_year(s, facts.year)
+            replayed = {"start": year.start.isoformat(), "end": year.end.isoformat()}
+            lines = backtest(s, year, d.proposed)
         s.rollback()  # read only
-    return d, names, lines
+    return d, names, lines, replayed
 
 
 def _simulation_json(sim) -> dict | None:
@@ -200,6 +204,7 @@ def _simulation_json(sim) -> dict | None:
 
 
 def _print_summary(doc: dict, d) -> None:
+    from core.design.outputs import percent
     from core.money import format_yuan
 
     print(f"测算：{d.scheme.pool.name}，参加 {doc['members']:,} 人，筹资 {format_yuan(doc['funds_fen'])}，"
@@ -212,9 +217,14 @@ def _print_summary(doc: dict, d) -> None:
     sim = doc.get("simulation")
     if sim:
         month = f"，用完时多在 {sim['month_exhaust']} 月" if sim["month_exhaust"] else ""
-        print(f"模拟 {sim['years']:,} 年：基金用完的概率 {sim['p_exhaust']:.1%}{month}；全年补助 "
+        print(f"模拟 {sim['years']:,} 年：基金用完的概率 {percent(sim['p_exhaust'])}{month}；全年补助 "
               f"中位数 {format_yuan(sim['payout_fen']['p50'])}，90% {format_yuan(sim['payout_fen']['p90'])}"
               f"，99% {format_yuan(sim['payout_fen']['p99'])}")
+    if doc.get("backtest_year"):
+        from core.messages import format_date
+
+        start, end = (date.fromisoformat(doc["backtest_year"][k]) for k in ("start", "end"))
+        print(f"回测：{format_date(start)}至{format_date(end)}的申请，实际补助与按新定额补助（按村）")
     for line in doc.get("backtest") or []:
         print(f"  {line['village']}: {line['claims']} 笔，实际 {format_yuan(line['paid_fen'])}，"
               f"按新定额 {format_yuan(line['proposed_fen'])}")

@@ -24,6 +24,7 @@ from core.claims import progress
 from core.household_links import BadLink, read_claims_token
 from core.messages import render, render_page
 from core.models import Household, HouseholdLink, OutboxMessage
+from core.outbox import as_utc
 
 log = logging.getLogger("huzhu.household_pages")
 bp = Blueprint("household_pages", __name__)
@@ -90,7 +91,8 @@ def claims_page(token: str):
             return _page(404, "not_found")
         items, total = progress(s, household, limit=CLAIMS_SHOWN)
         text = render("claim_progress", items=items, total=total)
-        notices = [{"at": r.created_at, "text": r.payload.get("text", "")}
+        notices = [{"at": as_utc(r.created_at).astimezone(x.cfg.tz),  # the villager's day
+                    "text": r.payload.get("text", "")}
                    for r in s.scalars(select(OutboxMessage).where(
                        OutboxMessage.kind == "notice",
                        OutboxMessage.household_id == household_id)

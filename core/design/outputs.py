@@ -32,6 +32,16 @@ def words() -> dict:
         return yaml.safe_load(fh)
 
 
+def percent(p: float) -> str:
+    """A probability as the summaries print it: a small risk keeps its digits (0.04%, not 0.0%),
+    one too small to show is "under 0.01%"."""
+    if p <= 0:
+        return "0%"
+    if p < 0.0001:
+        return words()["percent_below"].format(p="0.01%")
+    return f"{p:.2%}" if p < 0.01 else f"{p:.1%}"
+
+
 def _yuan(fen: int | float) -> str:
     return format_yuan(int(round(fen)), unit=False)
 
@@ -118,13 +128,23 @@ def workbook(d: Design, sim: Simulation | None, names: Mapping[str, str],
     return out.getvalue()
 
 
-def chart(d: Design, sim: Simulation | None) -> bytes:
+def chart(d: Design, sim: Simulation | None, drawn: list[str] | None = None) -> bytes:
     """design.png: the year's payout distribution against the funds (left) and the balance
-    month by month, 5–95% band and median (right)."""
+    month by month, 5–95% band and median (right). Amounts in 万元, or in yuan when the funds
+    are under 100,000 yuan (a village's trial pool), so that no two ticks read the same.
+    `drawn` collects every text drawn."""
     face = find_cjk_face()
     t = words()["chart"]
     img = Image.new("RGB", (WIDTH, HEIGHT), PAPER)
     draw = ImageDraw.Draw(img)
+    if drawn is not None:
+        text = draw.text
+
+        def recorded(xy, label, *args, **kw):
+            drawn.append(label)
+            return text(xy, label, *args, **kw)
+
+        draw.text = recorded
     font = face.get
 
     years = sim.years if sim else 0
@@ -134,15 +154,15 @@ def chart(d: Design, sim: Simulation | None) -> bytes:
     draw.text((40, 76), t["subtitle"].format(
         members=f"{d.model.members:,}", funds=format_yuan(d.funds_fen),
         reserve=format_yuan(d.reserve_fen), expected=format_yuan(d.expected_payout_fen),
-        p_exhaust=f"{j['p_exhaust']:.1%}" if j else "—"), font=font(22), fill=GREY)
+        p_exhaust=percent(j["p_exhaust"]) if j else "—"), font=font(22), fill=GREY)
     if sim is None:
         draw.text((40, 140), t["none"], font=font(26), fill=GREY)
         return _png(img)
 
-    wan = 1_000_000.0  # fen per 万元
+    wan, unit = (1_000_000.0, t["wan"]) if d.funds_fen >= 10_000_000 else (100.0, t["yuan"])
     # left: histogram of annual payouts, with the funds and the money available marked
     x0, y0, x1, y1 = 80, 170, 660, 680
-    draw.text((x0, 130), t["left"], font=font(22), fill=INK)
+    draw.text((x0, 130), t["left"].format(unit=unit), font=font(22), fill=INK)
     totals = sim.totals_fen / wan
     funds = d.funds_fen / wan
     available = (d.funds_fen - d.reserve_fen) / wan
@@ -163,11 +183,11 @@ def chart(d: Design, sim: Simulation | None) -> bytes:
         draw.text((xl(v) + 6, y0 + (0 if colour == RED else 30)), label, font=font(20),
                   fill=colour)
     for v in np.linspace(lo, hi, 5):
-        draw.text((xl(v), y1 + 10), f"{v:,.0f}", font=font(18), fill=GREY, anchor="ma")
+        draw.text((xl(v), y1 + 10), _tick(v), font=font(18), fill=GREY, anchor="ma")
 
     # right: balance at the end of each month
     X0, Y0, X1, Y1 = 760, 170, 1340, 680
-    draw.text((X0, 130), t["right"], font=font(22), fill=INK)
+    draw.text((X0, 130), t["right"].format(unit=unit), font=font(22), fill=INK)
     b = j["balance_fen"]
     p5, p50, p95 = (np.array(b[k]) / wan for k in ("p5", "p50", "p95"))
     start = funds
@@ -190,9 +210,15 @@ def chart(d: Design, sim: Simulation | None) -> bytes:
         draw.text((xr(m), Y1 + 10), t["month"].format(m=m) if m else "0", font=font(18),
                   fill=GREY, anchor="ma")
     for v in np.linspace(vmin, vmax, 5):
-        draw.text((X0 - 8, yr(v)), f"{v:,.0f}", font=font(18), fill=GREY, anchor="rm")
+        draw.text((X0 - 8, yr(v)), _tick(v), font=font(18), fill=GREY, anchor="rm")
     draw.text((xr(12) - 4, yr(p50[-1]) - 28), t["median"], font=font(18), fill=LINE, anchor="ra")
     return _png(img)
+
+
+def _tick(v: float) -> str:
+    """An axis label: whole numbers with separators, never "-0"."""
+    label = f"{v:,.0f}"
+    return "0" if label == "-0" else label
 
 
 def _png(img: Image.Image) -> bytes:
