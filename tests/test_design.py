@@ -245,6 +245,7 @@ def test_scheme_design_prints_a_summary_without_writing(tmp_path):
     ([], "code,weight\nFM19,2.0\nOR19,1\nFM19,3\n", "第4行"),  # duplicate
     ([], "code,weight,rate\nFM19,2.0,-1\n", "第2行"),  # negative rate
     ([], "drg,weight\nFM19,2\n", "第1行"),  # header
+    ([], "code,weight,rate\nFM19,2.0,2\nOR19,1,\n", "第3行"),  # a rate on some rows only
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, weights, words):
     out = tmp_path / "out"

@@ -103,6 +103,13 @@ def read_weights(path: str | Path, catalog: Iterable[str]) -> Weights:
                 raise fail(number, f"病种 {code} 的发生率（每千人每年住院人次）不能为负，得到 {row[2]}")
     if header is None or not weight:
         raise DesignError(f"{path.name}: 没有任何病种的权重；应为表头 code,weight 加每个病种一行")
+    given = [code for code, r in rate.items() if r is not None]
+    if given and len(given) < len(rate):
+        # a rate is admissions per 1,000 members of that group: filling the rest with the
+        # average would count every unrated group as often as the rated ones
+        missing = next(code for code, r in rate.items() if r is None)
+        raise fail(lines[missing], f"病种 {missing} 缺少发生率；rate 列要么每行都填，要么都不填"
+                                   f"（已填 {len(given)} 行）")
     filled = fill(weight, catalog)
     rates = fill({c: r for c, r in rate.items() if r is not None}, catalog) if any(
         r is not None for r in rate.values()) else {c: None for c in catalog}
