@@ -264,8 +264,12 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
         for r in range(args.rounds):
             order = ("echo", "huzhu") if r % 2 == 0 else ("huzhu", "echo")
             for name in order:
+                spy = profile(apps[name], args, f"{database}-{mode}") \
+                    if name == "huzhu" and r == 0 and args.profile else None
                 rounds[name].append(args.load(ports[name], args.connections, args.seconds, aes,
                                          tag * 100 + 2 + r))
+                if spy is not None:
+                    spy.wait(args.seconds + 30)
         ratios = sorted(h["rps"] / e["rps"] for e, h in zip(rounds["echo"], rounds["huzhu"])
                         if e["rps"])
         e, h = median_of(rounds["echo"]), median_of(rounds["huzhu"])
@@ -276,6 +280,18 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
         for procs in apps.values():
             procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def profile(procs: Procs, args, name: str) -> subprocess.Popen:
+    """py-spy on the web processes (gunicorn's workers too) for the round: a flat text profile
+    in --profile DIR (`pip install py-spy`)."""
+    out = Path(args.profile) / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    web = procs.procs[0]  # gunicorn (or huzhu serve); its workers by --subprocesses
+    return subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "-r", "100",
+                             "-d", str(int(args.seconds)), "-f", "raw", "-o", str(out),
+                             "-p", str(web.pid)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -297,6 +313,7 @@ def main() -> int:
     ap.add_argument("--databases", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1/huzhu_bench")
     ap.add_argument("--server", choices=("serve", "gunicorn"), default="serve")
+    ap.add_argument("--profile", metavar="DIR", help="py-spy the first huzhu round into DIR")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn processes (--server gunicorn)")
     ap.add_argument("--client", choices=("wrk", "python"),
                     default="wrk" if shutil.which("wrk") else "python",

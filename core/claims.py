@@ -315,7 +315,7 @@ def status_context(claim: Claim) -> dict:
     """For the templates' "what is still missing" block (claim_status.j2)."""
     return {"claim": claim, "received": received_kinds(claim), "missing": missing_kinds(claim),
             "required": list(required_kinds(claim)),
-            "processing": len([d for d in pending_documents(claim) if d.kind is None]),
+            "processing": len(reading_documents(claim)),
             "asking": len(unclassified_documents(claim))}
 
 
@@ -593,16 +593,23 @@ def review_days(session: Session, claim: Claim) -> int:
     return year.scheme.claims.review_working_days if year else REVIEW_WORKING_DAYS
 
 
+def reading_documents(claim: Claim) -> list[ClaimDocument]:
+    """Unlabelled photos not read yet: OCR will say which kind each is (or ask the household)."""
+    return [d for d in pending_documents(claim) if d.kind is None]
+
+
 def check_submittable(claim: Claim) -> None:
-    """Raise ClaimError("processing" | "unclassified" | "missing" | "closed") unless ready."""
+    """Raise ClaimError("unclassified" | "missing" | "closed") unless ready. Photos still being
+    read never hold a claim back: the three kinds are there when the labelled photos and the
+    photos OCR is still reading can make them up (the read-out, or the household's answer when
+    OCR cannot tell, or the reviewer, labels them afterwards)."""
     if claim.status not in OPEN_STATUSES:
         raise ClaimError("closed", status=claim.status.value)
-    if pending_documents(claim):
-        raise ClaimError("processing", count=len(pending_documents(claim)))
     if unclassified_documents(claim):
         raise ClaimError("unclassified", count=len(unclassified_documents(claim)))
-    if missing_kinds(claim):
-        raise ClaimError("missing", missing=missing_kinds(claim))
+    missing = missing_kinds(claim)
+    if len(missing) > len(reading_documents(claim)):
+        raise ClaimError("missing", missing=missing)
 
 
 def check_filing_deadline(session: Session, claim: Claim, today: date) -> None:

@@ -6,8 +6,9 @@ at once with what is still missing when it was labelled (`出院记录` / `费�
 before it), else with "recognising…" and, a second later, a push from the photo deliverer
 (bot/outbox/media.py) saying what it was and what is still missing — or asking `1 出院记录
 2 费用清单 3 结算单` when OCR cannot tell. Optional texts: the out-of-pocket amount and the
-discharge date (stored in claim.stated). `提交` once all three kinds are there: the claim number
-and the review due date.
+discharge date (stored in claim.stated). `提交` once all three kinds are there or can be made up by
+photos still being read (never waiting for OCR): the claim number and the review due date; the
+dialogue then stays in `labels` while photos are read, to take the answer when OCR cannot tell.
 
 An image sent outside any dialogue starts this dialogue (the router does so for the dialogue
 named "claim"). A claim the reviewer sent back (`need_documents`) takes new photos the same way
@@ -27,7 +28,7 @@ from core.households import household_for_user
 from core.messages import render
 from core.models import AuditLog, Claim, ClaimDocument, ClaimStatus as S, DocumentKind, Member
 from core.money import parse_yuan
-from handlers.dialogue import Dialogue, Step, register, say
+from handlers.dialogue import Dialogue, Step, pass_on, register, say
 from handlers.types import Ctx, Incoming
 
 K = DocumentKind
@@ -99,7 +100,7 @@ def _add_photo(ctx: Ctx, data: dict, media_id: str | None, key: str,
     svc.add_document(ctx.session, claim, kind=label, media_id=media_id, source_key=key,
                      actor=ctx.openid)
     if label is None:
-        return render("claim_photo_pending")
+        return render("claim_photo_pending", **_status(claim))
     return render("claim_photo_received", kind=label, **_status(claim))
 
 
@@ -322,8 +323,37 @@ def _submit(ctx: Ctx, claim: Claim | None, data: dict) -> Step:
         late = exc.details if exc.code == "filed_late" else {}
         return say(render("claim_submit_not_ready", code=exc.code, **late, **_status(claim)),
                    state="photos", data=data)
-    return say(render("claim_submitted_reply", claim=claim, claim_resubmitted=resubmitted))
+    reading = len(svc.reading_documents(claim))
+    reply = render("claim_submitted_reply", claim=claim, claim_resubmitted=resubmitted,
+                   reading=reading)
+    if reading:  # the read-out follows; a photo OCR cannot tell is asked about here
+        return say(reply, state="labels", data={"claim": claim.id})
+    return say(reply)
 
 
-register(Dialogue("claim", entry, {"member": member, "photos": photos},
+def labels(ctx: Ctx, msg: Incoming, data: dict) -> Step:
+    """After `提交` with photos still being read: the answer to "which document is this"
+    (1/2/3, a label, 删除) when OCR could not tell; anything else goes its way as if the
+    dialogue had ended, and it ends once no photo is being read or asked about."""
+    claim = _claim(ctx, data)
+    if claim is None or claim.status in svc.OPEN_STATUSES:
+        return pass_on()
+    asked = svc.unclassified_documents(claim)
+    reading = svc.reading_documents(claim)
+    text = msg.text if msg.kind != "image" else ""
+    kind = LABELS.get(text) or NUMBERS.get(text)
+    if not asked or kind is None and text not in DELETE_WORDS:
+        return pass_on("labels" if asked or reading else None, data)
+    if kind is None:
+        svc.discard_document(ctx.session, asked[0].id, "deleted", ctx.openid, tell=False)
+        text = render("claim_photo_deleted", **_status(claim))
+    else:
+        svc.set_document_kind(ctx.session, asked[0], kind, ctx.openid)
+        text = render("claim_kind_set", kind=kind, **_status(claim))
+    if len(asked) > 1:
+        return say(text, render("claim_photo_ask_kind"), state="labels", data=data)
+    return say(text, state="labels" if reading else None, data=data)
+
+
+register(Dialogue("claim", entry, {"member": member, "photos": photos, "labels": labels},
                   words=("提交", "出院记录", "费用清单", "结算单", "发票")))

@@ -25,6 +25,14 @@ class Step:
     replies: list[Reply]
     state: str | None = END
     data: dict = field(default_factory=dict)
+    # not answered here: the message goes its way as if no dialogue were open (`pass_on`)
+    passed: bool = False
+
+
+def pass_on(state: str | None = END, data: dict | None = None) -> Step:
+    """Let the message be handled as if no dialogue were open; the dialogue ends, or stays in
+    `state` unless what handles the message starts another."""
+    return Step([], state, data or {}, passed=True)
 
 
 def say(*texts: str, state: str | None = END, data: dict | None = None) -> Step:
@@ -170,7 +178,9 @@ def catch(ctx: Ctx, msg: Incoming) -> list[Reply] | None:
     return None
 
 
-def advance(ctx: Ctx, row: DialogueState, msg: Incoming) -> list[Reply]:
+def advance(ctx: Ctx, row: DialogueState, msg: Incoming) -> list[Reply] | None:
+    """The replies of the open dialogue's state to the message; None when the state passed it
+    on (`pass_on`: the dialogue has ended, the caller handles the message without it)."""
     dialogue = REGISTRY[row.dialogue]
     data = dict(row.data or {})
     for fallback in dialogue.fallbacks:
@@ -180,4 +190,4 @@ def advance(ctx: Ctx, row: DialogueState, msg: Incoming) -> list[Reply]:
     else:
         step = dialogue.states[row.state](ctx, msg, data)
     _save(ctx, dialogue, step, row)
-    return step.replies
+    return None if step.passed else step.replies

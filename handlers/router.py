@@ -159,7 +159,10 @@ def handle(ctx: Ctx, msg: Incoming) -> list[Reply]:
     prefix = [Reply(render("timed_out"))] if timed_out else []
     target = r.target(row.dialogue if row is not None else None)
     if target.to == "advance":
-        return dialogue.advance(ctx, row, r.msg)
+        replies = dialogue.advance(ctx, row, r.msg)
+        if replies is not None:
+            return replies
+        row, target = None, r.target(None)  # the dialogue passed the message on
     if target.to == "start":
         return prefix + dialogue.start(ctx, target.dialogue, r.msg)
     if target.to == "help":

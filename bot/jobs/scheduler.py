@@ -13,6 +13,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
@@ -54,6 +55,14 @@ def drain_outbox() -> None:
     from bot.outbox.worker import drain
 
     drain(current())
+
+
+def _log_run(event) -> None:
+    """One line per run, in this process's log: which job, for which scheduled time, in which
+    process (so runs can be counted across several workers)."""
+    log.info("job %s ran for %s in process %s%s", event.job_id,
+             event.scheduled_run_time.isoformat(), os.getpid(),
+             " with an error" if event.exception else "")
 
 
 class Scheduler:
@@ -117,6 +126,7 @@ class Scheduler:
             timezone=self.x.cfg.tz)
         for spec in JOBS.values():
             sched.add_job(spec.ref, spec.trigger, id=spec.id, replace_existing=True, **spec.args)
+        sched.add_listener(_log_run, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         sched.start()
         self._sched = sched
         self.active = True

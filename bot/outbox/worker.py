@@ -12,7 +12,7 @@ import socket
 import threading
 
 
-from core import outbox
+from core import ocr, outbox
 from core.models import OutboxMessage, OutboxStatus, WorkerHeartbeat, utcnow
 
 log = logging.getLogger("huzhu.worker")
@@ -90,6 +90,8 @@ class OutboxLoop(threading.Thread):
         self.x.waker.wake()
 
     def run(self) -> None:
+        # the OCR models load beside the loop, once per process, before the first photo
+        threading.Thread(target=ocr.warm_up, name="huzhu-ocr-warm-up", daemon=True).start()
         beat_every, since_beat = 15.0, 15.0
         while not self._stop.is_set():
             try:
