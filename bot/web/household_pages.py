@@ -10,15 +10,12 @@ Anyone else gets the same "not found" page; answers are never cached.
 """
 from __future__ import annotations
 
-import hmac
 import logging
-import secrets
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, redirect, request
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
-from bot.clients.wechat import authorize_url, openid_of_code
+from bot.web.wechat_login import who_opens
 from core.audit import audit
 from core.claims import progress
 from core.household_links import BadLink, read_claims_token
@@ -30,7 +27,6 @@ log = logging.getLogger("huzhu.household_pages")
 bp = Blueprint("household_pages", __name__)
 
 STATE_COOKIE = "huzhu_household_state"
-STATE_SECONDS = 600
 NOTICES_SHOWN = 5
 CLAIMS_SHOWN = 50
 HEADERS = {
@@ -64,22 +60,12 @@ def claims_page(token: str):
         return _page(410 if e.why == "expired" else 404, "expired" if e.why == "expired"
                      else "not_found")
     here = f"{x.cfg.PUBLIC_URL.rstrip('/')}/h/claims/{token}"
-    code = request.args.get("code", "")
-    if not code:
-        state = secrets.token_urlsafe(16)
-        response = redirect(authorize_url(x.cfg, here, state), 302)
-        response.set_cookie(STATE_COOKIE, state, max_age=STATE_SECONDS, httponly=True,
-                            secure=here.startswith("https://"), samesite="Lax",
-                            path=urlsplit(here).path)
-        return response
-    expected = request.cookies.get(STATE_COOKIE, "")
-    if not expected or not hmac.compare_digest(expected, request.args.get("state", "")):
+    step = who_opens(x.cfg, here, STATE_COOKIE, "household page")
+    if step.redirect is not None:
+        return step.redirect
+    if step.openid is None:
         return _page(404, "not_found")
-    try:  # no transaction is open during the call
-        opener = openid_of_code(x.cfg, code)
-    except Exception as exc:  # a wrong, used or expired code; WeChat down
-        log.warning("household page: web authorization failed: %s", type(exc).__name__)
-        return _page(404, "not_found")
+    opener = step.openid
     with x.db.session() as s:
         household = s.get(Household, household_id)
         linked = household is not None and s.scalar(select(HouseholdLink.id).where(

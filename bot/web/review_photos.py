@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import secrets
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, redirect, request, send_file
+from flask import Blueprint, Response, current_app, send_file
 
-from bot.clients.wechat import authorize_url, openid_of_code
+from bot.web.wechat_login import who_opens
 from core.admins import scope_of
 from core.audit import audit
 from core.media import path_for
@@ -39,7 +37,6 @@ SECURITY_HEADERS = {
                                "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
 }
 STATE_COOKIE = "huzhu_review_state"
-STATE_SECONDS = 600  # time to come back from WeChat's authorization
 
 # the page's words are in templates/messages/review_photo_page.j2, one per status
 NOT_FOUND, EXPIRED, NOT_YET = "not_found", "expired", "not_yet"
@@ -72,25 +69,14 @@ def document(token: str):
             return _page(410, EXPIRED)
         return _page(404, NOT_FOUND)
     here = f"{x.cfg.PUBLIC_URL.rstrip('/')}/review/documents/{token}"
-    code = request.args.get("code", "")
-    if not code:
-        # first visit: ask WeChat who is opening the link; the state comes back with the code
-        # and must match this browser's cookie (kept for this link's path only)
-        state = secrets.token_urlsafe(16)
-        response = redirect(authorize_url(x.cfg, here, state), 302)
-        response.set_cookie(STATE_COOKIE, state, max_age=STATE_SECONDS, httponly=True,
-                            secure=here.startswith("https://"), samesite="Lax",
-                            path=urlsplit(here).path)
-        return response
-    expected = request.cookies.get(STATE_COOKIE, "")
-    if not expected or not hmac.compare_digest(expected, request.args.get("state", "")):
+    step = who_opens(x.cfg, here, STATE_COOKIE, f"document {document_id}")
+    if step.redirect is not None:
+        return step.redirect
+    if step.refused == "state":
         return _refused(x, None, document_id, "state")
-    try:  # no transaction is open during the call
-        opener = openid_of_code(x.cfg, code)
-    except Exception as exc:  # a wrong, used or expired code; WeChat down
-        log.warning("document %s: web authorization failed: %s", document_id,
-                    type(exc).__name__)
+    if step.openid is None:
         return _page(404, NOT_FOUND)
+    opener = step.openid
     if not hmac.compare_digest(opener, admin):
         return _refused(x, opener, document_id, "not_the_addressee")
     with x.db.session() as s:
