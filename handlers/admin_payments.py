@@ -47,26 +47,36 @@ def _check(ctx: Ctx, scope: Scope, number: str,
 def record_payment(ctx: Ctx, scope: Scope, args: list[str]) -> list[Reply]:
     if len(args) > 3:
         raise _refuse("usage")
-    number, amount_text = args[0], args[1]
-    channel = CHANNEL_WORDS.get(args[2] if len(args) > 2 else "现金")
+    _, _, data = _checked(ctx, scope, args[0], args[1], args[2] if len(args) > 2 else None)
+    return dialogue.start(ctx, RECORD, Incoming(ctx.openid, "text", text=" ".join(args)), data)
+
+
+def _checked(ctx: Ctx, scope: Scope, number: str, amount_text: str,
+             channel_word: str | None):
+    """`/收款`'s arguments checked (the channel word, the amount, the household and its exact
+    amount due): (household, quote, the dialogue's data); refused as the chat refuses."""
+    channel = CHANNEL_WORDS.get(channel_word or "现金")
     if channel is None:
         raise _refuse("bad_channel")
     try:
         amount_fen = parse_yuan(amount_text)
     except ValueError:
         raise _refuse("bad_amount", text=amount_text)
-    household, _ = _check(ctx, scope, number, amount_fen)
-    data = {"household": household.number, "amount_fen": amount_fen, "channel": channel}
-    return dialogue.start(ctx, RECORD, Incoming(ctx.openid, "text", text=" ".join(args)), data)
+    household, q = _check(ctx, scope, number, amount_fen)
+    return household, q, {"household": household.number, "amount_fen": amount_fen,
+                          "channel": channel}
+
+
+def _summary_text(household: Household, q, data: dict) -> str:
+    return render("payment_record_summary", household=household.number,
+                  village=household.village.full_name, members=q.members,
+                  due_fen=q.amount_fen, amount_fen=data["amount_fen"], channel=data["channel"])
 
 
 def _summary(ctx: Ctx, msg: Incoming, data: dict) -> Step:
     household = ctx.session.scalar(select(Household).where(Household.number == data["household"]))
     _, q = payments.due(ctx.session, household, ctx.today)
-    return say(render("payment_record_summary", household=household.number,
-                      village=household.village.full_name, members=q.members,
-                      due_fen=q.amount_fen, amount_fen=data["amount_fen"],
-                      channel=data["channel"]), state="confirm", data=data)
+    return say(_summary_text(household, q, data), state="confirm", data=data)
 
 
 def _confirm(ctx: Ctx, msg: Incoming, data: dict) -> Step:
@@ -81,18 +91,8 @@ def summary(ctx: Ctx, number: str, amount_text: str, channel_word: str) -> tuple
     scope = scope_of(ctx.session, ctx.openid)
     if not scope.roles & ROLES:
         raise _refuse("scope", number=number)
-    channel = CHANNEL_WORDS.get(channel_word or "现金")
-    if channel is None:
-        raise _refuse("bad_channel")
-    try:
-        amount_fen = parse_yuan(amount_text)
-    except ValueError:
-        raise _refuse("bad_amount", text=amount_text)
-    household, q = _check(ctx, scope, number, amount_fen)
-    data = {"household": household.number, "amount_fen": amount_fen, "channel": channel}
-    return data, render("payment_record_summary", household=household.number,
-                        village=household.village.full_name, members=q.members,
-                        due_fen=q.amount_fen, amount_fen=amount_fen, channel=channel)
+    household, q, data = _checked(ctx, scope, number, amount_text, channel_word)
+    return data, _summary_text(household, q, data)
 
 
 def confirmed(ctx: Ctx, data: dict) -> str:
