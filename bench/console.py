@@ -9,7 +9,7 @@ paid or rejected), each with its three documents, an OCR read-out and, once reco
 The real app (`bot.server.Running`, waitress, the same as `huzhu serve`) is started on a free
 loopback port, a super administrator signs in with a one-time link, and the pages are fetched
 over HTTP one after the other: the queue (first page, a village's filter, a later page) and the
-claim page of claims picked at random from the queue. Target (issue "console"): p95 < 150 ms
+claim page of claims picked at random from the queue. Target: p95 < 150 ms
 for each. SQLite in a temporary directory unless HUZHU_BENCH_DATABASE_URL names a PostgreSQL
 database (which is wiped).
 """

@@ -4,7 +4,7 @@ against openpyxl writing the same rows alone, in the same invocation.
 
     python bench/payout_batch.py [N]          (default 100,000 claims)
 
-Targets (issue 7): run time ≤ 3 × openpyxl's, peak memory < 500 MB. Each measured part runs in a
+Targets: run time ≤ 3 × openpyxl's, peak memory < 500 MB. Each measured part runs in a
 fresh process so its peak resident memory (ru_maxrss) is its own. SQLite in a temporary
 directory unless HUZHU_BENCH_DATABASE_URL names a PostgreSQL database (which is wiped).
 """

@@ -1,4 +1,4 @@
-"""Backups and restore (issue 23): `huzhu backup`, `huzhu restore`, the nightly backup and the
+"""Backups and restore: `huzhu backup`, `huzhu restore`, the nightly backup and the
 key commands, through the real command line (bot.cli.main, or a subprocess where it is killed).
 
 - a backup taken while 4 threads write (payments, claims, payout runs, donations) restores to a

@@ -1,4 +1,4 @@
-"""Exactly once (issue 7, item 8): `huzhu payout run` SIGKILLed at random points, then run again;
+"""Exactly once: `huzhu payout run` SIGKILLed at random points, then run again;
 two runs started at the same moment. Afterwards every claim is in exactly one live batch line,
 is paid once after confirmation, and the ledger balances.
 
