@@ -29,6 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from core.adjudication import ClaimFacts, History, Rules, adjudicate
+from core.money import format_yuan
 from core.design.errors import DesignError
 from core.design.weights import Weights
 from core.scheme import Scheme
@@ -267,8 +268,9 @@ def design(scheme: Scheme, weights: Weights, codes: tuple[str, ...], members: in
     floor_fen = f(0.0)
     if floor_fen > target:
         raise DesignError(
-            f"筹资不够：扣除留存和服务费后可用于补助 {target / 100:,.2f} 元，但每次至少补助 "
-            f"{scheme.benefit.min_per_claim_fen / 100:,.2f} 元就预计要 {floor_fen / 100:,.2f} 元；"
+            f"筹资不够：扣除留存和服务费后可用于补助 {format_yuan(round(target))}，但每次至少补助 "
+            f"{format_yuan(scheme.benefit.min_per_claim_fen)}就预计要 "
+            f"{format_yuan(round(floor_fen))}；"
             "请提高 --funds 或降低 --reserve")
     at_maximum = f(hi) <= target
     if at_maximum:

@@ -5,6 +5,7 @@ the CJK face core/fonts.py finds. Words in templates/messages/design.yaml."""
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 import os
 import tempfile
 from functools import lru_cache
@@ -20,6 +21,11 @@ from core.design.fit import Design
 from core.design.simulate import Simulation
 from core.fonts import find_cjk_face
 from core.money import format_yuan
+
+
+def _cell_yuan(fen) -> Decimal:
+    """Fen as exact yuan for a workbook cell (no float on the way)."""
+    return Decimal(int(round(fen))).scaleb(-2)
 
 WIDTH, HEIGHT = 1400, 760
 PAPER, INK, GREY, BAR, BAND, LINE, RED = ("#ffffff", "#1f2933", "#6b7785", "#5b8def",
@@ -76,9 +82,10 @@ def workbook(d: Design, sim: Simulation | None, names: Mapping[str, str],
     for label, value in (
             (r["scheme"], s.source or ""), (r["pool"], f"{s.pool.code} {s.pool.name}"),
             (r["year"], f"{s.year.start} – {s.year.end}"), (r["members"], d.model.members),
-            (r["funds"], d.funds_fen / 100), (r["reserve"], float(d.reserve)),
-            (r["reserve_yuan"], d.reserve_fen / 100), (r["fee"], d.fee_fen / 100),
-            (r["target"], d.target_fen / 100), (r["expected"], d.expected_payout_fen / 100),
+            (r["funds"], _cell_yuan(d.funds_fen)), (r["reserve"], float(d.reserve)),
+            (r["reserve_yuan"], _cell_yuan(d.reserve_fen)), (r["fee"], _cell_yuan(d.fee_fen)),
+            (r["target"], _cell_yuan(d.target_fen)),
+            (r["expected"], _cell_yuan(d.expected_payout_fen)),
             (r["claims"], round(d.expected_claims, 1)), (r["scale"], round(d.scale, 2)),
             (r["weights"], d.weights_source), (r["at_maximum"], "是" if d.at_maximum else "否")):
         ws.append([label, value])
@@ -92,7 +99,7 @@ def workbook(d: Design, sim: Simulation | None, names: Mapping[str, str],
         if code in d.quotas_fen:
             i = index[code]
             wq.append([code, names.get(code, ""), round(float(d.model.weight[i]), 4),
-                       round(float(d.model.rate[i]) * 1000, 4), d.quotas_fen[code] / 100, ""])
+                       round(float(d.model.rate[i]) * 1000, 4), _cell_yuan(d.quotas_fen[code]), ""])
         else:
             wq.append([code, names.get(code, ""), None, None, None,
                        w["excluded"].format(reason=d.excluded[code])])
@@ -104,24 +111,25 @@ def workbook(d: Design, sim: Simulation | None, names: Mapping[str, str],
         sr = w["simulation_rows"]
         for label, value in ((sr["years"], j["years"]), (sr["p_exhaust"], j["p_exhaust"]),
                              (sr["month_exhaust"], j["month_exhaust"]),
-                             (sr["p50"], j["payout_fen"]["p50"] / 100),
-                             (sr["p90"], j["payout_fen"]["p90"] / 100),
-                             (sr["p99"], j["payout_fen"]["p99"] / 100),
-                             (sr["mean"], j["payout_fen"]["mean"] / 100),
+                             (sr["p50"], _cell_yuan(j["payout_fen"]["p50"])),
+                             (sr["p90"], _cell_yuan(j["payout_fen"]["p90"])),
+                             (sr["p99"], _cell_yuan(j["payout_fen"]["p99"])),
+                             (sr["mean"], _cell_yuan(j["payout_fen"]["mean"])),
                              (sr["checked"], j["checked_by_rule"])):
             wsim.append([label, value])
         wsim.append([])
         wsim.append(w["month_header"])
         b = j["balance_fen"]
         for m in range(12):
-            wsim.append([m + 1, j["exhaust_by_month"][m], b["p5"][m] / 100, b["p50"][m] / 100,
-                         b["p95"][m] / 100])
+            wsim.append([m + 1, j["exhaust_by_month"][m], _cell_yuan(b["p5"][m]),
+                         _cell_yuan(b["p50"][m]), _cell_yuan(b["p95"][m])])
         wsim.column_dimensions["A"].width = 28
     if backtest is not None:
         wb_ = wb.create_sheet(w["backtest"])
         wb_.append(w["backtest_header"])
         for line in backtest:
-            wb_.append([line.village, line.claims, line.paid_fen / 100, line.proposed_fen / 100])
+            wb_.append([line.village, line.claims, _cell_yuan(line.paid_fen),
+                        _cell_yuan(line.proposed_fen)])
         wb_.column_dimensions["A"].width = 24
     out = io.BytesIO()
     wb.save(out)
