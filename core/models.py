@@ -607,6 +607,21 @@ class ClaimDocument(Base):
     claim: Mapped[Claim] = relationship(back_populates="documents")
 
 
+class DocumentPhashBand(Base):
+    """One band of a photo's pHash (its bits cut into DUPLICATE_DISTANCE + 1 bands, see
+    core/media.py `phash_bands`): two photos within that many bits share at least one band
+    whole, so the look-up of near duplicates reads the few photos sharing a band (an index)
+    instead of every stored photo. Deleted with its document."""
+    __tablename__ = "document_phash_band"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("claim_document.id", ondelete="CASCADE"), index=True)
+    band: Mapped[int] = mapped_column(SmallInteger)
+    value: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_document_phash_band", "band", "value"),)
+
+
 class BankCard(Base):
     __tablename__ = "bank_card"
     id: Mapped[int] = mapped_column(primary_key=True)
