@@ -241,7 +241,7 @@ def claim_pool(db, vault, i: int, n: int, seed: int) -> dict:
                 add_card(s, vault, household, body + luhn.calc_check_digit(body), "农业银行",
                          member, openid)
                 claim = claims.start_claim(s, household, member, openid, today)
-                for kind in claims.member_kinds(s, member, today):
+                for kind in claims.required_kinds(claim):
                     doc, _ = claims.add_document(s, claim, kind=kind, media_id=None,
                                                  source_key=None, actor=openid)
                     claims.document_stored(
