@@ -442,20 +442,34 @@ def monthly(url: str, data_dir: Path, repeats: int) -> bool:
     print(f"bank's confirmation of the {len(results)} batches (confirm_batch): "
           f"{time.perf_counter() - t:.1f} s; {load()}", flush=True)
 
-    first = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
+    # the batch's confirmation queued the month's disclosure already (SPEC: after a batch);
+    # the job of the 1st then finds it posted. Timed here: every pool's disclosure queued again
+    # (`disclose(…, force=True)`, as `huzhu report disclosure --post` does), then the job.
+    month = f"{today:%Y-%m}"
     with db.session() as s:
         before = s.scalar(select(func.count(OutboxMessage.id)))
+        pools = list(s.scalars(select(Pool.id).order_by(Pool.id)))
     t = time.perf_counter()
-    with db.session() as s:
-        published = disclosure.publish_due(s, first, tz=cfg.tz)
+    published = []
+    for pool_id in pools:
+        with db.session() as s:
+            published.append(disclosure.publish(s, pool_id, month, tz=cfg.tz, actor="bench",
+                                                force=True))
     took = time.perf_counter() - t
     with db.session() as s:
         queued = s.scalar(select(func.count(OutboxMessage.id))) - before
     ok &= took <= 60
-    print(f"disclosure of {today:%Y-%m} (publish_due on {first}): {len(published)} pools, "
+    print(f"disclosure of {month} queued for every pool: {len(published)} pools, "
           f"{sum(r['groups'] for r in published):,} groups, {queued:,} outbox rows, "
           f"{sum(r['count'] for r in published):,} subsidies listed: {took:.1f} s "
           f"(target ≤ 60 s: {'ok' if took <= 60 else 'MISSED'}); {load()}", flush=True)
+    first = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
+    t = time.perf_counter()
+    with db.session() as s:
+        due = disclosure.publish_due(s, first, tz=cfg.tz)
+    print(f"the job of {first} (publish_due): {len(due)} pools checked, "
+          f"{sum(1 for r in due if r['posted'])} posted: {time.perf_counter() - t:.1f} s; "
+          f"{load()}", flush=True)
 
     with db.session() as s:
         code, pool_id = s.execute(select(Pool.code, Pool.id).order_by(Pool.id).limit(1)).one()
