@@ -418,7 +418,11 @@ def record_offline_many(session: Session, payments: list[tuple[int, int]], chann
                 or not any(e.status is EnrolmentStatus.pending for e in rows)):
             one_by_one.append(hid)  # closed window, newborns, an order already: the usual path
             continue
-        q = quote(session, household, year, today, rows)
+        try:
+            q = quote(session, household, year, today, rows)
+        except PaymentError as exc:
+            exc.details.setdefault("household", household.number)
+            raise
         if amounts[hid] != q.amount_fen:
             raise PaymentError("wrong_amount", due_fen=q.amount_fen, got_fen=amounts[hid],
                                household=household.number)
@@ -430,7 +434,7 @@ def record_offline_many(session: Session, payments: list[tuple[int, int]], chann
         try:
             record_offline(session, households[hid], amounts[hid], channel, actor, now)
         except PaymentError as exc:
-            exc.detail.setdefault("household", households[hid].number)
+            exc.details.setdefault("household", households[hid].number)
             raise
     if not bulk:
         return len(one_by_one)

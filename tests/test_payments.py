@@ -464,3 +464,27 @@ def test_a_cash_list_with_a_wrong_amount_records_nothing(app_ctx, db):
     assert e.value.code == "wrong_amount" and e.value.details["household"] == numbers[1]
     assert e.value.details["due_fen"] == 15000
     assert snapshot(db) == before
+
+
+def test_cli_records_a_village_list_all_or_nothing(app_ctx, db, cli_env, capsys, tmp_path):
+    a, ids_a = household(app_ctx, openid="o_list_a")
+    b, _ = household(app_ctx, openid="o_list_b")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(f"户号,金额\n{a},150.00\n{b},100\n", encoding="utf-8-sig")
+    assert cli(["payments", "record-list", str(wrong)]) == 1
+    err = capsys.readouterr().err
+    assert f"户号 {b} 应缴 150.00 元" in err and "nothing recorded" in err
+    assert snapshot(db)["payments"] == 0
+    (tmp_path / "typo.csv").write_text(f"{a},150\nH999,1x\n", encoding="utf-8")
+    assert cli(["payments", "record-list", str(tmp_path / "typo.csv")]) == 2
+    assert "line 2" in capsys.readouterr().err
+    good = tmp_path / "good.csv"
+    good.write_text(f"户号,金额\n{a},150.00\n{b.lower()},150\n", encoding="utf-8")
+    assert cli(["payments", "record-list", str(good), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"payments": 2' in out and '"total_fen": 30000' in out
+    assert not any(i in out for i in ids_a)
+    assert balance(db) == 60000  # personal and collective shares
+    assert cli(["payments", "record-list", str(good)]) == 1
+    assert f"户号 {a} 这一年度已经缴清" in capsys.readouterr().err
+    assert balance(db) == 60000  # personal and collective shares
