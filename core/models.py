@@ -524,6 +524,9 @@ class JournalEntry(Base):
 
     lines: Mapped[list["JournalLine"]] = relationship(back_populates="entry",
                                                       cascade="all, delete-orphan")
+    # a pool's entries (every balance and fund report reads them): one entry per household's
+    # payment makes the journal as long as the province's households
+    __table_args__ = (Index("ix_journal_entry_pool", "pool_id", "booked_on"),)
 
 
 class JournalLine(Base):
