@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 
-from sqlalchemy import case, func, select, true
+from sqlalchemy import and_, case, func, select, true
 from sqlalchemy.orm import Session
 
 from core.models import JournalEntry, JournalLine
@@ -124,14 +124,20 @@ def summary(session: Session, pool_id: int, since: date | None = None,
     q = (select(JournalLine.account,
                 func.sum(case((in_period, JournalLine.amount_fen), else_=0)),
                 func.sum(case((in_period, 0), else_=JournalLine.amount_fen)),
-                func.sum(case((in_period, 1), else_=0)))
+                func.sum(case((in_period, 1), else_=0)),
+                # credits in the period: for receivable:recovery, the recoveries received
+                func.sum(case((and_(in_period, JournalLine.amount_fen < 0),
+                               JournalLine.amount_fen), else_=0)))
          .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
          .where(JournalEntry.pool_id == pool_id)
          .group_by(JournalLine.account))
     if until is not None:
         q = q.where(JournalEntry.booked_on < until)
     t, before = {}, {}
-    for account, period_fen, before_fen, period_lines in session.execute(q):
+    recovered_received = 0
+    for account, period_fen, before_fen, period_lines, credits in session.execute(q):
+        if account == RECOVERY_RECEIVABLE:
+            recovered_received = -int(credits or 0)
         if period_lines:  # as totals(since, until): the accounts with lines in the period
             t[account] = int(period_fen or 0)
         before[account] = int(before_fen or 0)
@@ -139,7 +145,6 @@ def summary(session: Session, pool_id: int, since: date | None = None,
     for a, v in t.items():
         if a.startswith("income:") and a != RECOVERY_INCOME:
             income_by_source[a.split(":", 1)[1]] -= v
-    recovered_received = -sum(v for v in _recovery_receipts(session, pool_id, since, until))
     carried = sum(v for a, v in before.items() if _in_balance(a)) if since else 0
     return {
         "income_fen": dict(sorted(income_by_source.items())),
@@ -149,18 +154,6 @@ def summary(session: Session, pool_id: int, since: date | None = None,
         "carried_over_fen": carried,
         "balance_fen": carried + sum(v for a, v in t.items() if _in_balance(a)),
     }
-
-
-def _recovery_receipts(session: Session, pool_id: int, since, until) -> list[int]:
-    """Credits to receivable:recovery: recoveries actually received."""
-    q = (select(JournalLine.amount_fen).join(JournalEntry)
-         .where(JournalEntry.pool_id == pool_id, JournalLine.account == RECOVERY_RECEIVABLE,
-                JournalLine.amount_fen < 0))
-    if since is not None:
-        q = q.where(JournalEntry.booked_on >= since)
-    if until is not None:
-        q = q.where(JournalEntry.booked_on < until)
-    return [int(v) for v in session.scalars(q)]
 
 
 def check(session: Session) -> list[str]:
