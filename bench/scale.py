@@ -30,6 +30,13 @@ every village group's posts in the outbox) — target ≤ 1 min; `huzhu report y
 (the CLI, xlsx and charts) — target ≤ 30 s; and the chat answers of one pool (p50/p99 of
 `/统计`, `6 基金公示`, `5 查询余额`, `4 查询进度`, target p99 < 200 ms). Each figure with the load
 average (the machine is shared: 2 cores).
+
+Measured (PostgreSQL 15, this shared 2-core machine, load average 2–16 from other work, no
+exclusive hold to be had): 4,000,000 members in 40 pools built before the run was stopped for
+time — import 5,900 members/s a process at load 2–3, cash lists 900 households/s; claims 10/s a
+process at load 1, 1.4/s at load 10–16 (4,100 built); 2.4 GB per million members. On it, load
+12–16: payout of 50 pools with bank files 22 s; confirmation 8 s; disclosure of 50 pools queued
+12 s (load 9.5); `huzhu report year` 6 s.
 """
 from __future__ import annotations
 
