@@ -243,6 +243,22 @@ class _Threshold(NamedTuple):
     text: str  # the threshold, e.g. "3,500.00 元"
 
 
+class _Written(dict):
+    """A quota table's (amount, text) per DRG group, each written when first asked for (a
+    decision reads one group of the 628: writing them all cost more than the decision)."""
+
+    def __init__(self, source, write):
+        super().__init__()
+        self._source, self._write = source, write
+
+    def __contains__(self, code) -> bool:
+        return code in self._source
+
+    def __missing__(self, code):
+        value = self[code] = self._write(self._source[code])
+        return value
+
+
 class _SchemeTexts:
     """The scheme's own numbers as its decisions' traces and explanations show them."""
     __slots__ = ("start", "end", "thresholds", "quotas", "quotas_continuous", "percent",
@@ -253,16 +269,16 @@ class _SchemeTexts:
         self.thresholds = {kind: _Threshold(fen, INSURANCE_NAMES[kind], format_yuan(fen))
                            for kind, fen in rules.thresholds_fen.items()}
         # DRG group -> (quota, its text); for continuing members with the bonus, if any
-        self.quotas = {code: (q, format_yuan(q)) for code, q in rules.quotas_fen.items()}
+        self.quotas = _Written(rules.quotas_fen, lambda q: (q, format_yuan(q)))
         self.percent = f"{(rules.continuous_bonus * 100).normalize():f}"
         if rules.continuous_bonus and rules.bonus_applies_to == "subsidy":
             self.quotas_continuous = self.quotas  # the bonus lifts the amount after min and max
             self.bonus_new = _SUBSIDY_BONUS["bonus_subsidy_none"]
             self.bonus_continuing = _SUBSIDY_BONUS["bonus_subsidy_applied"]
         elif rules.continuous_bonus:
-            self.quotas_continuous = {code: (b, format_yuan(b)) for code, b in (
-                (code, round_half_up(q * (Decimal(1) + rules.continuous_bonus)))
-                for code, q in rules.quotas_fen.items())}
+            factor = Decimal(1) + rules.continuous_bonus
+            self.quotas_continuous = _Written(
+                rules.quotas_fen, lambda q: (b := round_half_up(q * factor), format_yuan(b)))
             self.bonus_new, self.bonus_continuing = _BONUS["bonus_none"], _BONUS["bonus_applied"]
         else:
             self.quotas_continuous = self.quotas

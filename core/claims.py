@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Iterable
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session, object_session
 
 from core import outbox, scheme_years
@@ -53,11 +53,11 @@ from core.bulk import insert_many
 from core.crypto import mask_name, scrub
 from core.defaults import REVIEW_WORKING_DAYS
 from core.errors import DomainError
-from core.media import phash_distance
+from core.media import phash_bands, phash_distance
 from core.messages import environment, render
 from core.models import (AuditLog, BankCard, Claim, ClaimDocument, ClaimStatus as S,
-                         DocumentKind, Enrolment, EnrolmentStatus, Household, HouseholdLink,
-                         Member, OutboxMessage, OutboxStatus, SchemeYear, utcnow)
+                         DocumentKind, DocumentPhashBand, Enrolment, EnrolmentStatus, Household,
+                         HouseholdLink, Member, OutboxMessage, OutboxStatus, SchemeYear, utcnow)
 from core.notices import claim_variables, words
 from core.notify import (NOTICE, linked_openids, notice_row, notify_household,
                          queue_notice)
@@ -459,14 +459,21 @@ def ocr_value(claim: Claim, name: str):
 
 
 def find_duplicates(session: Session, doc: ClaimDocument) -> list[dict]:
-    """Documents of OTHER claims with the same SHA-256 or a pHash within 4 bits."""
+    """Documents of OTHER claims with the same SHA-256 or a pHash within 4 bits: the candidates
+    read by the indexes (the hash; the pHash's bands, DocumentPhashBand), each compared
+    exactly, so a month of 300,000 photos does not read every stored photo for each."""
     if doc.sha256 is None:
         return []
+    ids = select(ClaimDocument.id).where(ClaimDocument.sha256 == doc.sha256)
+    if doc.phash:
+        bands = phash_bands(doc.phash, DUPLICATE_DISTANCE)
+        ids = ids.union(select(DocumentPhashBand.document_id).where(
+            or_(*(and_(DocumentPhashBand.band == b, DocumentPhashBand.value == v)
+                  for b, v in bands))))
     rows = session.execute(
         select(ClaimDocument.id, ClaimDocument.sha256, ClaimDocument.phash, Claim.number)
         .join(Claim, Claim.id == ClaimDocument.claim_id)
-        .where(ClaimDocument.claim_id != doc.claim_id,
-               or_(ClaimDocument.sha256 == doc.sha256, ClaimDocument.phash.is_not(None)))
+        .where(ClaimDocument.claim_id != doc.claim_id, ClaimDocument.id.in_(ids))
         .order_by(ClaimDocument.id))
     matches = []
     for other_id, sha, ph, number in rows:
@@ -478,6 +485,13 @@ def find_duplicates(session: Session, doc: ClaimDocument) -> list[dict]:
                 matches.append({"claim": number, "document": other_id, "match": "phash",
                                 "distance": distance})
     return matches
+
+
+def store_phash_bands(session: Session, doc: ClaimDocument) -> None:
+    """The look-up rows of a stored photo's pHash (find_duplicates reads them)."""
+    if doc.phash:
+        session.add_all(DocumentPhashBand(document_id=doc.id, band=b, value=v)
+                        for b, v in phash_bands(doc.phash, DUPLICATE_DISTANCE))
 
 
 def _flag_duplicates(session: Session, claim: Claim, doc: ClaimDocument, actor: str) -> None:
@@ -538,6 +552,7 @@ def document_stored(session: Session, document_id: int, *, sha256: str, phash: s
     if doc.kind is DocumentKind.settlement_sheet:
         _promote_fields(claim, doc.id)
     _flag_duplicates(session, claim, doc, actor or "system")
+    store_phash_bands(session, doc)
     session.flush()
     if actor and not labelled:
         if doc.kind is None:

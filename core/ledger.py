@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select, true
 from sqlalchemy.orm import Session
 
 from core.models import JournalEntry, JournalLine
@@ -117,34 +117,43 @@ def balance(session: Session, pool_id: int, until: date | None = None) -> int:
 def summary(session: Session, pool_id: int, since: date | None = None,
             until: date | None = None) -> dict:
     """The fund report's figures (SPEC `report fund --json`), for entries in [since, until);
-    `carried_over_fen` is the balance before `since`, `balance_fen` the balance at `until`."""
-    t = totals(session, pool_id, until, since)
+    `carried_over_fen` is the balance before `since`, `balance_fen` the balance at `until`.
+    The three sums (the period's, before it, up to its end) are read in one pass over the
+    pool's entries."""
+    in_period = JournalEntry.booked_on >= since if since is not None else true()
+    q = (select(JournalLine.account,
+                func.sum(case((in_period, JournalLine.amount_fen), else_=0)),
+                func.sum(case((in_period, 0), else_=JournalLine.amount_fen)),
+                func.sum(case((in_period, 1), else_=0)),
+                # credits in the period: for receivable:recovery, the recoveries received
+                func.sum(case((and_(in_period, JournalLine.amount_fen < 0),
+                               JournalLine.amount_fen), else_=0)))
+         .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+         .where(JournalEntry.pool_id == pool_id)
+         .group_by(JournalLine.account))
+    if until is not None:
+        q = q.where(JournalEntry.booked_on < until)
+    t, before = {}, {}
+    recovered_received = 0
+    for account, period_fen, before_fen, period_lines, credits in session.execute(q):
+        if account == RECOVERY_RECEIVABLE:
+            recovered_received = -int(credits or 0)
+        if period_lines:  # as totals(since, until): the accounts with lines in the period
+            t[account] = int(period_fen or 0)
+        before[account] = int(before_fen or 0)
     income_by_source: dict[str, int] = defaultdict(int)
     for a, v in t.items():
         if a.startswith("income:") and a != RECOVERY_INCOME:
             income_by_source[a.split(":", 1)[1]] -= v
-    recovered_received = -sum(v for v in _recovery_receipts(session, pool_id, since, until))
-    carried = balance(session, pool_id, since) if since else 0
+    carried = sum(v for a, v in before.items() if _in_balance(a)) if since else 0
     return {
         "income_fen": dict(sorted(income_by_source.items())),
         "paid_fen": t.get(SUBSIDY, 0),
         "fees_fen": t.get(FEE, 0),
         "recovered_fen": recovered_received,
         "carried_over_fen": carried,
-        "balance_fen": balance(session, pool_id, until),
+        "balance_fen": carried + sum(v for a, v in t.items() if _in_balance(a)),
     }
-
-
-def _recovery_receipts(session: Session, pool_id: int, since, until) -> list[int]:
-    """Credits to receivable:recovery: recoveries actually received."""
-    q = (select(JournalLine.amount_fen).join(JournalEntry)
-         .where(JournalEntry.pool_id == pool_id, JournalLine.account == RECOVERY_RECEIVABLE,
-                JournalLine.amount_fen < 0))
-    if since is not None:
-        q = q.where(JournalEntry.booked_on >= since)
-    if until is not None:
-        q = q.where(JournalEntry.booked_on < until)
-    return [int(v) for v in session.scalars(q)]
 
 
 def check(session: Session) -> list[str]:

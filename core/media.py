@@ -104,8 +104,20 @@ def phash(img: Image.Image) -> str:
 
 def phash_distance(a: str, b: str) -> int:
     """Hamming distance of two pHashes as stored (hex): 0 = the same picture, ≤ 4 almost surely
-    the same. Integer XOR and a bit count, so comparing against every stored photo is cheap."""
+    the same. Integer XOR and a bit count."""
     return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def phash_bands(value: str, within: int) -> list[tuple[int, int]]:
+    """(band, bits) of a pHash (hex) cut into `within` + 1 bands of nearly equal width: two
+    hashes at most `within` bits apart leave at least one band without a differing bit, so
+    they share that band whole (the near-duplicate look-up's index, DocumentPhashBand)."""
+    bits = len(value) * 4
+    number = int(value, 16)
+    count = within + 1
+    width = -(-bits // count)
+    return [(band, (number >> (band * width)) & ((1 << width) - 1)) for band in range(count)
+            if band * width < bits]
 
 
 def store(data_dir: str | Path, data: bytes, max_bytes: int = MAX_BYTES) -> StoredMedia:

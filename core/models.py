@@ -423,7 +423,10 @@ class Enrolment(Base):
     member: Mapped[Member] = relationship()
     scheme_year: Mapped[SchemeYear] = relationship()
     __table_args__ = (UniqueConstraint("member_id", "scheme_year_id"),
-                      UniqueConstraint("scheme_year_id", "id_number_hash"))
+                      UniqueConstraint("scheme_year_id", "id_number_hash"),
+                      # members paid in a year (the disclosure, the figures) without reading
+                      # each enrolment row: an index-only count
+                      Index("ix_enrolment_year_status", "scheme_year_id", "status"))
 
 
 class HouseholdLink(Base):
@@ -524,6 +527,9 @@ class JournalEntry(Base):
 
     lines: Mapped[list["JournalLine"]] = relationship(back_populates="entry",
                                                       cascade="all, delete-orphan")
+    # a pool's entries (every balance and fund report reads them): one entry per household's
+    # payment makes the journal as long as the province's households
+    __table_args__ = (Index("ix_journal_entry_pool", "pool_id", "booked_on"),)
 
 
 class JournalLine(Base):
@@ -605,6 +611,21 @@ class ClaimDocument(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     claim: Mapped[Claim] = relationship(back_populates="documents")
+
+
+class DocumentPhashBand(Base):
+    """One band of a photo's pHash (its bits cut into DUPLICATE_DISTANCE + 1 bands, see
+    core/media.py `phash_bands`): two photos within that many bits share at least one band
+    whole, so the look-up of near duplicates reads the few photos sharing a band (an index)
+    instead of every stored photo. Deleted with its document."""
+    __tablename__ = "document_phash_band"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("claim_document.id", ondelete="CASCADE"), index=True)
+    band: Mapped[int] = mapped_column(SmallInteger)
+    value: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_document_phash_band", "band", "value"),)
 
 
 class BankCard(Base):

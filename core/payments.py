@@ -157,12 +157,14 @@ def household_paid(session: Session, household: Household, year: SchemeYear) -> 
 
 
 def quote(session: Session, household: Household, year: SchemeYear,
-          today: date | None = None) -> Quote:
+          today: date | None = None, rows: list[Enrolment] | None = None) -> Quote:
     """The members with a pending enrolment in `year` and their shares (PaymentError when
     there is nothing to pay or a member's category may not join). Outside the year's payment
     window (`today` given) only newborns added outside it are due, at the scheme's
-    newborn_share if it sets one."""
-    rows = _enrolments(session, household, year)
+    newborn_share if it sets one. `rows`: the household's enrolments in `year` (members
+    loaded), when the caller has read them already (record_offline_many)."""
+    if rows is None:
+        rows = _enrolments(session, household, year)
     pending = [e for e in rows if e.status is EnrolmentStatus.pending]
     newborn_only = today is not None and not year.enrolment_opens <= today <= year.enrolment_closes
     if newborn_only:
@@ -361,6 +363,156 @@ def record_offline(session: Session, household: Household, amount_fen: int, chan
     return _activate(session, order, channel=channel,
                      transaction_id=f"{channel.upper()}-{order.out_trade_no}",
                      amount_fen=amount_fen, actor=actor, paid_at=now, payer_openid=None)
+
+
+def record_offline_many(session: Session, payments: list[tuple[int, int]], channel: str,
+                        actor: str, now: datetime) -> int:
+    """Offline payments of many households at once (a village's cash list: `payments` as
+    (household id, amount in fen)), each with exactly the effect of `record_offline` — the
+    amount checked against what is due, the order, the payment, the enrolments paid, the
+    ledger entry, the audit rows and the household's confirmation — all in the caller's one
+    transaction, written in bulk: the households' enrolments read in one query, the rows
+    inserted with COPY on PostgreSQL (core/bulk.py), the enrolments moved by one UPDATE.
+    Any refusal (PaymentError, its detail naming the household) raises before anything is
+    written: the caller's transaction is to be undone. A household with an open order already,
+    or whose members' shares are all paid by a source, takes `record_offline`'s own path.
+    Returns the number of payments recorded."""
+    from sqlalchemy import update
+    from sqlalchemy.orm import selectinload
+
+    from core.bulk import insert_many
+    from core.households import reserve_ids
+    from core.models import AuditLog, JournalEntry, JournalLine, OutboxMessage
+    from core.notify import notice_row
+
+    if channel not in OFFLINE_CHANNELS:
+        raise PaymentError("bad_channel", channel=channel)
+    if not payments:
+        return 0
+    today, paid_utc = now.date(), now.astimezone(timezone.utc)
+    amounts = dict(payments)
+    households = {h.id: h for h in session.scalars(
+        select(Household).where(Household.id.in_(list(amounts))))}
+    if len(households) != len(amounts):
+        raise PaymentError("no_household")
+    years: dict[int, SchemeYear | None] = {}
+    for pool_id in {h.pool_id for h in households.values()}:
+        years[pool_id] = scheme_years.enrolling(session, pool_id, today)
+    enrolments: dict[int, list[Enrolment]] = {hid: [] for hid in households}
+    year_ids = [y.id for y in years.values() if y is not None]
+    for e in session.scalars(
+            select(Enrolment).join(Member, Member.id == Enrolment.member_id)
+            .where(Member.household_id.in_(list(households)),
+                   Enrolment.scheme_year_id.in_(year_ids))
+            .options(selectinload(Enrolment.member)).order_by(Member.id)):
+        if e.scheme_year_id == years[households[e.member.household_id].pool_id].id:
+            enrolments[e.member.household_id].append(e)
+    with_order = set(session.scalars(select(PaymentOrder.household_id).where(
+        PaymentOrder.household_id.in_(list(households)),
+        PaymentOrder.status == OrderStatus.open)))
+    bulk, one_by_one = [], []
+    for hid, household in households.items():
+        year = years[household.pool_id]
+        rows = enrolments[hid]
+        if (year is None or hid in with_order
+                or not any(e.status is EnrolmentStatus.pending for e in rows)):
+            one_by_one.append(hid)  # closed window, newborns, an order already: the usual path
+            continue
+        try:
+            q = quote(session, household, year, today, rows)
+        except PaymentError as exc:
+            exc.details.setdefault("household", household.number)
+            raise
+        if amounts[hid] != q.amount_fen:
+            raise PaymentError("wrong_amount", due_fen=q.amount_fen, got_fen=amounts[hid],
+                               household=household.number)
+        if q.amount_fen == 0:
+            one_by_one.append(hid)
+            continue
+        bulk.append((household, year, q))
+    for hid in one_by_one:
+        try:
+            record_offline(session, households[hid], amounts[hid], channel, actor, now)
+        except PaymentError as exc:
+            exc.details.setdefault("household", households[hid].number)
+            raise
+    if not bulk:
+        return len(one_by_one)
+    openids: dict[int, list[str]] = {}
+    for hid, openid in session.execute(
+            select(HouseholdLink.household_id, HouseholdLink.openid)
+            .where(HouseholdLink.household_id.in_([h.id for h, _y, _q in bulk]))
+            .order_by(HouseholdLink.id)):
+        openids.setdefault(hid, []).append(openid)
+    order_ids = reserve_ids(session, PaymentOrder.__table__, len(bulk))
+    entry_ids = reserve_ids(session, JournalEntry.__table__, len(bulk))
+    orders, paid, audits, entries, lines, notices, enrolment_ids = [], [], [], [], [], [], []
+    for order_id, entry_id, (household, year, q) in zip(order_ids, entry_ids, bulk):
+        trade_no = new_trade_no(today)
+        transaction_id = f"{channel.upper()}-{trade_no}"
+        breakdown = q.breakdown()
+        orders.append({"id": order_id, "out_trade_no": trade_no, "household_id": household.id,
+                       "scheme_year_id": year.id, "amount_fen": q.amount_fen,
+                       "breakdown": breakdown, "members_digest": q.digest,
+                       "status": OrderStatus.paid, "created_at": paid_utc,
+                       "paid_at": paid_utc})
+        paid.append({"order_id": order_id, "household_id": household.id,
+                     "scheme_year_id": year.id, "amount_fen": q.amount_fen,
+                     "transaction_id": transaction_id, "created_at": paid_utc})
+        audits += [
+            {"action": "payment.order_created", "entity": "payment_order",
+             "entity_id": trade_no, "before": None,
+             "after": {"household": household.number, "amount_fen": q.amount_fen,
+                       "totals": q.totals, "members": len(q.members)}},
+            {"action": "payment.received", "entity": "payment", "entity_id": transaction_id,
+             "before": None,
+             "after": {"household": household.number, "order": trade_no, "channel": channel,
+                       "amount_fen": q.amount_fen}},
+            {"action": "payment.order_paid", "entity": "payment_order", "entity_id": trade_no,
+             "before": {"status": "open"},
+             "after": {"status": "paid", "transaction_id": transaction_id}}]
+        members = {m["member_id"] for m in q.members}
+        for e in enrolments[household.id]:
+            if e.member_id in members and e.status is not EnrolmentStatus.paid:
+                enrolment_ids.append(e.id)
+                audits.append({"action": "enrolment.paid", "entity": "enrolment",
+                               "entity_id": str(e.id), "before": {"status": e.status.value},
+                               "after": {"status": "paid", "order": trade_no}})
+        entry_lines = {a: int(v) for a, v in ledger.contribution_lines(q.totals).items() if v}
+        if sum(entry_lines.values()) != 0:
+            raise ledger.LedgerError(f"payment {transaction_id} does not balance")
+        entries.append({"id": entry_id, "pool_id": household.pool_id, "booked_on": today,
+                        "kind": "contribution", "ref": f"payment:{transaction_id}",
+                        "memo": f"{household.number} {trade_no} {channel}"[:255]})
+        lines += [{"entry_id": entry_id, "account": a, "amount_fen": v}
+                  for a, v in sorted(entry_lines.items())]
+        text = render("payment_confirmed", household=household.number, members=q.members,
+                      amount_fen=q.amount_fen, whole_fen=breakdown["whole_fen"],
+                      channel=channel, year=year)
+        row = notice_row(household.id, "payment_received", text, {
+            "household": household.number, "amount": q.amount_fen, "date": now,
+            "result": words("result", "payment_received"),
+            "next_step": words("next_step", "payment_received")},
+            openids.get(household.id, []), paid_utc)
+        notices.append({"household_id": household.id, "payload": row["payload"]})
+    insert_many(session, PaymentOrder, orders)
+    insert_many(session, Payment, paid, {"channel": channel, "recorded_by": actor})
+    insert_many(session, JournalEntry, entries, {"created_at": paid_utc})
+    insert_many(session, JournalLine, lines)
+    for start in range(0, len(enrolment_ids), 10_000):
+        session.execute(update(Enrolment).where(
+            Enrolment.id.in_(enrolment_ids[start:start + 10_000]),
+            Enrolment.status != EnrolmentStatus.paid).values(
+            status=EnrolmentStatus.paid, paid_at=paid_utc)
+            .execution_options(synchronize_session=False))
+    insert_many(session, AuditLog, audits, {"at": paid_utc, "actor": actor})
+    insert_many(session, OutboxMessage, notices, {
+        "kind": row["kind"], "status": row["status"], "attempts": 0,
+        "next_attempt_at": paid_utc, "created_at": paid_utc, "event": "payment_received"})
+    for rows in enrolments.values():
+        for e in rows:
+            session.expire(e)
+    return len(one_by_one) + len(bulk)
 
 
 def _activate(session: Session, order: PaymentOrder, *, channel: str, transaction_id: str,

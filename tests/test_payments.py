@@ -2,6 +2,7 @@
 payments (/收款 and `huzhu payments record`), the deadline's expiry and reminders."""
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -404,3 +405,86 @@ def test_qr_page_for_unknown_and_paid_orders(villager, app_ctx, db, bot):
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert page.headers["Referrer-Policy"] == "no-referrer"
     assert "img-src 'self' data:" in page.headers["Content-Security-Policy"]
+
+
+def _effects(db, number) -> dict:
+    """What a payment left for a household, in words a person checks: order, payment, ledger,
+    enrolments, audit actions and the confirmation's text."""
+    with db.session() as s:
+        hh = get_household(s, number)
+        order = s.scalar(select(PaymentOrder).where(PaymentOrder.household_id == hh.id))
+        pay = s.scalar(select(Payment).where(Payment.household_id == hh.id))
+        entry = s.scalar(select(JournalEntry).where(
+            JournalEntry.ref == f"payment:{pay.transaction_id}"))
+        notice = s.scalar(select(OutboxMessage).where(
+            OutboxMessage.household_id == hh.id, OutboxMessage.event == "payment_received"))
+        return {
+            "order": (order.status, order.amount_fen, order.breakdown["totals"]),
+            "payment": (pay.amount_fen, pay.channel, pay.order_id == order.id),
+            "ledger": sorted((ln.account, ln.amount_fen) for ln in entry.lines),
+            "enrolments": sorted(e.status.value for e in s.scalars(
+                select(Enrolment).join(Enrolment.member).where(
+                    Enrolment.member.has(household_id=hh.id)))),
+            "audit": sorted(a.action for a in s.scalars(select(AuditLog).where(
+                AuditLog.entity_id.in_([order.out_trade_no, pay.transaction_id])))),
+            # the same words but for the household's number and the masked ID numbers' last digits
+            "notice": re.sub(r"\*[0-9X]{2}\b", "*", notice.payload["text"].replace(number, "H")),
+        }
+
+
+def test_a_cash_list_pays_each_household_as_one_record_would(app_ctx, db):
+    one, _ = household(app_ctx, openid="o_one")
+    many = [household(app_ctx, openid=f"o_many_{i}")[0] for i in range(3)]
+    with db.session() as s:
+        payments.record_offline(s, get_household(s, one), 15000, "cash", "cli:x", now(app_ctx))
+    with db.session() as s:
+        ids = [get_household(s, n).id for n in many]
+        assert payments.record_offline_many(s, [(i, 15000) for i in ids], "cash", "cli:x",
+                                            now(app_ctx)) == 3
+    expected = _effects(db, one)
+    assert expected["enrolments"] == ["paid"] * 3
+    for number in many:
+        assert _effects(db, number) == expected
+    with db.session() as s:  # the list again: already paid, and nothing changes
+        before = snapshot(db)
+        with pytest.raises(payments.PaymentError) as e:
+            payments.record_offline_many(s, [(ids[0], 15000)], "cash", "cli:x", now(app_ctx))
+        assert e.value.code == "already_paid"
+    assert snapshot(db) == before
+
+
+def test_a_cash_list_with_a_wrong_amount_records_nothing(app_ctx, db):
+    numbers = [household(app_ctx, openid=f"o_list_{i}")[0] for i in range(2)]
+    before = snapshot(db)
+    with pytest.raises(payments.PaymentError) as e:
+        with db.session() as s:
+            ids = [get_household(s, n).id for n in numbers]
+            payments.record_offline_many(s, [(ids[0], 15000), (ids[1], 10000)], "cash",
+                                         "cli:x", now(app_ctx))
+    assert e.value.code == "wrong_amount" and e.value.details["household"] == numbers[1]
+    assert e.value.details["due_fen"] == 15000
+    assert snapshot(db) == before
+
+
+def test_cli_records_a_village_list_all_or_nothing(app_ctx, db, cli_env, capsys, tmp_path):
+    a, ids_a = household(app_ctx, openid="o_list_a")
+    b, _ = household(app_ctx, openid="o_list_b")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(f"户号,金额\n{a},150.00\n{b},100\n", encoding="utf-8-sig")
+    assert cli(["payments", "record-list", str(wrong)]) == 1
+    err = capsys.readouterr().err
+    assert f"户号 {b} 应缴 150.00 元" in err and "nothing recorded" in err
+    assert snapshot(db)["payments"] == 0
+    (tmp_path / "typo.csv").write_text(f"{a},150\nH999,1x\n", encoding="utf-8")
+    assert cli(["payments", "record-list", str(tmp_path / "typo.csv")]) == 2
+    assert "line 2" in capsys.readouterr().err
+    good = tmp_path / "good.csv"
+    good.write_text(f"户号,金额\n{a},150.00\n{b.lower()},150\n", encoding="utf-8")
+    assert cli(["payments", "record-list", str(good), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"payments": 2' in out and '"total_fen": 30000' in out
+    assert not any(i in out for i in ids_a)
+    assert balance(db) == 60000  # personal and collective shares
+    assert cli(["payments", "record-list", str(good)]) == 1
+    assert f"户号 {a} 这一年度已经缴清" in capsys.readouterr().err
+    assert balance(db) == 60000  # personal and collective shares

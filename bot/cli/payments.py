@@ -1,6 +1,7 @@
 """Payment and fund commands:
 
     huzhu payments record HOUSEHOLD AMOUNT [--channel cash|transfer]
+    huzhu payments record-list FILE.csv [--channel cash|transfer] [--json]   a village's list
     huzhu payments exceptions [--all] [--json]      payments that could not be applied
     huzhu payments resolve ID --note TEXT           an administrator dealt with one
     huzhu funds add --pool P --source SOURCE AMOUNT [--note TEXT]
@@ -29,6 +30,12 @@ def register(sub) -> None:
     p.add_argument("--channel", choices=["cash", "transfer"], default="cash")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_payments_record)
+    p = g.add_parser("record-list", help="record a village's list of offline payments at once "
+                                         "(CSV: 户号,金额 per line), all or nothing")
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("--channel", choices=["cash", "transfer"], default="cash")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_payments_record_list)
     p = g.add_parser("exceptions", help="payments that could not be applied")
     p.add_argument("--all", action="store_true", help="resolved ones too")
     p.add_argument("--json", action="store_true")
@@ -110,6 +117,68 @@ def cmd_payments_record(args) -> int:
     else:
         print(f"recorded {doc['household']}: {format_yuan(doc['amount_fen'])} "
               f"{doc['channel']} ({doc['transaction_id']})")
+    return 0
+
+
+def _payment_list(path: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """The rows of a payments list (UTF-8 CSV, Excel's BOM allowed; a header line 户号,金额 is
+    skipped): (household number, fen), and the lines that are not a number and an amount."""
+    import csv
+
+    rows, bad = [], []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for line, cells in enumerate(csv.reader(fh), start=1):
+            cells = [c.strip() for c in cells]
+            if not any(cells) or (line == 1 and cells[0] == "户号"):
+                continue
+            fen = _yuan(cells[1]) if len(cells) >= 2 else None
+            if fen is None or not cells[0]:
+                bad.append(f"line {line}: {','.join(cells)[:40]}")
+                continue
+            rows.append((cells[0].upper(), fen))
+    return rows, bad
+
+
+def cmd_payments_record_list(args) -> int:
+    from core import payments
+    from core.messages import render
+    from core.models import Household
+    from core.money import format_yuan
+
+    try:
+        rows, bad = _payment_list(args.file)
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(f"cannot read {args.file}: {exc}")
+    if bad:
+        return _fail("not a household number and an amount in yuan, nothing recorded: "
+                     + "; ".join(bad[:10]))
+    numbers = [n for n, _fen in rows]
+    if len(set(numbers)) != len(numbers):
+        twice = sorted({n for n in numbers if numbers.count(n) > 1})
+        return _fail(f"households listed twice, nothing recorded: {', '.join(twice[:10])}")
+    x = app_context()
+    now = datetime.now(x.cfg.tz)
+    try:
+        with x.db.session() as s:
+            ids = dict(s.execute(select(Household.number, Household.id)
+                                 .where(Household.number.in_(numbers))).all())
+            unknown = [n for n in numbers if n not in ids]
+            if unknown:
+                return _fail(f"no household {', '.join(unknown[:10])}; nothing recorded")
+            done = payments.record_offline_many(s, [(ids[n], fen) for n, fen in rows],
+                                                args.channel, _actor(), now)
+    except payments.PaymentError as e:
+        message = render("payment_record_refused", code=e.code,
+                         household=e.details.get("household", ""),
+                         usage="huzhu payments record-list FILE.csv [--channel cash|transfer]",
+                         **{k: v for k, v in e.details.items() if k != "household"})
+        return _fail(f"refused ({e.code}), nothing recorded: {message}", 1)
+    x.waker.wake()
+    total = sum(fen for _n, fen in rows)
+    if args.json:
+        print_json({"payments": done, "total_fen": total, "channel": args.channel})
+    else:
+        print(f"recorded {done} payments, {format_yuan(total)} {args.channel}")
     return 0
 
 
