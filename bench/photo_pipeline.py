@@ -3,13 +3,23 @@ stored, hashed (SHA-256, pHash) and OCR'd — the whole real path: webhook → c
 outbox `media.download` → download from the (local) WeChat emulator → core.media → core.ocr →
 ClaimDocument and claim updated.
 
-    python bench/photo_pipeline.py [N]      (default 20 photos; target: median ≤ 1 s)
+    python bench/photo_pipeline.py [N] [--in-process]   (default 20 photos; target: median ≤ 1 s)
 
 Photos: the three sample documents (bot/devtools/claim_samples.py) photographed with different framing
 (1080×1440 JPEG, as WeChat sends a phone photo), unlabelled so each is classified by OCR too.
 The first photo, which loads the OCR models, is reported on its own and not in the median.
-Runs the server and the emulator in this process on a temporary SQLite database (set
-HUZHU_BENCH_DATABASE_URL=postgresql+psycopg://… to use an empty PostgreSQL database instead).
+It also prints how many photos were classified right and, for the settlement sheets, how many
+of the read-out's seven fields were read right (against the sample's own figures).
+
+As deployed, the OCR runs in a `huzhu worker` process beside the web: the bench starts one
+(`python -m bot.cli worker`, models loaded as it starts) and serves the webhook and the emulator
+in this process, on a temporary SQLite database (HUZHU_BENCH_DATABASE_URL=postgresql+psycopg://…
+for an empty PostgreSQL database instead). The web process cannot ring a separate worker's
+doorbell, so a photo also waits for the worker's next look at the outbox (every second when
+idle: half a second on average). `--in-process` runs the worker as a thread of this process
+instead (`huzhu serve`), without that wait.
+
+Figures: see README "Claiming by photo".
 """
 from __future__ import annotations
 
