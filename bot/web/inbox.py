@@ -39,7 +39,8 @@ from sqlalchemy.orm import Session
 
 from bot.web.nonces import Replayed
 from core.crypto import scrub_phones
-from core.models import InboundMessage, OutboxMessage, WebhookNonce, WechatUser, utcnow
+from core.models import (ClaimStatus, InboundMessage, OutboxMessage, WebhookNonce, WechatUser,
+                         utcnow)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -114,6 +115,23 @@ class Sender:
     last_inbound_at: datetime | None  # UTC
     pushes_since_inbound: int
     in_dialogue: bool
+    # read with the user (None: not read, a user created just now): whether they act for a
+    # household, and whether one of their households has a rejected claim not appealed yet
+    # — a text nothing else understands is then asked about as an appeal (handlers/appeal.py)
+    has_household: bool | None = None
+    may_appeal: bool | None = None
+
+
+# the sender's facts read with the user's row (u: wechat_user), for Sender's last two fields
+_FACTS = (
+    "EXISTS (SELECT 1 FROM household_link l WHERE l.openid = u.openid), "
+    "EXISTS (SELECT 1 FROM household_link l JOIN claim c ON c.household_id = l.household_id "
+    f"WHERE l.openid = u.openid AND c.status = '{ClaimStatus.rejected.value}' "
+    "AND c.appealed_at IS NULL)")
+
+
+def _flag(value) -> bool | None:
+    return None if value is None else bool(value)
 
 
 class _Sql:
@@ -138,7 +156,7 @@ class _Sql:
         self.load = (
             "SELECT u.id, u.last_inbound_at, u.pushes_since_inbound, d.openid IS NOT NULL, "
             f"EXISTS (SELECT 1 FROM inbound_message WHERE dedupe_key = {p}), "
-            f"(SELECT dedupe_key FROM webhook_nonce WHERE nonce = {p}) "
+            f"(SELECT dedupe_key FROM webhook_nonce WHERE nonce = {p}), {_FACTS} "
             "FROM wechat_user u LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid "
             f"WHERE u.openid = {p}")
         new_user = ("INSERT INTO wechat_user (openid, subscribed, pushes_since_inbound, created_at) "
@@ -200,7 +218,8 @@ class MessageUnit:
                 last = row[1]
                 if last is not None and not isinstance(last, datetime):
                     last = sql.read_time(last)
-                return Sender(row[0], _utc(last), row[2] or 0, bool(row[3]))
+                return Sender(row[0], _utc(last), row[2] or 0, bool(row[3]), _flag(row[6]),
+                              _flag(row[7]))
             if query is not None:  # a new user: a query stored before is another message's
                 cur.execute(sql.query_owner, (query[0],))
                 if cur.fetchone() is not None:
@@ -280,11 +299,12 @@ class _BatchSql:
             # (and one row per signed query stored before)
             self.senders = (
                 "SELECT u.openid, u.id, u.last_inbound_at, u.pushes_since_inbound, "
-                "d.openid IS NOT NULL, CAST(NULL AS TEXT), CAST(NULL AS TEXT) FROM wechat_user u "
+                f"d.openid IS NOT NULL, {_FACTS}, CAST(NULL AS TEXT), CAST(NULL AS TEXT) "
+                "FROM wechat_user u "
                 "LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid WHERE u.openid = ANY(%s) "
-                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, dedupe_key, NULL "
+                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, dedupe_key, NULL "
                 "FROM inbound_message WHERE dedupe_key = ANY(%s) "
-                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, dedupe_key, nonce "
+                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, dedupe_key, nonce "
                 "FROM webhook_nonce WHERE nonce = ANY(%s)")
             self.lazy_commit = "SET LOCAL synchronous_commit TO off"
             self.finish = (
@@ -300,7 +320,7 @@ class _BatchSql:
         else:
             self.senders = (
                 "SELECT (SELECT json_group_array(json_array(u.openid, u.id, u.last_inbound_at, "
-                "u.pushes_since_inbound, d.openid IS NOT NULL)) FROM wechat_user u "
+                f"u.pushes_since_inbound, d.openid IS NOT NULL, {_FACTS})) FROM wechat_user u "
                 "LEFT OUTER JOIN dialogue_state d ON d.openid = u.openid "
                 "WHERE u.openid IN (SELECT value FROM json_each(?))), "
                 "(SELECT json_group_array(dedupe_key) FROM inbound_message "
@@ -368,12 +388,12 @@ class Batch:
             cur.execute(b.senders, (openids, keys, list(queries)))
             rows, seen = [], set()
             for row in cur.fetchall():
-                if row[6] is not None:
-                    owners[row[6]] = row[5]
-                elif row[5] is not None:
-                    seen.add(row[5])
+                if row[8] is not None:
+                    owners[row[8]] = row[7]
+                elif row[7] is not None:
+                    seen.add(row[7])
                 else:
-                    rows.append(row[:5])
+                    rows.append(row[:7])
         else:
             import json
 
@@ -384,10 +404,11 @@ class Batch:
             seen = set(json.loads(seen_json))
             owners.update((q, k) for q, k in json.loads(owners_json))
         found = {}
-        for openid, user_id, last, pushes, in_dialogue in rows:
+        for openid, user_id, last, pushes, in_dialogue, households, appeal in rows:
             if last is not None and not isinstance(last, datetime):
                 last = sql.read_time(last)
-            found[openid] = Sender(user_id, _utc(last), pushes or 0, bool(in_dialogue))
+            found[openid] = Sender(user_id, _utc(last), pushes or 0, bool(in_dialogue),
+                                   _flag(households), _flag(appeal))
         return found, seen
 
     def new_user(self, openid: str) -> Sender:
