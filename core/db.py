@@ -174,7 +174,11 @@ class WriterLock:
         if self._depth == 0:
             fd = self._file()
             if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    self._thread.release()
+                    raise
                 self._held = True
         self._depth += 1
         return self
