@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,12 +128,15 @@ def client_proc(port: int, threads: int, seconds: float, reqs, q) -> None:
     q.put((latencies, errors[0]))
 
 
-def load(port: int, connections: int, seconds: float, aes: str, tag: int) -> dict:
+def load(port: int, connections: int, seconds: float, aes: str, tag: int,
+         started: Callable[[], None] | None = None) -> dict:
     procs, q = [], mp.Queue()
     per = connections // 2
     for p in range(2):
         reqs = build_requests(int(4000 * seconds), aes, seed=tag * 10 + p)
         procs.append(mp.Process(target=client_proc, args=(port, per, seconds, reqs, q)))
+    if started is not None:
+        started()
     for p in procs:
         p.start()
     lat, errs = [], 0
@@ -158,7 +162,8 @@ def lua_string(b: bytes) -> str:
     return f"[{eq}[{text}]{eq}]"
 
 
-def load_wrk(port: int, connections: int, seconds: float, aes: str, tag: int) -> dict:
+def load_wrk(port: int, connections: int, seconds: float, aes: str, tag: int,
+             started: Callable[[], None] | None = None) -> dict:
     """The same load from wrk (2 threads in C, one event loop each): the load generator takes
     about a quarter of the processor time the Python client does, leaving it to the servers."""
     tmp = Path(tempfile.mkdtemp(prefix="huzhu-wrk-"))
@@ -168,6 +173,8 @@ def load_wrk(port: int, connections: int, seconds: float, aes: str, tag: int) ->
             rows = ",\n".join("{" + lua_string(path.encode()) + "," + lua_string(body) + "}"
                                for path, body in reqs)
             (tmp / f"reqs_{t}.lua").write_text("return {\n" + rows + "\n}\n")
+        if started is not None:  # the requests are ready: the load starts now
+            started()
         out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
                               "--timeout", "30s", "-s", str(ROOT / "bench" / "webhook_wrk.lua"),
                               f"http://127.0.0.1:{port}/wechat", "--", str(tmp)],
@@ -206,9 +213,29 @@ def huzhu_env(aes: str, db_url: str, data: Path) -> dict:
 
 
 def gunicorn(port: int, app: str, workers: int, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread",
-                             "--threads", "16", "-b", f"127.0.0.1:{port}", "--log-level",
-                             "warning", app], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    ready = Path(tempfile.mkdtemp(prefix="huzhu-ready-"))
+    p = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
+                          str(ROOT / "bench" / "gunicorn_ready.py"), "-w", str(workers),
+                          "-k", "gthread", "--threads", "16", "-b", f"127.0.0.1:{port}",
+                          "--log-level", "warning", app], cwd=ROOT,
+                         env={**env, "HUZHU_BENCH_READY": str(ready)}, stdout=subprocess.DEVNULL)
+    p.ready = (ready, workers)  # type: ignore[attr-defined]
+    return p
+
+
+def wait_ready(procs: "Procs", seconds: float = 120) -> None:
+    """Under gunicorn: until every worker has loaded the app (bench/gunicorn_ready.py)."""
+    web = procs.procs[0]
+    ready = getattr(web, "ready", None)
+    if ready is None:
+        return
+    folder, workers = ready
+    deadline = time.monotonic() + seconds
+    while sum(1 for _ in folder.iterdir()) < workers:
+        if time.monotonic() > deadline or web.poll() is not None:
+            raise RuntimeError("gunicorn's workers did not start")
+        time.sleep(0.2)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def start_huzhu(port: int, aes: str, db_url: str, data: Path, args) -> Procs:
@@ -259,16 +286,19 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
         apps["huzhu"] = start_huzhu(ports["huzhu"], aes, db_url, tmp, args)
         for name, port in ports.items():
             wait_up(port)
+            wait_ready(apps[name])
             args.load(port, args.connections, 2, aes, tag * 100 + 1)  # warm-up
         rounds: dict[str, list[dict]] = {"echo": [], "huzhu": []}
         for r in range(args.rounds):
             order = ("echo", "huzhu") if r % 2 == 0 else ("huzhu", "echo")
             for name in order:
-                spy = profile(apps[name], args, f"{database}-{mode}") \
+                spies: list[subprocess.Popen] = []
+                start = (lambda a=apps[name]: spies.append(
+                    profile(a, args, f"{database}-{mode}"))) \
                     if name == "huzhu" and r == 0 and args.profile else None
                 rounds[name].append(args.load(ports[name], args.connections, args.seconds, aes,
-                                         tag * 100 + 2 + r))
-                if spy is not None:
+                                              tag * 100 + 2 + r, start))
+                for spy in spies:
                     spy.wait(args.seconds + 30)
         ratios = sorted(h["rps"] / e["rps"] for e, h in zip(rounds["echo"], rounds["huzhu"])
                         if e["rps"])

@@ -592,7 +592,11 @@ class Claim(Base):
     documents: Mapped[list["ClaimDocument"]] = relationship(back_populates="claim",
                                                             order_by="ClaimDocument.id")
     # the console's queue (migration console_02)
-    __table_args__ = (Index("ix_claim_queue", "status", "submitted_at", "id", "household_id"),)
+    __table_args__ = (Index("ix_claim_queue", "status", "submitted_at", "id", "household_id"),
+                      # claims open to appeal, by household (migration webhook2_01)
+                      Index("ix_claim_open_rejection", "household_id",
+                            postgresql_where=text("status = 'rejected' AND appealed_at IS NULL"),
+                            sqlite_where=text("status = 'rejected' AND appealed_at IS NULL")))
 
 
 class ClaimDocument(Base):

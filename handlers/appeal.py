@@ -47,7 +47,8 @@ def _catch(ctx: Ctx, msg: Incoming, data: dict) -> Step | None:
     """A text the menu does not know, from a household with a rejected claim still open to
     appeal: the reply the rejection message asked for. The household is asked to confirm it
     as the appeal (the text is its reason); None when there is no such claim."""
-    if msg.kind not in ("text", "voice") or len(msg.text) < appeals.REASON_MIN:
+    if (msg.kind not in ("text", "voice") or len(msg.text) < appeals.REASON_MIN
+            or ctx.may_appeal is False):  # the webhook read with the sender: no such claim
         return None
     claim = appeals.answerable_claim(ctx.session, ctx.openid, ctx.today, ctx.cfg.tz)
     if claim is None:

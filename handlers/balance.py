@@ -11,7 +11,8 @@ from handlers.types import Ctx, Incoming
 
 
 def _entry(ctx: Ctx, msg: Incoming, data: dict):
-    household = household_for_user(ctx.session, ctx.openid)
+    household = (household_for_user(ctx.session, ctx.openid)
+                 if ctx.has_household is not False else None)
     if household is None:
         return say(render("balance_no_household"))
     year = scheme_years.for_report(ctx.session, household.pool_id, ctx.today)

@@ -42,19 +42,26 @@ class Ctx:
 
     `route` is the message's route (handlers/router.py), decided once; `in_dialogue` says
     whether the sender had a dialogue state when it is known already (the webhook reads it with
-    the user), None when handlers/dialogue.py has to look; `gateway` builds the payment gateway
+    the user), None when handlers/dialogue.py has to look; `has_household` and `may_appeal`
+    likewise (None: look); `gateway` builds the payment gateway
     the app was given (GatewayError if there is none)."""
 
     def __init__(self, cfg: "Config", vault: "PersonalDataVault", openid: str, now: datetime,
                  session: "Callable[[], Session]", user: "Callable[[], WechatUser]",
                  route: "Route | None" = None, in_dialogue: bool | None = None,
-                 gateway: "Callable[[], Gateway] | None" = None):
+                 gateway: "Callable[[], Gateway] | None" = None,
+                 has_household: bool | None = None, may_appeal: bool | None = None):
         self.cfg = cfg
         self.vault = vault
         self.openid = openid
         self.now = now  # local time (cfg.tz)
         self.route = route
         self.in_dialogue = in_dialogue
+        # read by the webhook with the sender (None: not known, look): whether the sender acts
+        # for a household, and whether a household of theirs has a rejected claim not yet
+        # appealed — False spares the look-up of a message that cannot need it
+        self.has_household = has_household
+        self.may_appeal = may_appeal
         # the sender's DialogueState row once read, kept up to date by handlers/dialogue.py
         self.dialogue_row: "DialogueState | None" = None
         self._open_session = session

@@ -736,3 +736,59 @@ def test_the_payment_starts_beside_the_line_from_the_menu_or_a_dialogue(villager
     assert all(thread.startswith("huzhu-msg") for _, thread in calling_out)
     # the dialogue was left: a number is the menu's again
     assert villager.text("o_quiz2", "2").reply == "付款码来了"
+
+
+def test_a_villager_without_household_or_claim_costs_no_look_up_of_them(villager, db):
+    """What the webhook reads with the sender says whether they act for a household and whether
+    a claim of theirs can still be appealed: a text the menu does not know, or 5 查询余额, from
+    someone with neither is answered without looking either up again."""
+    from sqlalchemy import event
+
+    villager.text("o_nolookup", "帮助")  # known from now on
+    sent: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        sent.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        assert "没有看懂" in villager.text("o_nolookup", "你好呀").reply
+        assert "查不到余额" in villager.text("o_nolookup", "5").reply
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert not [s for s in sent if "household_link" in s or "claim" in s]
+
+
+def _write_once(url: str, started, done) -> None:
+    from core.db import Database
+
+    db = Database(url)
+    started.set()
+    with db.session():
+        done.value = time.time()
+    db.dispose()
+
+
+def test_sqlite_processes_take_turns_to_write_on_the_writer_lock(tmp_path):
+    """gunicorn's web processes and the worker on one SQLite file: a process whose turn to
+    write has not come waits on the writer lock and writes as soon as the holder lets go."""
+    import multiprocessing as mp
+
+    from core.db import Database
+
+    url = f"sqlite:///{tmp_path}/turns.db"
+    db = Database(url)
+    db.upgrade()
+    ctx = mp.get_context("spawn")
+    started, done = ctx.Event(), ctx.Value("d", 0.0)
+    with db.writing():
+        other = ctx.Process(target=_write_once, args=(url, started, done))
+        other.start()
+        assert started.wait(60)
+        time.sleep(0.3)
+        assert done.value == 0.0  # still waiting for its turn
+        released = time.time()
+    other.join(60)
+    assert other.exitcode == 0 and done.value >= released
+    assert (tmp_path / "turns.db.writer").exists()
+    db.dispose()

@@ -1,6 +1,6 @@
 """The Flask app: webhook, payment notify, health, web console. `create_app()` serves gunicorn:
 
-    gunicorn -w 4 -b 0.0.0.0:8000 "bot.web.app:create_app()"
+    gunicorn -w 4 -k gthread --threads 16 -b 0.0.0.0:8000 "bot.web.app:create_app()"
 """
 from __future__ import annotations
 
@@ -143,4 +143,13 @@ def create_app(app_ctx: AppContext | None = None) -> Flask:
             body["status"] = "degraded"
         return jsonify(body)
 
+    if app_ctx is None:
+        # the app as a WSGI server loads it by name (gunicorn's web processes): settled as
+        # `huzhu serve` settles its own — on SQLite the write-ahead log copied by a thread
+        # rather than by whichever commit crosses 1000 pages, and what is loaded now kept out
+        # of the garbage collector's full walks, which paused every thread of the process
+        from bot.server import settle_memory
+
+        x.db.checkpoint_in_background()
+        settle_memory()
     return app

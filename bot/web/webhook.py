@@ -329,16 +329,23 @@ class Webhook:
             return [render("internal_error")]
 
     def _route(self, msg: Incoming, route: router.Route, sender: Sender, scope,
-               state_known: bool) -> list[str]:
+               state_known: bool, facts_known: bool | None = None) -> list[str]:
         """The router's answer to one message along its route, with `scope.session` as its ORM
-        session; the texts for the passive reply (the rest is queued in the outbox)."""
+        session; the texts for the passive reply (the rest is queued in the outbox).
+        `state_known`: the sender's dialogue flag still holds (no message of theirs was handled
+        since it was read); `facts_known` (by default the same): their household and appeal
+        flags still hold (nothing at all was written since)."""
+        if facts_known is None:
+            facts_known = state_known
         ctx = Ctx(cfg=self.x.cfg, vault=self.x.vault, openid=msg.openid,
                   now=datetime.now(self.x.cfg.tz), session=lambda: scope.session,
                   user=lambda: scope.session.get_one(WechatUser, sender.user_id),
                   route=route,
                   # the sender was read with its dialogue flag: outside one, nothing to read
                   in_dialogue=False if state_known and not sender.in_dialogue else None,
-                  gateway=self.x.gateway)
+                  gateway=self.x.gateway,
+                  has_household=sender.has_household if facts_known else None,
+                  may_appeal=sender.may_appeal if facts_known else None)
         return _passive_texts(scope, msg.openid, router.handle(ctx, msg))
 
     def handle_batch(self, items: list["_Queued"]) -> None:
@@ -403,12 +410,16 @@ class Webhook:
                 scope = batch.message()
                 first = msg.openid not in users_seen
                 users_seen.add(msg.openid)
+                # what was read with the senders about households and claims holds until a
+                # message of the batch writes anything (it might be a rejection or a link)
+                facts_known = first and not batch.wrote
                 try:
                     if first and _may_have_held(sender):
                         batch.woke_held |= outbox.wake(scope.session, msg.openid) > 0
                     # a second message of the same user in this batch reads the state the
                     # first one left
-                    texts = self._route(msg, item.route, sender, scope, state_known=first)
+                    texts = self._route(msg, item.route, sender, scope, state_known=first,
+                                        facts_known=facts_known)
                     scope.flush()
                     ok = True
                 except Exception:
