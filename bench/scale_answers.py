@@ -228,10 +228,8 @@ def build(db, pools: int, members: int, province_claims: bool = False,
 
 def refill_summaries(db) -> None:
     """Bulk rows bypass the services: fill the summary tables as the backfill migration does."""
-    try:
-        from core.summaries import recount_all
-    except ImportError:  # before the summary tables
-        return
+    from core.stats import recount_all
+
     with db.session() as s:
         recount_all(s)
 

@@ -432,6 +432,23 @@ class Enrolment(Base):
                       Index("ix_enrolment_year_status", "scheme_year_id", "status", "member_id"))
 
 
+class HouseholdTally(Base):
+    """An active household's counts for participation (/统计, the year report), migration
+    scaleq_03: a row with scheme_year_id 0 (its members), and one per scheme year in which it
+    has enrolments (how many, how many paid). Kept exact in the transaction that changes the
+    household, its members or their enrolments (core.stats.refresh_tally)."""
+    __tablename__ = "household_tally"
+    household_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scheme_year_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: the members
+    pool_id: Mapped[int] = mapped_column(Integer)
+    village_id: Mapped[int] = mapped_column(Integer)
+    persons: Mapped[int] = mapped_column(Integer, default=0)
+    enrolled: Mapped[int] = mapped_column(Integer, default=0)
+    paid: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (Index("ix_household_tally_pool_year", "pool_id", "scheme_year_id",
+                            "village_id", "persons", "enrolled", "paid"),)
+
+
 class HouseholdLink(Base):
     __tablename__ = "household_link"
     id: Mapped[int] = mapped_column(primary_key=True)

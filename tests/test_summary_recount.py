@@ -7,12 +7,12 @@ it for a database that already has entries."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text
 
-from core import ledger
+from core import ledger, scheme_years, stats
 from core.db import Database
 from core.models import (Claim, ClaimStatus, FundTotal, Household, JournalEntry, PayoutBatch,
                          PayoutLine)
@@ -166,10 +166,11 @@ def test_fund_total_equals_a_recount_after_any_mix_of_money_moves(db, app_ctx, s
     assert figures["paid_fen"] == int(lines or 0)
 
 
-def test_backfill_migration_fills_fund_total_from_the_entries_already_posted(db, app_ctx):
+def test_backfill_migrations_fill_the_summaries_from_the_rows_already_there(db, app_ctx):
     card = household_with_card(db, app_ctx.vault)
     approved_claim(db, card["id"], 3_000_00)
     with db.session() as s:
+        make_household(s, app_ctx.vault, [M("赵一"), M("赵二", "child")], enrolment="pending")
         ledger.post(s, pid(s), "funds", "backfill-a", ledger.funds_lines("donor", 10_000_00),
                     TODAY - timedelta(days=3))
         ledger.post(s, pid(s), "funds", "backfill-b", ledger.funds_lines("donor", 2_000_00),
@@ -177,16 +178,125 @@ def test_backfill_migration_fills_fund_total_from_the_entries_already_posted(db,
     r = run(app_ctx)
     with db.session() as s:
         confirm_batch(s, r.batch, "test", TODAY)
-        before = ledger.stored_totals(s)
-        assert before == ledger.recount(s) and len(before) >= 4
+    with db.session() as s:
+        totals, tally = ledger.stored_totals(s), stats.stored_tally(s)
+        assert totals == ledger.recount(s) and len(totals) >= 4
+        assert tally == stats.recount_tally(s) and len(tally) == 4
+        year = scheme_years.for_report(s, pid(s), TODAY)
         figures = ledger.summary(s, pid(s), until=TODAY + timedelta(days=1))
-    # a database from before the summary: the table and its revision taken away, then upgraded
+        villages = stats.participation(s, pid(s), year.id)
+    # a database from before the summaries: their tables and revisions taken away, upgraded
     with db.engine.begin() as c:
+        c.execute(text("DROP TABLE household_tally"))
         c.execute(text("DROP TABLE fund_total"))
         c.execute(text("UPDATE alembic_version SET version_num = 'scaleq_01' "
-                       "WHERE version_num = 'scaleq_02'"))
-    Database(str(db.engine.url.render_as_string(hide_password=False))).upgrade()
+                       "WHERE version_num = 'scaleq_03'"))
+    Database(db.engine.url.render_as_string(hide_password=False)).upgrade()
     with db.session() as s:
-        assert ledger.stored_totals(s) == before
+        assert ledger.stored_totals(s) == totals
+        assert stats.stored_tally(s) == tally
         assert ledger.summary(s, pid(s), until=TODAY + timedelta(days=1)) == figures
-        assert figures["paid_fen"] == 3_000_00 and figures["balance_fen"] == 9_000_00
+        assert stats.participation(s, pid(s), year.id) == villages
+    assert figures["paid_fen"] == 3_000_00 and figures["balance_fen"] == 9_000_00
+    assert sum(v["persons"] for v in villages) == 4
+    assert sum(v["persons_paid"] for v in villages) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# participation: household_tally
+
+def participation_from_rows(s, pool_id: int, year_id: int) -> list[dict]:
+    """Per village, counted from the households, members and enrolments themselves."""
+    rows = s.execute(text("""
+        SELECT v.id, COUNT(DISTINCT h.id), COUNT(m.id), COUNT(e.id),
+               SUM(CASE WHEN e.status = 'paid' THEN 1 ELSE 0 END),
+               COUNT(DISTINCT CASE WHEN e.id IS NOT NULL THEN h.id END),
+               COUNT(DISTINCT CASE WHEN e.status = 'paid' THEN h.id END)
+        FROM village v
+        LEFT JOIN household h ON h.village_id = v.id AND h.status = 'active'
+        LEFT JOIN member m ON m.household_id = h.id
+        LEFT JOIN enrolment e ON e.member_id = m.id AND e.scheme_year_id = :y
+        WHERE v.pool_id = :p GROUP BY v.id ORDER BY v.id"""), {"p": pool_id, "y": year_id})
+    keys = ("households", "persons", "persons_enrolled", "persons_paid", "households_enrolled",
+            "households_paid")
+    return [{"village_id": r[0], **{k: int(v or 0) for k, v in zip(keys, r[1:])}}
+            for r in rows]
+
+
+def _ids(rng, n: int) -> list[str]:
+    from tests.factories import make_id
+
+    return [make_id(date(1940 + rng.randrange(60), 1 + rng.randrange(12), 1 + rng.randrange(28)))
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", [5])
+def test_household_tally_equals_a_recount_after_imports_signups_and_payments(db, app_ctx,
+                                                                              tmp_path, seed):
+    from core.households import NewMember, add_member, register_household
+    from core.importer import import_households
+    from core.models import InsuranceType, Relation, Village
+    from tests.test_households_import import write_list
+
+    rng = random.Random(seed)
+    now = datetime.now(app_ctx.cfg.tz)
+
+    def check(step: str) -> None:
+        with db.session() as s:
+            assert stats.stored_tally(s) == stats.recount_tally(s), \
+                f"household_tally differs from the rows after {step}"
+            year = scheme_years.for_report(s, pid(s), TODAY)
+            got = [{k: v[k] for k in ("village_id", "households", "persons",
+                                      "persons_enrolled", "persons_paid",
+                                      "households_enrolled", "households_paid")}
+                   for v in stats.participation(s, pid(s), year.id)]
+            assert got == participation_from_rows(s, pid(s), year.id), step
+
+    def import_list():  # ID numbers never seen: new households
+        villages = ["示范镇/东村", "示范镇/西村"]
+        rows, ids = [], _ids(rng, 6)
+        for h in range(2):
+            head = "孙" + rng.choice("甲乙丙丁戊己庚辛") + rng.choice("一二三四五六七八")
+            for k, idn in enumerate(ids[3 * h:3 * h + 3]):
+                rows.append([villages[h], "", head, head if k == 0 else head + "子女孙"[k], idn,
+                             "户主" if k == 0 else "子女", "居民医保", "", ""])
+        path = write_list(tmp_path / f"list-{rng.randrange(10**6)}.xlsx", rows)
+        with db.session() as s:
+            assert import_households(s, app_ctx.vault, path, actor="test", today=TODAY).ok
+
+    def sign_up():
+        idn = _ids(rng, 2)
+        with db.session() as s:
+            village = s.scalar(select(Village).where(Village.full_name == "示范镇/西村"))
+            register_household(s, app_ctx.vault, village=village, members=[
+                NewMember("周大", idn[0], date(1960, 1, 1), Relation.head,
+                          InsuranceType.resident)], phone=None, openid=None, actor="test",
+                today=TODAY)
+
+    def add_one():
+        with db.session() as s:
+            hh = s.scalars(select(Household).order_by(Household.id.desc())).first()
+            add_member(s, app_ctx.vault, hh, NewMember(
+                "周小", _ids(rng, 1)[0], date(1990, 1, 1), Relation.child,
+                InsuranceType.resident), "test", TODAY)
+
+    def pay():
+        with db.session() as s:
+            unpaid = [h for h in s.scalars(select(Household).order_by(Household.id))
+                      if stats.household_balance(s, h, scheme_years.for_report(
+                          s, h.pool_id, TODAY))["members"][0]["enrolment"] == "pending"]
+            if unpaid:
+                hh = rng.choice(unpaid)
+                _, q = due(s, hh, now.date())
+                record_offline(s, hh, q.amount_fen, "cash", "test", now)
+
+    moves = [import_list, sign_up, add_one, pay, pay] * 2
+    rng.shuffle(moves)
+    for step, move in enumerate([import_list] + moves):
+        move()
+        check(f"step {step} ({move.__name__})")
+    with db.session() as s:
+        year = scheme_years.for_report(s, pid(s), TODAY)
+        figures = stats.participation(s, pid(s), year.id)
+    assert sum(v["persons_paid"] for v in figures) > 0
+    assert sum(v["households"] for v in figures) >= 5
