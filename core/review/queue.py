@@ -51,12 +51,15 @@ def _scoped_ids(scope: Scope):
 def queue(session: Session, scope: Scope, limit: int = 20) -> tuple[list[Claim], int]:
     """Claims waiting for review in the admin's scope, oldest first: (the first `limit`, total)."""
     q = select(Claim).where(_waiting())
-    if not scope.everything:
-        ids = _scoped_ids(scope)
-        if ids is None:
-            return [], 0
-        q = select(Claim).where(Claim.id.in_(ids.subquery().select()))
-    total = session.scalar(select(func.count()).select_from(q.subquery()))
+    if scope.everything:
+        total = session.scalar(select(func.count()).select_from(q.subquery()))
+    else:
+        # the ids first (a pool's waiting claims, hundreds): as one statement PostgreSQL
+        # misjudged the scheme years' share and hashed the whole claim table (420 ms)
+        parts = _scoped_ids(scope)
+        ids = list(session.scalars(parts)) if parts is not None else []
+        total = len(ids)
+        q = select(Claim).where(Claim.id.in_(ids))
     rows = list(session.scalars(q.order_by(_sort_key(), Claim.id).limit(limit)))
     return rows, total
 
