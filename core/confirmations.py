@@ -78,9 +78,11 @@ def waiting(session: Session, scope, limit: int = 10) -> dict:
         return q.where(or_(Household.pool_id.in_(scope.pool_ids),
                            Household.village_id.in_(scope.village_ids)))
 
-    hq = within(select(Household.number).where(Household.awaits_village.is_(True)))
+    # `WHERE awaits_village`, not `IS true`: PostgreSQL then reads the partial indexes
+    # ix_household_awaits_village and ix_claim_awaits_village (migration scaleq_01)
+    hq = within(select(Household.number).where(Household.awaits_village))
     cq = within(select(Claim.number).join(Household, Claim.household_id == Household.id)
-                .where(Claim.awaits_village.is_(True), Claim.status == S.submitted))
+                .where(Claim.awaits_village, Claim.status == S.submitted))
     households = list(session.scalars(hq.order_by(Household.id).limit(limit)))
     claims = list(session.scalars(cq.order_by(Claim.id).limit(limit)))
     total = (session.scalar(select(func.count()).select_from(hq.subquery()))

@@ -73,6 +73,8 @@ def make_engine(url: str) -> Engine:
 
 class Database:
     def __init__(self, url: str):
+        import core.stats  # noqa: F401  (keeps household_tally with every flush)
+
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -15,16 +15,21 @@ Amounts are signed fen: debit positive, credit negative. Accounts:
 
 The balance (SPEC "Money") is derived, never stored: what the pool has and is owed by its sources
 less what it owes — income − subsidies paid − service fees + recoveries received.
+
+The figures read `fund_total` (per pool, day, entry kind and account: the lines' sum, the credits'
+sum, how many lines), not the lines: `post` adds each entry's lines to it in the same
+transaction (an atomic upsert, so concurrent posts add up), and `recount` shows what the lines
+say — tests/test_summary_recount.py checks the two agree after every kind of posting.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date
 
-from sqlalchemy import and_, case, func, select, true
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from core.models import JournalEntry, JournalLine
+from core.models import FundTotal, JournalEntry, JournalLine
 
 CASH = "fund:cash"
 SUBSIDY = "expense:subsidy"
@@ -91,23 +96,79 @@ def post(session: Session, pool_id: int, kind: str, ref: str, lines: dict[str, i
     entry.lines = [JournalLine(account=a, amount_fen=v) for a, v in sorted(clean.items())]
     session.add(entry)
     session.flush()
+    _add_to_totals(session, pool_id, booked_on, kind, clean)
     return entry
+
+
+def _add_to_totals(session: Session, pool_id: int, booked_on: date, kind: str,
+                   lines: dict[str, int]) -> None:
+    """Add an entry's lines to fund_total: INSERT … ON CONFLICT DO UPDATE, which PostgreSQL and
+    SQLite both run as one atomic statement (two payments of a pool the same day add up)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    rows = [{"pool_id": pool_id, "booked_on": booked_on, "kind": kind, "account": a,
+             "amount_fen": v, "credit_fen": min(v, 0), "lines": 1}
+            for a, v in sorted(lines.items())]
+    stmt = insert(FundTotal)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[FundTotal.pool_id, FundTotal.booked_on, FundTotal.kind,
+                        FundTotal.account],
+        set_={"amount_fen": FundTotal.amount_fen + stmt.excluded.amount_fen,
+              "credit_fen": FundTotal.credit_fen + stmt.excluded.credit_fen,
+              "lines": FundTotal.lines + stmt.excluded.lines})
+    session.execute(stmt, rows)
+
+
+def recount(session: Session) -> list[tuple]:
+    """fund_total's rows as the journal lines say they should be: (pool_id, booked_on, kind,
+    account, amount_fen, credit_fen, lines), sorted — for checking the summary."""
+    q = (select(JournalEntry.pool_id, JournalEntry.booked_on, JournalEntry.kind,
+                JournalLine.account, func.sum(JournalLine.amount_fen),
+                func.sum(case((JournalLine.amount_fen < 0, JournalLine.amount_fen), else_=0)),
+                func.count(JournalLine.id))
+         .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+         .group_by(JournalEntry.pool_id, JournalEntry.booked_on, JournalEntry.kind,
+                   JournalLine.account))
+    return sorted((p, b, k, a, int(v), int(c), int(n)) for p, b, k, a, v, c, n in
+                  session.execute(q))
+
+
+def refill(session: Session) -> None:
+    """Rebuild fund_total from the lines (after entries written in bulk outside `post`, as the
+    benchmarks do); the backfill migration does the same."""
+    from sqlalchemy import delete, insert
+
+    session.flush()
+    session.execute(delete(FundTotal))
+    rows = [dict(zip(("pool_id", "booked_on", "kind", "account", "amount_fen", "credit_fen",
+                      "lines"), r)) for r in recount(session)]
+    for i in range(0, len(rows), 5000):
+        session.execute(insert(FundTotal), rows[i:i + 5000])
+
+
+def stored_totals(session: Session) -> list[tuple]:
+    """fund_total's rows, in recount's form."""
+    return sorted((t.pool_id, t.booked_on, t.kind, t.account, int(t.amount_fen),
+                   int(t.credit_fen), int(t.lines)) for t in session.scalars(select(FundTotal)))
 
 
 def totals(session: Session, pool_id: int, until: date | None = None,
            since: date | None = None, kinds: tuple[str, ...] | None = None) -> dict[str, int]:
-    """Sum of lines per account, entries booked in [since, until)."""
-    q = (select(JournalLine.account, func.sum(JournalLine.amount_fen))
-         .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
-         .where(JournalEntry.pool_id == pool_id)
-         .group_by(JournalLine.account))
+    """Sum of lines per account, entries booked in [since, until) (from fund_total)."""
+    session.flush()
+    q = (select(FundTotal.account, func.sum(FundTotal.amount_fen))
+         .where(FundTotal.pool_id == pool_id)
+         .group_by(FundTotal.account))
     if until is not None:
-        q = q.where(JournalEntry.booked_on < until)
+        q = q.where(FundTotal.booked_on < until)
     if since is not None:
-        q = q.where(JournalEntry.booked_on >= since)
+        q = q.where(FundTotal.booked_on >= since)
     if kinds is not None:
-        q = q.where(JournalEntry.kind.in_(kinds))
-    return {a: int(v) for a, v in session.execute(q)}
+        q = q.where(FundTotal.kind.in_(kinds))
+    return {a: int(v) for a, v in session.execute(q) if v is not None}
 
 
 def balance(session: Session, pool_id: int, until: date | None = None) -> int:
@@ -117,43 +178,33 @@ def balance(session: Session, pool_id: int, until: date | None = None) -> int:
 def summary(session: Session, pool_id: int, since: date | None = None,
             until: date | None = None) -> dict:
     """The fund report's figures (SPEC `report fund --json`), for entries in [since, until);
-    `carried_over_fen` is the balance before `since`, `balance_fen` the balance at `until`.
-    The three sums (the period's, before it, up to its end) are read in one pass over the
-    pool's entries."""
-    in_period = JournalEntry.booked_on >= since if since is not None else true()
-    q = (select(JournalLine.account,
-                func.sum(case((in_period, JournalLine.amount_fen), else_=0)),
-                func.sum(case((in_period, 0), else_=JournalLine.amount_fen)),
-                func.sum(case((in_period, 1), else_=0)),
-                # credits in the period: for receivable:recovery, the recoveries received
-                func.sum(case((and_(in_period, JournalLine.amount_fen < 0),
-                               JournalLine.amount_fen), else_=0)))
-         .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
-         .where(JournalEntry.pool_id == pool_id)
-         .group_by(JournalLine.account))
-    if until is not None:
-        q = q.where(JournalEntry.booked_on < until)
-    t, before = {}, {}
-    recovered_received = 0
-    for account, period_fen, before_fen, period_lines, credits in session.execute(q):
-        if account == RECOVERY_RECEIVABLE:
-            recovered_received = -int(credits or 0)
-        if period_lines:  # as totals(since, until): the accounts with lines in the period
-            t[account] = int(period_fen or 0)
-        before[account] = int(before_fen or 0)
+    `carried_over_fen` is the balance before `since`, `balance_fen` the balance at `until`."""
+    t = totals(session, pool_id, until, since)
     income_by_source: dict[str, int] = defaultdict(int)
     for a, v in t.items():
         if a.startswith("income:") and a != RECOVERY_INCOME:
             income_by_source[a.split(":", 1)[1]] -= v
-    carried = sum(v for a, v in before.items() if _in_balance(a)) if since else 0
+    recovered_received = -_recovery_receipts(session, pool_id, since, until)
+    carried = balance(session, pool_id, since) if since else 0
     return {
         "income_fen": dict(sorted(income_by_source.items())),
         "paid_fen": t.get(SUBSIDY, 0),
         "fees_fen": t.get(FEE, 0),
         "recovered_fen": recovered_received,
         "carried_over_fen": carried,
-        "balance_fen": carried + sum(v for a, v in t.items() if _in_balance(a)),
+        "balance_fen": balance(session, pool_id, until),
     }
+
+
+def _recovery_receipts(session: Session, pool_id: int, since, until) -> int:
+    """The credits to receivable:recovery (recoveries actually received), summed (≤ 0)."""
+    q = (select(func.coalesce(func.sum(FundTotal.credit_fen), 0))
+         .where(FundTotal.pool_id == pool_id, FundTotal.account == RECOVERY_RECEIVABLE))
+    if since is not None:
+        q = q.where(FundTotal.booked_on >= since)
+    if until is not None:
+        q = q.where(FundTotal.booked_on < until)
+    return int(session.scalar(q))
 
 
 def check(session: Session) -> list[str]:

@@ -383,7 +383,11 @@ class Household(Base):
     village: Mapped[Village] = relationship()
     members: Mapped[list["Member"]] = relationship(back_populates="household", order_by="Member.id")
     # a village's households, for the console's queue (migration console_02)
-    __table_args__ = (Index("ix_household_village", "village_id", "id"),)
+    __table_args__ = (Index("ix_household_village", "village_id", "id"),
+                      # households waiting for /确认登记 (migration scaleq_01)
+                      Index("ix_household_awaits_village", "id",
+                            sqlite_where=text("awaits_village"),
+                            postgresql_where=text("awaits_village")))
 
 
 class Member(Base):
@@ -424,9 +428,25 @@ class Enrolment(Base):
     scheme_year: Mapped[SchemeYear] = relationship()
     __table_args__ = (UniqueConstraint("member_id", "scheme_year_id"),
                       UniqueConstraint("scheme_year_id", "id_number_hash"),
-                      # members paid in a year (the disclosure, the figures) without reading
-                      # each enrolment row: an index-only count
-                      Index("ix_enrolment_year_status", "scheme_year_id", "status"))
+                      # a year's enrolments by status (migration scaleq_01)
+                      Index("ix_enrolment_year_status", "scheme_year_id", "status", "member_id"))
+
+
+class HouseholdTally(Base):
+    """An active household's counts for participation (/统计, the year report), migration
+    scaleq_03: a row with scheme_year_id 0 (its members), and one per scheme year in which it
+    has enrolments (how many, how many paid). Kept exact in the transaction that changes the
+    household, its members or their enrolments (core.stats.refresh_tally)."""
+    __tablename__ = "household_tally"
+    household_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scheme_year_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: the members
+    pool_id: Mapped[int] = mapped_column(Integer)
+    village_id: Mapped[int] = mapped_column(Integer)
+    persons: Mapped[int] = mapped_column(Integer, default=0)
+    enrolled: Mapped[int] = mapped_column(Integer, default=0)
+    paid: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (Index("ix_household_tally_pool_year", "pool_id", "scheme_year_id",
+                            "village_id", "persons", "enrolled", "paid"),)
 
 
 class HouseholdLink(Base):
@@ -527,9 +547,8 @@ class JournalEntry(Base):
 
     lines: Mapped[list["JournalLine"]] = relationship(back_populates="entry",
                                                       cascade="all, delete-orphan")
-    # a pool's entries (every balance and fund report reads them): one entry per household's
-    # payment makes the journal as long as the province's households
-    __table_args__ = (Index("ix_journal_entry_pool", "pool_id", "booked_on"),)
+    # a pool's entries by day (migration scaleq_01)
+    __table_args__ = (Index("ix_journal_entry_pool_booked", "pool_id", "booked_on"),)
 
 
 class JournalLine(Base):
@@ -540,6 +559,20 @@ class JournalLine(Base):
     amount_fen: Mapped[int] = mapped_column(BigInteger)  # debit positive, credit negative
 
     entry: Mapped[JournalEntry] = relationship(back_populates="lines")
+
+
+class FundTotal(Base):
+    """The ledger summed per pool, day, entry kind and account (migration scaleq_02): what the
+    fund's figures read instead of every line. Kept exact by `core.ledger.post`, in the
+    transaction that posts the entry; `core.ledger.recount` rebuilds it from the lines."""
+    __tablename__ = "fund_total"
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pool.id"), primary_key=True)
+    booked_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of the lines
+    credit_fen: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of the negative ones
+    lines: Mapped[int] = mapped_column(Integer, default=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,8 +624,14 @@ class Claim(Base):
     member: Mapped[Member] = relationship()
     documents: Mapped[list["ClaimDocument"]] = relationship(back_populates="claim",
                                                             order_by="ClaimDocument.id")
-    # the console's queue (migration console_02)
+    # the console's queue (migration console_02); a household's claims newest first, a
+    # year's claims by status, those waiting for the village (migration scaleq_01)
     __table_args__ = (Index("ix_claim_queue", "status", "submitted_at", "id", "household_id"),
+                      Index("ix_claim_household", "household_id", "created_at", "id"),
+                      Index("ix_claim_year_status", "scheme_year_id", "status", "amount_fen"),
+                      Index("ix_claim_awaits_village", "id",
+                            sqlite_where=text("awaits_village"),
+                            postgresql_where=text("awaits_village")),
                       # claims open to appeal, by household (migration webhook2_01)
                       Index("ix_claim_open_rejection", "household_id",
                             postgresql_where=text("status = 'rejected' AND appealed_at IS NULL"),

@@ -13,14 +13,16 @@ from collections import defaultdict
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import case, distinct, func, select
+from itertools import chain
+
+from sqlalchemy import bindparam, case, event, func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from core import ledger, scheme_years
 from core.adjudication import CAP_STATUSES
 from core.crypto import mask_name
-from core.models import (Claim, ClaimStatus, Enrolment, EnrolmentStatus, Household, Member, Pool,
-                         SchemeYear, Village)
+from core.models import (Claim, ClaimStatus, Enrolment, EnrolmentStatus, Household,
+                         HouseholdTally, Member, Pool, SchemeYear, Village)
 from core.money import round_half_up
 
 PAID_CLAIM = ClaimStatus.paid
@@ -50,29 +52,27 @@ def year_for(session: Session, pool_id: int, today: date) -> SchemeYear | None:
 
 def participation(session: Session, pool_id: int, year_id: int | None,
                   village_ids=None) -> list[dict]:
-    """Per village of the pool: households and persons registered, enrolled and paid."""
-    enrol = (select(Enrolment.member_id, Enrolment.status)
-             .where(Enrolment.scheme_year_id == (year_id or -1)).subquery())
-    paid = case((enrol.c.status == EnrolmentStatus.paid.value, 1), else_=None)
-    paid_hh = case((enrol.c.status == EnrolmentStatus.paid.value, Household.id), else_=None)
-    enrolled_hh = case((enrol.c.member_id.is_not(None), Household.id), else_=None)
-    q = (select(Village.id, Village.full_name, Village.name,
-                func.count(distinct(Household.id)), func.count(Member.id),
-                func.count(enrol.c.member_id), func.count(paid),
-                func.count(distinct(enrolled_hh)), func.count(distinct(paid_hh)))
-         .select_from(Village)
-         .outerjoin(Household, (Household.village_id == Village.id)
-                    & (Household.status == "active"))
-         .outerjoin(Member, Member.household_id == Household.id)
-         .outerjoin(enrol, enrol.c.member_id == Member.id)
-         .where(Village.pool_id == pool_id)
-         .group_by(Village.id, Village.full_name, Village.name)
-         .order_by(Village.id))
+    """Per village of the pool: households and persons registered, enrolled and paid (active
+    households only), summed from household_tally."""
+    t = HouseholdTally
+    year = year_id if year_id is not None else -1
+    registered = t.scheme_year_id == 0
+    q = (select(t.village_id,
+                func.sum(case((registered, 1), else_=0)), func.sum(t.persons),
+                func.sum(t.enrolled), func.sum(t.paid),
+                func.sum(case((~registered & (t.enrolled > 0), 1), else_=0)),
+                func.sum(case((~registered & (t.paid > 0), 1), else_=0)))
+         .where(t.pool_id == pool_id, t.scheme_year_id.in_([0, year]))
+         .group_by(t.village_id))
+    villages = select(Village.id, Village.full_name, Village.name).where(
+        Village.pool_id == pool_id).order_by(Village.id)
     if village_ids is not None:
-        q = q.where(Village.id.in_(list(village_ids)))
+        q = q.where(t.village_id.in_(list(village_ids)))
+        villages = villages.where(Village.id.in_(list(village_ids)))
+    sums = {row[0]: [int(v or 0) for v in row[1:]] for row in session.execute(q)}
     rows = []
-    for (vid, full, name, hh, persons, p_enrolled, p_paid, hh_enrolled,
-         hh_paid) in session.execute(q):
+    for vid, full, name in session.execute(villages):
+        hh, persons, p_enrolled, p_paid, hh_enrolled, hh_paid = sums.get(vid, [0] * 6)
         rows.append({"village_id": vid, "village": full, "village_name": name,
                      "households": hh, "households_enrolled": hh_enrolled,
                      "households_paid": hh_paid, "persons": persons,
@@ -80,6 +80,104 @@ def participation(session: Session, pool_id: int, year_id: int | None,
                      "rate": ratio(p_paid, persons),
                      "rate_percent": percent(ratio(p_paid, persons))})
     return rows
+
+
+# -- household_tally: kept in the transaction that changes what it counts -------------------
+
+_TALLY_MEMBERS = """
+SELECT h.id, 0, h.pool_id, h.village_id, COUNT(m.id), 0, 0
+FROM household h LEFT JOIN member m ON m.household_id = h.id
+WHERE h.status = 'active' {where}
+GROUP BY h.id, h.pool_id, h.village_id"""
+_TALLY_ENROLMENTS = """
+SELECT h.id, e.scheme_year_id, h.pool_id, h.village_id, 0, COUNT(e.id),
+       SUM(CASE WHEN e.status = 'paid' THEN 1 ELSE 0 END)
+FROM household h JOIN member m ON m.household_id = h.id JOIN enrolment e ON e.member_id = m.id
+WHERE h.status = 'active' {where}
+GROUP BY h.id, e.scheme_year_id, h.pool_id, h.village_id"""
+_TALLY_COLUMNS = "household_id, scheme_year_id, pool_id, village_id, persons, enrolled, paid"
+
+
+def _expanding(sql: str) -> text:
+    return text(sql).bindparams(bindparam("ids", expanding=True))
+
+
+def refresh_tally(session: Session, household_ids=(), member_ids=()) -> None:
+    """Count these households again (and the households of these members) into
+    household_tally, in the session's transaction. Each household's row is locked first
+    (PostgreSQL), so two transactions refreshing one household take turns."""
+    conn = session.connection()
+    ids = {int(i) for i in household_ids if i is not None}
+    members = sorted({int(i) for i in member_ids if i is not None})
+    for i in range(0, len(members), 500):
+        ids.update(conn.execute(select(Member.household_id).where(
+            Member.id.in_(members[i:i + 500]))).scalars())
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), 500):
+        part = ordered[i:i + 500]
+        conn.execute(select(Household.id).where(Household.id.in_(part))
+                     .order_by(Household.id).with_for_update())
+        conn.execute(_expanding("DELETE FROM household_tally WHERE household_id IN :ids"),
+                     {"ids": part})
+        for sql in (_TALLY_MEMBERS, _TALLY_ENROLMENTS):
+            conn.execute(_expanding(f"INSERT INTO household_tally ({_TALLY_COLUMNS})"
+                                    + sql.format(where="AND h.id IN :ids")), {"ids": part})
+
+
+def recount_tally(session: Session) -> list[tuple]:
+    """household_tally's rows as the households, members and enrolments say, sorted."""
+    conn = session.connection()
+    return sorted(tuple(int(v) for v in r) for sql in (_TALLY_MEMBERS, _TALLY_ENROLMENTS)
+                  for r in conn.execute(text(sql.format(where=""))))
+
+
+def stored_tally(session: Session) -> list[tuple]:
+    return sorted(tuple(int(v) for v in r) for r in session.connection().execute(
+        text(f"SELECT {_TALLY_COLUMNS} FROM household_tally")))
+
+
+def recount_all(session: Session) -> None:
+    """Rebuild household_tally from scratch (after rows written in bulk outside the services,
+    as the benchmarks do); the backfill migration does the same."""
+    conn = session.connection()
+    conn.execute(text("DELETE FROM household_tally"))
+    for sql in (_TALLY_MEMBERS, _TALLY_ENROLMENTS):
+        conn.execute(text(f"INSERT INTO household_tally ({_TALLY_COLUMNS})"
+                          + sql.format(where="")))
+    from core import ledger
+
+    ledger.refill(session)
+
+
+def _changed(obj, *names: str) -> bool:
+    state = inspect(obj)
+    return any(state.attrs[n].history.has_changes() for n in names)
+
+
+@event.listens_for(Session, "after_flush")
+def _tally_after_flush(session: Session, flush_context) -> None:
+    """Households, members and enrolments written through the ORM in this flush (the
+    services; a bulk INSERT calls refresh_tally itself): their households counted again."""
+    households, members = set(), set()
+    for obj in chain(session.new, session.deleted):
+        if isinstance(obj, Household):
+            households.add(obj.id)
+        elif isinstance(obj, Member):
+            households.add(obj.household_id)
+        elif isinstance(obj, Enrolment):
+            members.add(obj.member_id)
+    for obj in session.dirty:
+        if isinstance(obj, Household) and _changed(obj, "status", "village_id", "pool_id"):
+            households.add(obj.id)
+        elif isinstance(obj, Member) and _changed(obj, "household_id"):
+            households.add(obj.household_id)
+            households.update(inspect(obj).attrs.household_id.history.deleted or ())
+        elif isinstance(obj, Enrolment) and _changed(obj, "status", "member_id",
+                                                     "scheme_year_id"):
+            members.add(obj.member_id)
+            members.update(inspect(obj).attrs.member_id.history.deleted or ())
+    if households or members:
+        refresh_tally(session, households, members)
 
 
 def members_paid(session: Session, pool_id: int, year_id: int | None) -> int:
@@ -97,12 +195,16 @@ def claims_by_status(session: Session, pool_id: int, year_id: int | None = None,
                      village_ids=None) -> dict[str, dict]:
     """{status: {count, amount_fen}} for the pool's claims (of a scheme year), every status
     listed; collecting claims (photos still coming) are not counted."""
-    q = (select(Claim.status, func.count(Claim.id), func.coalesce(func.sum(Claim.amount_fen), 0))
-         .join(Household, Household.id == Claim.household_id)
-         .where(Household.pool_id == pool_id, Claim.status != ClaimStatus.collecting)
+    q = (select(Claim.status, func.count(), func.coalesce(func.sum(Claim.amount_fen), 0))
+         .where(Claim.status != ClaimStatus.collecting)
          .group_by(Claim.status))
     if year_id is not None:
+        # a scheme year is its pool's (a claim takes the year of its household's pool): the
+        # year alone picks the pool's claims, read from ix_claim_year_status only
         q = q.where(Claim.scheme_year_id == year_id)
+    if year_id is None or village_ids is not None:
+        q = q.join(Household, Household.id == Claim.household_id) \
+            .where(Household.pool_id == pool_id)
     if village_ids is not None:
         q = q.where(Household.village_id.in_(list(village_ids)))
     found = {ClaimStatus(s).value: (n, int(a)) for s, n, a in session.execute(q)}

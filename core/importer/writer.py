@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.crypto import mask_phone
 from core.households import household_number, reserve_ids
+from core.stats import refresh_tally
 from core.models import AuditLog, Enrolment, EnrolmentStatus, Household, Member, Relation, utcnow
 from core.importer.checks import (GROUP_CHUNK, _NEW, _R_BIRTH, _R_CAT, _R_CONTINUED, _R_HASH,
                                   _R_ID, _R_INS, _R_NAME, _R_PHONE, _R_REL, _R_VILLAGE, _Checker,
@@ -188,6 +189,9 @@ def _insert(ck: _Checker, prepared: list, now, done_rows: int,
     if enrolments:
         _bulk_insert(s, Enrolment.__table__, _ENROLMENT_COLUMNS, enrolments)
         result.enrolments_new += len(enrolments)
+    # rows written past the ORM: participation's household_tally counted here
+    refresh_tally(s, [h[0] for h in households] + [hid for _, hid, _ in new_members],
+                  [e[0] for e in enrolments])
     if audits:
         _bulk_insert(s, AuditLog.__table__, _AUDIT_COLUMNS, audits)
     before, done_rows = done_rows, done_rows + rows

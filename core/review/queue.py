@@ -4,14 +4,15 @@ from __future__ import annotations
 from datetime import date
 from typing import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, union
 from sqlalchemy.orm import Session
 
 from core import outbox
 from core.admins import Scope
 from core.audit import audit
 from core.messages import render
-from core.models import AdminGrant, AdminRole, AuditLog, Claim, ClaimStatus as S, Household, Pool
+from core.models import (AdminGrant, AdminRole, AuditLog, Claim, ClaimStatus as S, Household, Pool,
+                         SchemeYear)
 from core.review.texts import member_label, reason_title
 
 
@@ -30,14 +31,35 @@ def _sort_key():
     return func.coalesce(Claim.submitted_at, Claim.created_at)
 
 
+def _scoped_ids(scope: Scope):
+    """The ids of the waiting claims in the scope, each part read by its own index: a pool's
+    by its scheme years (a claim takes a year of its household's pool; ix_claim_year_status),
+    the few without a year and a village's through their households."""
+    parts = []
+    if scope.pool_ids:
+        years = select(SchemeYear.id).where(SchemeYear.pool_id.in_(scope.pool_ids))
+        parts.append(select(Claim.id).where(_waiting(), Claim.scheme_year_id.in_(years)))
+        parts.append(select(Claim.id).join(Household, Claim.household_id == Household.id)
+                     .where(_waiting(), Claim.scheme_year_id.is_(None),
+                            Household.pool_id.in_(scope.pool_ids)))
+    if scope.village_ids:
+        parts.append(select(Claim.id).join(Household, Claim.household_id == Household.id)
+                     .where(_waiting(), Household.village_id.in_(scope.village_ids)))
+    return union(*parts) if len(parts) > 1 else parts[0] if parts else None
+
+
 def queue(session: Session, scope: Scope, limit: int = 20) -> tuple[list[Claim], int]:
     """Claims waiting for review in the admin's scope, oldest first: (the first `limit`, total)."""
-    q = (select(Claim).join(Household, Claim.household_id == Household.id)
-         .where(_waiting()))
-    if not scope.everything:
-        q = q.where(or_(Household.pool_id.in_(scope.pool_ids),
-                        Household.village_id.in_(scope.village_ids)))
-    total = session.scalar(select(func.count()).select_from(q.subquery()))
+    q = select(Claim).where(_waiting())
+    if scope.everything:
+        total = session.scalar(select(func.count()).select_from(q.subquery()))
+    else:
+        # the ids first (a pool's waiting claims, hundreds): as one statement PostgreSQL
+        # misjudged the scheme years' share and hashed the whole claim table (420 ms)
+        parts = _scoped_ids(scope)
+        ids = list(session.scalars(parts)) if parts is not None else []
+        total = len(ids)
+        q = select(Claim).where(Claim.id.in_(ids))
     rows = list(session.scalars(q.order_by(_sort_key(), Claim.id).limit(limit)))
     return rows, total
 
