@@ -102,16 +102,31 @@ def post(session: Session, pool_id: int, kind: str, ref: str, lines: dict[str, i
 
 def _add_to_totals(session: Session, pool_id: int, booked_on: date, kind: str,
                    lines: dict[str, int]) -> None:
-    """Add an entry's lines to fund_total: INSERT … ON CONFLICT DO UPDATE, which PostgreSQL and
-    SQLite both run as one atomic statement (two payments of a pool the same day add up)."""
+    add_to_totals(session, [(pool_id, booked_on, kind, lines)])
+
+
+def add_to_totals(session: Session, entries: list[tuple[int, date, str, dict[str, int]]]) -> None:
+    """Add entries' lines (pool, day, kind, {account: fen}) to fund_total, for `post` and for
+    entries written in bulk beside it (a village's cash list): INSERT … ON CONFLICT DO UPDATE,
+    which PostgreSQL and SQLite both run as one atomic statement (two payments of a pool the
+    same day add up)."""
+    sums: dict[tuple, list[int]] = {}
+    for pool_id, booked_on, kind, lines in entries:
+        for account, fen in lines.items():
+            if fen:
+                acc = sums.setdefault((pool_id, booked_on, kind, account), [0, 0, 0])
+                acc[0] += int(fen)
+                acc[1] += min(int(fen), 0)
+                acc[2] += 1
+    if not sums:
+        return
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    rows = [{"pool_id": pool_id, "booked_on": booked_on, "kind": kind, "account": a,
-             "amount_fen": v, "credit_fen": min(v, 0), "lines": 1}
-            for a, v in sorted(lines.items())]
+    rows = [{"pool_id": p, "booked_on": b, "kind": k, "account": a, "amount_fen": v,
+             "credit_fen": c, "lines": n} for (p, b, k, a), (v, c, n) in sorted(sums.items())]
     stmt = insert(FundTotal)
     stmt = stmt.on_conflict_do_update(
         index_elements=[FundTotal.pool_id, FundTotal.booked_on, FundTotal.kind,

@@ -384,6 +384,7 @@ def record_offline_many(session: Session, payments: list[tuple[int, int]], chann
     from core.households import reserve_ids
     from core.models import AuditLog, JournalEntry, JournalLine, OutboxMessage
     from core.notify import notice_row
+    from core.stats import refresh_tally
 
     if channel not in OFFLINE_CHANNELS:
         raise PaymentError("bad_channel", channel=channel)
@@ -447,6 +448,7 @@ def record_offline_many(session: Session, payments: list[tuple[int, int]], chann
     order_ids = reserve_ids(session, PaymentOrder.__table__, len(bulk))
     entry_ids = reserve_ids(session, JournalEntry.__table__, len(bulk))
     orders, paid, audits, entries, lines, notices, enrolment_ids = [], [], [], [], [], [], []
+    by_entry: dict[int, dict[str, int]] = {}
     for order_id, entry_id, (household, year, q) in zip(order_ids, entry_ids, bulk):
         trade_no = new_trade_no(today)
         transaction_id = f"{channel.upper()}-{trade_no}"
@@ -486,6 +488,7 @@ def record_offline_many(session: Session, payments: list[tuple[int, int]], chann
                         "memo": f"{household.number} {trade_no} {channel}"[:255]})
         lines += [{"entry_id": entry_id, "account": a, "amount_fen": v}
                   for a, v in sorted(entry_lines.items())]
+        by_entry[entry_id] = entry_lines
         text = render("payment_confirmed", household=household.number, members=q.members,
                       amount_fen=q.amount_fen, whole_fen=breakdown["whole_fen"],
                       channel=channel, year=year)
@@ -499,12 +502,16 @@ def record_offline_many(session: Session, payments: list[tuple[int, int]], chann
     insert_many(session, Payment, paid, {"channel": channel, "recorded_by": actor})
     insert_many(session, JournalEntry, entries, {"created_at": paid_utc})
     insert_many(session, JournalLine, lines)
+    ledger.add_to_totals(session, [(e["pool_id"], e["booked_on"], e["kind"], by_entry[e["id"]])
+                                   for e in entries])
     for start in range(0, len(enrolment_ids), 10_000):
         session.execute(update(Enrolment).where(
             Enrolment.id.in_(enrolment_ids[start:start + 10_000]),
             Enrolment.status != EnrolmentStatus.paid).values(
             status=EnrolmentStatus.paid, paid_at=paid_utc)
             .execution_options(synchronize_session=False))
+    # the households' participation counts (household_tally) in the same transaction
+    refresh_tally(session, [h.id for h, _y, _q in bulk])
     insert_many(session, AuditLog, audits, {"at": paid_utc, "actor": actor})
     insert_many(session, OutboxMessage, notices, {
         "kind": row["kind"], "status": row["status"], "attempts": 0,

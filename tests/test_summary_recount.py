@@ -16,7 +16,8 @@ from core import ledger, scheme_years, stats
 from core.db import Database
 from core.models import (Claim, ClaimStatus, FundTotal, Household, JournalEntry, PayoutBatch,
                          PayoutLine)
-from core.payments import apply_wechat_payment, due, order_for, record_offline
+from core.payments import (apply_wechat_payment, due, order_for, record_offline,
+                           record_offline_many)
 from core.payouts import confirm_batch, record_failure
 from core.payouts.recoveries import recover_claim
 from core.payouts.service_fee import post_service_fee
@@ -48,6 +49,16 @@ def _pay_cash(db, app_ctx, rng):
         hh = s.get(Household, household_id)
         _, q = due(s, hh, now.date())
         record_offline(s, hh, q.amount_fen, rng.choice(("cash", "transfer")), "test", now)
+
+
+def _pay_cash_list(db, app_ctx, rng):
+    """A village's cash list, recorded at once (`huzhu payments record-list`)."""
+    ids = [_unpaid_household(db, app_ctx.vault, rng) for _ in range(rng.randrange(2, 5))]
+    now = datetime.now(app_ctx.cfg.tz)
+    with db.session() as s:
+        payments = [(hid, due(s, s.get(Household, hid), now.date())[1].amount_fen)
+                    for hid in ids]
+        assert record_offline_many(s, payments, "cash", "test", now) == len(ids)
 
 
 def _pay_wechat(db, app_ctx, rng):
@@ -129,7 +140,8 @@ def _fee(db, app_ctx, rng):
 @pytest.mark.parametrize("seed", [3, 11])
 def test_fund_total_equals_a_recount_after_any_mix_of_money_moves(db, app_ctx, seed):
     rng = random.Random(seed)
-    moves = [_pay_cash, _pay_wechat, _add_income, _claims, _recover, _fee]
+    moves = [_pay_cash, _pay_cash_list, _pay_wechat, _add_income, _claims, _recover,
+             _fee]
     state = {"month": 0}
     with db.session() as s:  # money for the payouts, and something to recover
         ledger.post(s, pid(s), "funds", "recount-start",
@@ -290,7 +302,17 @@ def test_household_tally_equals_a_recount_after_imports_signups_and_payments(db,
                 _, q = due(s, hh, now.date())
                 record_offline(s, hh, q.amount_fen, "cash", "test", now)
 
-    moves = [import_list, sign_up, add_one, pay, pay] * 2
+    def pay_list():  # a village's cash list, recorded at once
+        with db.session() as s:
+            unpaid = [h for h in s.scalars(select(Household).order_by(Household.id))
+                      if stats.household_balance(s, h, scheme_years.for_report(
+                          s, h.pool_id, TODAY))["members"][0]["enrolment"] == "pending"]
+            chosen = rng.sample(unpaid, min(len(unpaid), 2))
+            if chosen:
+                record_offline_many(s, [(h.id, due(s, h, now.date())[1].amount_fen)
+                                        for h in chosen], "cash", "test", now)
+
+    moves = [import_list, sign_up, add_one, pay, pay, pay_list] * 2
     rng.shuffle(moves)
     for step, move in enumerate([import_list] + moves):
         move()
