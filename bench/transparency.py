@@ -105,6 +105,9 @@ def populate(db: Database, members: int, paid: int, groups: int) -> tuple[int, s
         total = sum(c["amount_fen"] for c in claims)
         ledger.post(s, pool_id, "payout", "bench-payout", {"expense:subsidy": total,
                                                            "fund:cash": -total}, date.today())
+        # rows written in bulk beside the services: the summary tables counted from them
+        from core.stats import recount_all
+        recount_all(s)
     return pool_id, month
 
 
