@@ -135,6 +135,8 @@ class Waker:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.setblocking(False)
         try:
+            if address is None:
+                raise OSError(errno.ENAMETOOLONG, "socket path too long")
             sock.bind(address)
         except OSError:
             sock.close()
@@ -269,10 +271,11 @@ class _Notifier:
                     self._conn = psycopg.connect(_conninfo(self._url), autocommit=True)
                 self._conn.execute(f"NOTIFY {CHANNEL}")
             except Exception as exc:
-                log.warning("outbox bell: NOTIFY failed (%s); workers look at their idle "
-                            "interval", type(exc).__name__)
+                log.warning("outbox bell: NOTIFY failed (%s); trying again in 1 s",
+                            type(exc).__name__)
                 self._conn = None
                 threading.Event().wait(1.0)
+                self._due.set()
 
 
 class _Listener:
@@ -295,6 +298,7 @@ class _Listener:
                 with psycopg.connect(_conninfo(self._url), autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     log.info("outbox bell: LISTEN %s", CHANNEL)
+                    self._ring()  # whatever was rung while not listening
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0):
                             self._ring()
