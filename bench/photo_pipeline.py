@@ -14,10 +14,10 @@ of the read-out's seven fields were read right (against the sample's own figures
 As deployed, the OCR runs in a `huzhu worker` process beside the web: the bench starts one
 (`python -m bot.cli worker`, models loaded as it starts) and serves the webhook and the emulator
 in this process, on a temporary SQLite database (HUZHU_BENCH_DATABASE_URL=postgresql+psycopg://…
-for an empty PostgreSQL database instead). The web process cannot ring a separate worker's
-doorbell, so a photo also waits for the worker's next look at the outbox (every second when
-idle: half a second on average). `--in-process` runs the worker as a thread of this process
-instead (`huzhu serve`), without that wait.
+for an empty PostgreSQL database instead). The web process rings the worker's doorbell after
+its commit (a Unix socket in DATA_DIR/bell, bot/outbox/waker.py), so the worker takes the photo
+at once rather than at its next idle look. `--in-process` runs the worker as a thread of this
+process instead (`huzhu serve`).
 
 Figures: see README "Claiming by photo".
 """

@@ -440,7 +440,8 @@ def _listing(names: list[str], limit: int = 5) -> str:
 def check_empty(cfg: Config) -> None:
     """Refuse, naming what is there, unless the data folder and the database are empty. A
     `secret.key` in the data folder is allowed (the key the archive needs), and so is the
-    backups folder (BACKUP_DIR, where the archive may have been copied to)."""
+    backups folder (BACKUP_DIR, where the archive may have been copied to), and the outbox
+    bell's folder with no worker listening in it."""
     data = cfg.data_dir
     db_file = _sqlite_path(cfg.DATABASE_URL).absolute() if cfg.is_sqlite else None
     if data.exists():
@@ -450,6 +451,7 @@ def check_empty(cfg: Config) -> None:
         there = [p.name for p in data.iterdir()
                  if p.name != "secret.key" and not p.name.startswith(".huzhu-")
                  and not (p.absolute() == backups and p.is_dir())  # archives brought along
+                 and not (p.name == "bell" and p.is_dir() and not any(p.iterdir()))  # no worker
                  and not (db_file is not None and p.absolute() == db_file
                           and p.stat().st_size == 0)]
         if there:

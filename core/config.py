@@ -27,7 +27,7 @@ class ConfigError(Exception):
 
 
 INT_KEYS = {"MAX_BODY_BYTES", "OUTBOX_MAX_ATTEMPTS", "OUTBOX_BACKOFF_SECONDS", "BACKUP_KEEP"}
-FLOAT_KEYS = {"REPLY_BUDGET_SECONDS"}
+FLOAT_KEYS = {"REPLY_BUDGET_SECONDS", "OUTBOX_IDLE_SECONDS"}
 BOOL_KEYS = {"WECHAT_ALLOW_PLAIN"}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 
@@ -130,6 +130,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"HUZHU_TIMEZONE: unknown time zone {v['TIMEZONE']!r}")
     if v["MAX_BODY_BYTES"] < 1024:
         raise ConfigError("HUZHU_MAX_BODY_BYTES: must be at least 1024")
+    if not 0.05 <= v["OUTBOX_IDLE_SECONDS"] <= 3600:
+        raise ConfigError("HUZHU_OUTBOX_IDLE_SECONDS: seconds between the idle worker's looks, "
+                          "0.05 to 3600")
+    if v["OUTBOX_BELL"] not in ("host", "postgres"):
+        raise ConfigError("HUZHU_OUTBOX_BELL: must be 'host' or 'postgres'")
+    if v["OUTBOX_BELL"] == "postgres" and not url.startswith("postgresql"):
+        raise ConfigError("HUZHU_OUTBOX_BELL: 'postgres' needs a PostgreSQL DATABASE_URL")
     if v["BACKUP_KEEP"] < 1:
         raise ConfigError("HUZHU_BACKUP_KEEP: days to keep backups, at least 1")
     _validate_notices(cfg)

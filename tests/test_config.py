@@ -26,6 +26,10 @@ def test_defaults_and_overrides():
     ({"HUZHU_PAY_PROVIDER": "wechatpay"}, "HUZHU_PAY_MCH_ID"),
     ({"HUZHU_TIMEZONE": "Mars/Base"}, "HUZHU_TIMEZONE"),
     ({"HUZHU_MAX_BODY_BYTES": "lots"}, "HUZHU_MAX_BODY_BYTES"),
+    ({"HUZHU_OUTBOX_IDLE_SECONDS": "0"}, "HUZHU_OUTBOX_IDLE_SECONDS"),
+    ({"HUZHU_OUTBOX_IDLE_SECONDS": "soon"}, "HUZHU_OUTBOX_IDLE_SECONDS"),
+    ({"HUZHU_OUTBOX_BELL": "redis"}, "HUZHU_OUTBOX_BELL"),
+    ({"HUZHU_OUTBOX_BELL": "postgres"}, "HUZHU_OUTBOX_BELL"),  # on SQLite
 ])
 def test_a_wrong_value_names_the_key(env, key):
     with pytest.raises(ConfigError) as err:

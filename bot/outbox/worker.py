@@ -76,24 +76,37 @@ def heartbeat(app_ctx, scheduler_active: bool) -> None:
 
 class OutboxLoop(threading.Thread):
     """Drains the outbox continuously; the app context's waker (`x.waker.wake()`, after a
-    commit) makes it look at once."""
+    commit, in this process or another) makes it look at once, else it looks every
+    OUTBOX_IDLE_SECONDS."""
 
-    def __init__(self, app_ctx, idle_seconds: float = 1.0, scheduler=None):
+    def __init__(self, app_ctx, idle_seconds: float | None = None, scheduler=None):
         super().__init__(name="huzhu-outbox", daemon=True)
         self.x = app_ctx
-        self.idle = idle_seconds
+        self.idle = (idle_seconds if idle_seconds is not None
+                     else app_ctx.cfg.values.get("OUTBOX_IDLE_SECONDS", 1.0))
         self.scheduler = scheduler
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.x.waker.wake()
+        """Ends the loop (after the row in hand, waiting up to 2 s) and stops listening."""
+        self._halt.set()
+        self.x.waker.wake_here()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout=2)
+        self.x.waker.close()
 
     def run(self) -> None:
         # the OCR models load beside the loop, once per process, before the first photo
         threading.Thread(target=ocr.warm_up, name="huzhu-ocr-warm-up", daemon=True).start()
+        self.x.waker.listen()  # rings of other processes (gunicorn's, the command line's)
+        try:
+            self._loop()
+        finally:
+            self.x.waker.close()
+
+    def _loop(self) -> None:
         beat_every, since_beat = 15.0, 15.0
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 n = drain(self.x)
                 since_beat += self.idle if n == 0 else 0

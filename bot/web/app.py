@@ -58,10 +58,12 @@ class AppContext:
     rung after a commit that queued messages; the worker's loop waits on it)."""
     cfg: Config
     db: Database
-    waker: Waker = field(default_factory=Waker)
+    waker: Waker | None = None
     gateway: "Callable[[], Gateway] | None" = None
 
     def __post_init__(self) -> None:
+        if self.waker is None:  # reaches workers of other processes (OUTBOX_BELL)
+            self.waker = Waker.for_config(self.cfg)
         if self.gateway is None:
             self.gateway = payment_gateway(self.cfg)
 
@@ -79,13 +81,13 @@ class AppContext:
 def make_context(cfg: Config | None = None, db: Database | None = None,
                  waker: Waker | None = None,
                  gateway: "Callable[[], Gateway] | None" = None) -> AppContext:
-    """The app's context from the configuration: its database, a doorbell for the outbox and
-    the payment gateway PAY_PROVIDER names (or the ones given)."""
+    """The app's context from the configuration: its database, a doorbell for the outbox (one
+    that reaches the workers of other processes: `Waker.for_config`) and the payment gateway PAY_PROVIDER names (or the ones given)."""
     cfg = cfg or load_config()
     db = db or Database(cfg.DATABASE_URL)
     if db.secret is None:  # a migration that encrypts existing rows (phones) needs the key
         db.secret = lambda: secret_key(cfg)
-    return AppContext(cfg=cfg, db=db, waker=waker or Waker(), gateway=gateway)
+    return AppContext(cfg=cfg, db=db, waker=waker, gateway=gateway)
 
 
 def create_app(app_ctx: AppContext | None = None) -> Flask:
