@@ -100,12 +100,11 @@ class _ChildPeaks:
         return out
 
 
-def make_id(rng: random.Random, seq: int, born: date) -> str:
-    body = f"320582{born:%Y%m%d}{seq % 1000:03d}"
-    return body + ric.calc_check_digit(body + "0")
-
-
-def generate(path: Path, members: int, villages: list[str], seed: int = 7) -> int:
+def generate(path: Path, members: int, villages: list[str], seed: int = 7,
+             area: str = "320582") -> int:
+    """A village list of `members` people as Excel writes it: households of 1–6 over
+    `villages`, ID numbers valid (python-stdnum's check digit) and unique within `area`
+    (another area code gives a list whose ID numbers no other list shares)."""
     from openpyxl import Workbook
 
     from core.importer import COLUMNS
@@ -114,10 +113,9 @@ def generate(path: Path, members: int, villages: list[str], seed: int = 7) -> in
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("名单")
     ws.append(list(COLUMNS))
-    used: set[str] = set()
+    used: set[tuple[date, int]] = set()
     heads: set[tuple[str, str]] = set()
     written = 0
-    seq = 0
     base = date(1930, 1, 1)
     while written < members:
         size = min(rng.choice((1, 2, 2, 3, 3, 3, 4, 4, 5, 6)), members - written)
@@ -127,18 +125,18 @@ def generate(path: Path, members: int, villages: list[str], seed: int = 7) -> in
             if (village, head) not in heads:
                 heads.add((village, head))
                 break
-        for i in range(size):
+        for k in range(size):
             while True:
-                seq += 1
-                born = base + timedelta(days=rng.randrange(0, 33000))
-                idn = make_id(rng, seq, born)
-                if idn not in used:
-                    used.add(idn)
+                born, seq = base + timedelta(days=rng.randrange(0, 33000)), rng.randrange(1000)
+                if (born, seq) not in used:
+                    used.add((born, seq))
                     break
-            name = head if i == 0 else rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN)
-            ws.append([village, None, head, name, idn, "户主" if i == 0 else rng.choice(RELATIONS),
+            body = f"{area}{born:%Y%m%d}{seq:03d}"
+            idn = body + ric.calc_check_digit(body + "0")
+            name = head if k == 0 else rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN)
+            ws.append([village, None, head, name, idn, "户主" if k == 0 else rng.choice(RELATIONS),
                        rng.choice(INSURANCE), "低保" if rng.random() < 0.03 else None,
-                       f"13{rng.randrange(10**9):09d}" if i == 0 else None])
+                       f"13{rng.randrange(10**9):09d}" if k == 0 else None])
             written += 1
     wb.save(path)
     _add_dimension(path, f"A1:I{members + 1}")

@@ -135,46 +135,11 @@ def make_pools(db, folder: Path, pools: int) -> None:
 def workbook(path: Path, i: int, members: int, seed: int) -> int:
     """A village list of `members` people for pool i (ID numbers valid and unique in the
     province: the pool's own area code), written as Excel writes it."""
-    from openpyxl import Workbook
-    from stdnum.cn import ric
+    from import_households import generate
 
-    from core.importer import COLUMNS
-    from import_households import GIVEN, INSURANCE, RELATIONS, SURNAMES, _add_dimension
-
-    rng = random.Random(seed)
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet("名单")
-    ws.append(list(COLUMNS))
     villages = [f"{town(i)}/第{j + 1}村" for j in range(VILLAGES)]
     area = f"3205{i + 1:02d}" if i < 99 else f"3206{i - 98:02d}"
-    used: set[tuple[date, int]] = set()
-    heads: set[tuple[str, str]] = set()
-    written = 0
-    base = date(1930, 1, 1)
-    while written < members:
-        size = min(rng.choice((1, 2, 2, 3, 3, 3, 4, 4, 5, 6)), members - written)
-        village = villages[rng.randrange(len(villages))]
-        while True:  # one village has no two heads of the same name (else they need 户号)
-            head = rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN)
-            if (village, head) not in heads:
-                heads.add((village, head))
-                break
-        for k in range(size):
-            while True:
-                born, seq = base + timedelta(days=rng.randrange(0, 33000)), rng.randrange(1000)
-                if (born, seq) not in used:
-                    used.add((born, seq))
-                    break
-            body = f"{area}{born:%Y%m%d}{seq:03d}"
-            idn = body + ric.calc_check_digit(body + "0")
-            name = head if k == 0 else rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN)
-            ws.append([village, None, head, name, idn, "户主" if k == 0 else rng.choice(RELATIONS),
-                       rng.choice(INSURANCE), "低保" if rng.random() < 0.03 else None,
-                       f"13{rng.randrange(10**9):09d}" if k == 0 else None])
-            written += 1
-    wb.save(path)
-    _add_dimension(path, f"A1:I{members + 1}")
-    return written
+    return generate(path, members, villages, seed, area)
 
 
 def import_pool(db, vault, i: int, members: int, work: Path) -> dict:
