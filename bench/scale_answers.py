@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
+from scale import wipe  # noqa: E402
+
 MEMBER_OPENID, ADMIN_OPENID = "o_scaleq_member", "o_scaleq_admin"
 TOKEN, APP_ID = "bench-token", "wxbench000000000"
 CLAIMS_A_POOL_MONTH = 2_000  # 100,000 a month over 50 pools
@@ -57,14 +59,6 @@ def percentile(times: list[float], q: float) -> float:
 
 
 # -- the data ------------------------------------------------------------------------------
-
-def wipe(url: str) -> None:
-    eng = create_engine(url)
-    with eng.begin() as c:
-        c.execute(text("DROP SCHEMA public CASCADE"))
-        c.execute(text("CREATE SCHEMA public"))
-    eng.dispose()
-
 
 def _pick(rng: random.Random, mix) -> str:
     r = rng.randrange(sum(w for _, w in mix))
@@ -86,7 +80,6 @@ def build(db, pools: int, members: int, province_claims: bool = False,
     ensure_demo(db)
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
-    today = date.today()
     with db.session() as s:
         demo = s.scalar(select(Pool).where(Pool.code == "demo"))
         year = s.scalar(select(SchemeYear).where(SchemeYear.pool_id == demo.id))
