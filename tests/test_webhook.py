@@ -594,40 +594,78 @@ def test_a_failed_message_is_undone_alone_however_it_wrote(db, how):
     assert subscribed == {f"o_undo_{how}_a": True, f"o_undo_{how}_b": False}
 
 
-def test_the_dedupe_look_up_keeps_using_its_index_as_the_table_grows(db):
+def test_the_dedupe_look_up_keeps_using_its_index_as_the_table_grows(db, monkeypatch):
     """Each batch looks its dedupe keys up in inbound_message, which grows by every message
-    ever received. The look-up must stay an index look-up: a plan kept from when the table was
-    small (a prepared statement's generic plan) scanned the whole table for every batch, and
-    the bot slowed down message after message until the next ANALYZE."""
+    ever received (and its senders in wechat_user, its signed queries in webhook_nonce). The
+    look-up must stay an index look-up: a plan kept from when the table was small (a prepared
+    statement's generic plan) scanned the whole table for every batch, and the bot slowed down
+    message after message until the next ANALYZE. The line's statements are prepared and
+    planned afresh every REPLAN_SECONDS (here half a second)."""
     if not db.is_postgres:
         pytest.skip("SQLite plans every statement afresh from its indexes")
     from sqlalchemy import text
 
     from bot.web.inbox import Inbox
 
+    monkeypatch.setattr(Inbox, "REPLAN_SECONDS", 0.5)
     inbox = Inbox(db)
 
     def batch_scans(n: int) -> int:
-        """Whole-table scans of inbound_message by one batch's look-up."""
+        """Whole-table scans of inbound_message, wechat_user and webhook_nonce by one batch's
+        look-up (a prepared statement: its plan is kept on the line's connection)."""
         scans = ("SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables "
-                 "WHERE relname = 'inbound_message'")
+                 "WHERE relname IN ('inbound_message', 'wechat_user', 'webhook_nonce')")
         with inbox.batch() as batch:
             before = batch.cursor.execute(scans).fetchone()[0]
             batch.senders([f"o_grow_{n}_{i}" for i in range(30)],  # a busy moment's batch
-                          [f"msg:grow:{n}:{i}" for i in range(30)])
+                          [f"msg:grow:{n}:{i}" for i in range(30)],
+                          [f"q:grow:{n}:{i}" for i in range(30)])
             return batch.cursor.execute(scans).fetchone()[0] - before
 
     try:
-        for n in range(12):  # while the table is small
+        for n in range(12):  # while the tables are small
             batch_scans(n)
         with db.engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO inbound_message (dedupe_key, openid, msg_type, received_at, done) "
                 "SELECT 'msg:old:' || i, 'o_old', 'text', now(), true "
                 "FROM generate_series(1, 50000) AS i"))
-        assert batch_scans(99) == 0
+            conn.execute(text(
+                "INSERT INTO wechat_user (openid, subscribed, pushes_since_inbound, created_at) "
+                "SELECT 'o_old_' || i, true, 0, now() FROM generate_series(1, 20000) AS i"))
+            conn.execute(text(
+                "INSERT INTO webhook_nonce (nonce, dedupe_key, expires_at) "
+                "SELECT 'q:old:' || i, 'msg:old:' || i, now() + interval '1 hour' "
+                "FROM generate_series(1, 20000) AS i"))
+        time.sleep(0.6)  # REPLAN_SECONDS: a plan from before the growth is not kept longer
+        assert [batch_scans(100 + n) for n in range(20)] == [0] * 20
     finally:
         inbox.close()
+
+
+def test_the_line_plans_its_look_up_afresh_from_time_to_time(db, monkeypatch):
+    """The batch's look-up is prepared once on the line's connection and run on it batch
+    after batch; every REPLAN_SECONDS it is prepared anew, so no plan outlives the table
+    sizes it was chosen for."""
+    if not db.is_postgres:
+        pytest.skip("SQLite plans every statement afresh from its indexes")
+    from bot.web.inbox import Inbox
+
+    def runs_on_one_preparation(inbox: Inbox) -> list[int]:
+        runs = []
+        for n in range(4):
+            with inbox.batch() as batch:
+                batch.senders([f"o_plan_{n}"], [f"msg:plan:{n}"])
+                runs.append(batch.cursor.execute(
+                    "SELECT coalesce(max(generic_plans + custom_plans), 0) "
+                    "FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%FROM wechat_user u%'").fetchone()[0])
+        inbox.close()
+        return runs
+
+    assert runs_on_one_preparation(Inbox(db)) == [1, 2, 3, 4]
+    monkeypatch.setattr(Inbox, "REPLAN_SECONDS", 0.0)
+    assert runs_on_one_preparation(Inbox(db)) == [1, 1, 1, 1]
 
 
 def test_the_body_is_read_as_far_as_its_length_and_no_further(bot, cfg, villager):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Iterator
@@ -316,7 +317,6 @@ class _BatchSql:
                 f"FROM inbound_message WHERE dedupe_key = ANY({_JSON_TEXTS}) "
                 "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, dedupe_key, nonce "
                 f"FROM webhook_nonce WHERE nonce = ANY({_JSON_TEXTS})")
-            self.lazy_commit = "SET LOCAL synchronous_commit TO off"
             self.finish = (
                 "WITH touched AS (UPDATE wechat_user SET last_inbound_at = %s, "
                 "pushes_since_inbound = 0 WHERE id = ANY(ARRAY(SELECT CAST(value AS BIGINT) "
@@ -326,7 +326,12 @@ class _BatchSql:
                 "AS y(n TEXT, k TEXT, e TIMESTAMPTZ)) "
                 "INSERT INTO inbound_message (dedupe_key, openid, msg_type, received_at, done, reply) "
                 "SELECT k, o, t, %s, true, r "
-                "FROM json_to_recordset(CAST(%s AS JSON)) AS x(k TEXT, o TEXT, t TEXT, r JSON)")
+                "FROM json_to_recordset(CAST(%s AS JSON)) AS x(k TEXT, o TEXT, t TEXT, r JSON) "
+                # the commit's durability, set for this transaction in the same round trip
+                # (SET LOCAL would be one more): 'off', or NULL for the server's own setting
+                "WHERE (SELECT set_config('synchronous_commit', "
+                "COALESCE(CAST(%s AS TEXT), current_setting('synchronous_commit')), true)) "
+                "IS NOT NULL")
         else:
             self.senders = (
                 "SELECT (SELECT json_group_array(json_array(u.openid, u.id, u.last_inbound_at, "
@@ -396,7 +401,8 @@ class Batch:
         owners = self.query_owners
         if b.postgres:
             dumps = b.dumps
-            cur.execute(b.senders, (dumps(openids), dumps(keys), dumps(list(queries))))
+            cur.execute(b.senders, (dumps(openids), dumps(keys), dumps(list(queries))),
+                        prepare=True)
             rows, seen = [], set()
             for row in cur.fetchall():
                 if row[8] is not None:
@@ -456,20 +462,18 @@ class Batch:
         sql, b, now = self.sql, self.bsql, utcnow()
         try:
             if b.postgres:
-                if not (self.wrote or enqueued):
-                    # Only the messages' own bookkeeping (dedupe rows with their replies, last
-                    # inbound times, new users) and nothing sent: the commit need not wait for
-                    # the disk, as SQLite's `synchronous=NORMAL` does not. PostgreSQL stopping
-                    # in the next fraction of a second could lose it; then WeChat's retry is
-                    # answered afresh, with the same answer. Any other change keeps the usual
-                    # durable commit.
-                    self._cursor.execute(b.lazy_commit)
+                # Only the messages' own bookkeeping (dedupe rows with their replies, last
+                # inbound times, new users) and nothing sent: the commit need not wait for the
+                # disk, as SQLite's `synchronous=NORMAL` does not. PostgreSQL stopping in the
+                # next fraction of a second could lose it; then WeChat's retry is answered
+                # afresh, with the same answer. Any other change keeps the durable commit.
+                lazy = None if (self.wrote or enqueued) else "off"
                 dumps = b.dumps
                 self._cursor.execute(b.finish, (
                     now, dumps(sorted(touched)),
                     dumps([{"n": q, "k": k, "e": e.isoformat()} for q, k, e in remember]),
                     now, dumps([{"k": s.key, "o": s.openid, "t": s.kind, "r": cached(s.texts)}
-                                for s in stored])))
+                                for s in stored]), lazy), prepare=True)
             else:
                 import json
 
@@ -536,8 +540,25 @@ class MessageScope:
             self._session = None
 
 
+# psycopg prepares a statement after this many runs, or when asked to (`prepare=True`)
+_ONLY_WHEN_ASKED = 2**62
+
+
+def _give_back(conn: "Connection") -> None:
+    """Close the line's connection for good: on PostgreSQL its prepared statements, and their
+    plans, end with it (back in the pool, the next line would find them there)."""
+    with contextlib.suppress(Exception):
+        if getattr(conn.connection.driver_connection, "prepare_threshold",
+                   None) == _ONLY_WHEN_ASKED:
+            conn.invalidate()
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
 class Inbox:
     """Opens message units and batches on a Database."""
+
+    REPLAN_SECONDS = 300.0
 
     def __init__(self, db: "Database"):
         self.db = db
@@ -547,18 +568,33 @@ class Inbox:
         self.integrity_error = dialect.loaded_dbapi.IntegrityError
         self._line_lock = threading.Lock()
         self._line_conn: "Connection | None" = None
+        self._planned = 0.0  # when the line's prepared statements were last planned afresh
 
     @contextlib.contextmanager
     def batch(self) -> Iterator["Batch"]:
         """Several messages' transaction: committed at the end, rolled back on any error. For
         the one thread that handles batches: its connection is kept from one batch to the next
         (no pool check-out and, on PostgreSQL, no ping each time) and dropped after any error,
-        so a broken one is replaced by the next batch."""
+        so a broken one is replaced by the next batch.
+
+        On PostgreSQL the batch's read and write are prepared statements on that connection:
+        planning them took more of the server's time than running them (bench/webhook.py).
+        PostgreSQL may settle on one plan for them, and keep it: chosen while the tables were
+        small, a scan of each whole table. So the connection is replaced every
+        REPLAN_SECONDS, and its statements prepared and planned afresh on the new one
+        (tests/test_webhook.py)."""
         with self._line_lock, self.db.writing():
             conn = self._line_conn
+            if (conn is not None and self.bsql.postgres
+                    and time.monotonic() - self._planned > self.REPLAN_SECONDS):
+                _give_back(conn)  # its prepared statements go with it
+                conn = self._line_conn = None
             if conn is None:
                 conn = self._line_conn = self.db.engine.connect()
                 event.listen(conn, "before_cursor_execute", _before_cursor_execute)
+                if self.bsql.postgres:  # the engine prepares nothing; here, what asks to be
+                    conn.connection.driver_connection.prepare_threshold = _ONLY_WHEN_ASKED
+                    self._planned = time.monotonic()
             try:
                 with conn.begin():
                     batch = Batch(conn, self.sql, self.bsql, self.integrity_error)
@@ -570,16 +606,14 @@ class Inbox:
                         batch.close()
             except BaseException:
                 self._line_conn = None
-                with contextlib.suppress(Exception):
-                    conn.close()
+                _give_back(conn)
                 raise
 
     def close(self) -> None:
         """Give back the kept connection (when the server stops)."""
         with self._line_lock:
             if self._line_conn is not None:
-                with contextlib.suppress(Exception):
-                    self._line_conn.close()
+                _give_back(self._line_conn)
                 self._line_conn = None
 
     @contextlib.contextmanager
