@@ -212,11 +212,11 @@ def huzhu_env(aes: str, db_url: str, data: Path) -> dict:
     return env
 
 
-def gunicorn(port: int, app: str, workers: int, env: dict) -> subprocess.Popen:
+def gunicorn(port: int, app: str, workers: int, env: dict, threads: int = 16) -> subprocess.Popen:
     ready = Path(tempfile.mkdtemp(prefix="huzhu-ready-"))
     p = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
                           str(ROOT / "bench" / "gunicorn_ready.py"), "-w", str(workers),
-                          "-k", "gthread", "--threads", "16", "-b", f"127.0.0.1:{port}",
+                          "-k", "gthread", "--threads", str(threads), "-b", f"127.0.0.1:{port}",
                           "--log-level", "warning", app], cwd=ROOT,
                          env={**env, "HUZHU_BENCH_READY": str(ready)}, stdout=subprocess.DEVNULL)
     p.ready = (ready, workers)  # type: ignore[attr-defined]
@@ -245,7 +245,7 @@ def start_huzhu(port: int, aes: str, db_url: str, data: Path, args) -> Procs:
                        stdout=subprocess.DEVNULL, check=True)
         worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL)
-        return Procs(gunicorn(port, "bot.web.app:create_app()", args.workers, env), worker)
+        return Procs(gunicorn(port, "bot.web.app:create_app()", args.workers, env, args.threads), worker)
     return Procs(subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
 
@@ -254,7 +254,7 @@ def start_echo(port: int, aes: str, args) -> Procs:
     if args.server == "gunicorn":
         env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
         return Procs(gunicorn(port, f"echo_app:create({TOKEN!r}, {APP_ID!r}, {aes!r})",
-                              args.workers, env))
+                              args.workers, env, args.threads))
     cmd = [sys.executable, str(ROOT / "bench" / "echo_app.py"), str(port), TOKEN, APP_ID]
     if aes:
         cmd.append(aes)
@@ -296,8 +296,13 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
                 start = (lambda a=apps[name]: spies.append(
                     profile(a, args, f"{database}-{mode}"))) \
                     if name == "huzhu" and r == 0 and args.profile else None
-                rounds[name].append(args.load(ports[name], args.connections, args.seconds, aes,
-                                              tag * 100 + 2 + r, start))
+                backends = pg_backends(db_url) if name == "huzhu" else []
+                before = cpu_seconds(apps[name], backends)
+                result = args.load(ports[name], args.connections, args.seconds, aes,
+                                   tag * 100 + 2 + r, start)
+                used = cpu_seconds(apps[name], backends) - before
+                result["cpu_us"] = 1e6 * used / max(result["ok"], 1)
+                rounds[name].append(result)
                 for spy in spies:
                     spy.wait(args.seconds + 30)
         ratios = sorted(h["rps"] / e["rps"] for e, h in zip(rounds["echo"], rounds["huzhu"])
@@ -314,20 +319,67 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
 
 def profile(procs: Procs, args, name: str) -> subprocess.Popen:
     """py-spy on the web processes (gunicorn's workers too) for the round: a flat text profile
-    in --profile DIR (`pip install py-spy`)."""
+    in --profile DIR (`pip install py-spy`) of the thread holding the interpreter (`--gil`),
+    sampled 250 times a second: where the processor time goes, not the waits."""
     out = Path(args.profile) / f"{name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     web = procs.procs[0]  # gunicorn (or huzhu serve); its workers by --subprocesses
-    return subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "-r", "100",
-                             "-d", str(int(args.seconds)), "-f", "raw", "-o", str(out),
-                             "-p", str(web.pid)], stdout=subprocess.DEVNULL,
+    return subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "--gil",
+                             "-r", "250", "-d", str(int(args.seconds)), "-f", "raw", "-o",
+                             str(out), "-p", str(web.pid)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+def _stats() -> dict[int, tuple[int, float]]:
+    """Every process: pid → (parent pid, processor seconds used so far, user + system)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()  # after the command's name
+        out[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def pg_backends(url: str | None) -> list[int]:
+    """The server processes of the bench database's connections (PostgreSQL only)."""
+    if not url or not url.startswith("postgresql"):
+        return []
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    eng = create_engine(url)
+    with eng.connect() as c:
+        pids = list(c.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = :d "
+                                   "AND pid <> pg_backend_pid()"),
+                              {"d": make_url(url).database}))
+    eng.dispose()
+    return pids
+
+
+def cpu_seconds(procs: "Procs", extra: list[int]) -> float:
+    """Processor seconds used so far by an app's processes, their children (gunicorn's workers)
+    and `extra` processes (the database server's backends for them)."""
+    stats = _stats()
+    roots = {p.pid for p in procs.procs} | set(extra)
+    tree, grew = set(roots), True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in stats.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(stats[pid][1] for pid in tree if pid in stats)
 
 
 def median_of(runs: list[dict]) -> dict:
     """Each figure's median over the rounds (and the errors added up)."""
     out = {}
-    for key in ("rps", "p50_ms", "p99_ms", "ok"):
+    for key in ("rps", "p50_ms", "p99_ms", "ok", "cpu_us"):
         values = sorted(r[key] for r in runs if r[key] is not None)
         out[key] = values[len(values) // 2] if values else None
     out["errors"] = sum(r["errors"] for r in runs)
@@ -345,6 +397,8 @@ def main() -> int:
     ap.add_argument("--server", choices=("serve", "gunicorn"), default="serve")
     ap.add_argument("--profile", metavar="DIR", help="py-spy the first huzhu round into DIR")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn processes (--server gunicorn)")
+    ap.add_argument("--threads", type=int, default=16,
+                    help="threads of each gunicorn process (--server gunicorn), both apps")
     ap.add_argument("--client", choices=("wrk", "python"),
                     default="wrk" if shutil.which("wrk") else "python",
                     help="load generator: wrk (default when installed) or Python threads")
@@ -369,6 +423,10 @@ def main() -> int:
             per = zip(r["rounds"]["echo"], r["rounds"]["huzhu"])
             print("    rounds (echo/huzhu msg/s, huzhu p99): " + ", ".join(
                 f"{e['rps']:.0f}/{h['rps']:.0f} {h['p99_ms']:.0f} ms" for e, h in per), flush=True)
+            print(f"    processor time a message: echo {r['echo']['cpu_us']:.0f} µs, huzhu "
+                  f"{r['huzhu']['cpu_us']:.0f} µs (its web and worker processes"
+                  f"{' and its database backends' if database == 'postgresql' else ''}): "
+                  f"ratio {r['echo']['cpu_us'] / r['huzhu']['cpu_us']:.2f}", flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
