@@ -580,16 +580,17 @@ class Inbox:
         On PostgreSQL the batch's read and write are prepared statements on that connection:
         planning them took more of the server's time than running them (bench/webhook.py).
         PostgreSQL may settle on one plan for them, and keep it: chosen while the tables were
-        small, a scan of each whole table. So the connection is replaced every
-        REPLAN_SECONDS, and its statements prepared and planned afresh on the new one
-        (tests/test_webhook.py)."""
+        small, a scan of each whole table. So the connection plans without sequential scans
+        (below), and is replaced every REPLAN_SECONDS, its statements prepared and planned
+        afresh on the new one (tests/test_webhook.py)."""
         with self._line_lock, self.db.writing():
             conn = self._line_conn
             if (conn is not None and self.bsql.postgres
                     and time.monotonic() - self._planned > self.REPLAN_SECONDS):
                 _give_back(conn)  # its prepared statements go with it
                 conn = self._line_conn = None
-            if conn is None:
+            fresh = conn is None
+            if fresh:
                 conn = self._line_conn = self.db.engine.connect()
                 event.listen(conn, "before_cursor_execute", _before_cursor_execute)
                 if self.bsql.postgres:  # the engine prepares nothing; here, what asks to be
@@ -597,6 +598,15 @@ class Inbox:
                     self._planned = time.monotonic()
             try:
                 with conn.begin():
+                    if fresh and self.bsql.postgres:
+                        # Everything read on this connection is looked up by key (senders,
+                        # dedupe keys, a villager's own rows). A plan kept for a prepared
+                        # statement is chosen once, for the tables' sizes then: on a new
+                        # database, a scan of each whole table, kept as they grow (seen in
+                        # bench/webhook.py: 20 million rows read in one minute). Without scans
+                        # to choose, the kept plan is the index look-up at any size.
+                        conn.connection.driver_connection.execute(
+                            "SET enable_seqscan = off")
                     batch = Batch(conn, self.sql, self.bsql, self.integrity_error)
                     conn.info[_BATCH] = batch
                     try:
