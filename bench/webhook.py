@@ -300,8 +300,9 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
                 before = cpu_seconds(apps[name], backends)
                 result = args.load(ports[name], args.connections, args.seconds, aes,
                                    tag * 100 + 2 + r, start)
-                used = cpu_seconds(apps[name], backends) - before
-                result["cpu_us"] = 1e6 * used / max(result["ok"], 1)
+                after = cpu_seconds(apps[name], backends)
+                result["cpu_us"] = 1e6 * (sum(after) - sum(before)) / max(result["ok"], 1)
+                result["sys_us"] = 1e6 * (after[1] - before[1]) / max(result["ok"], 1)
                 rounds[name].append(result)
                 for spy in spies:
                     spy.wait(args.seconds + 30)
@@ -330,8 +331,8 @@ def profile(procs: Procs, args, name: str) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)
 
 
-def _stats() -> dict[int, tuple[int, float]]:
-    """Every process: pid → (parent pid, processor seconds used so far, user + system)."""
+def _stats() -> dict[int, tuple[int, float, float]]:
+    """Every process: pid → (parent pid, processor seconds used so far: user, system)."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for entry in os.listdir("/proc"):
@@ -342,7 +343,7 @@ def _stats() -> dict[int, tuple[int, float]]:
         except OSError:
             continue
         fields = raw[raw.rindex(")") + 2:].split()  # after the command's name
-        out[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        out[int(entry)] = (int(fields[1]), int(fields[11]) / tick, int(fields[12]) / tick)
     return out
 
 
@@ -361,7 +362,7 @@ def pg_backends(url: str | None) -> list[int]:
     return pids
 
 
-def cpu_seconds(procs: "Procs", extra: list[int]) -> float:
+def cpu_seconds(procs: "Procs", extra: list[int]) -> tuple[float, float]:
     """Processor seconds used so far by an app's processes, their children (gunicorn's workers)
     and `extra` processes (the database server's backends for them)."""
     stats = _stats()
@@ -369,17 +370,18 @@ def cpu_seconds(procs: "Procs", extra: list[int]) -> float:
     tree, grew = set(roots), True
     while grew:
         grew = False
-        for pid, (ppid, _) in stats.items():
+        for pid, (ppid, _u, _s) in stats.items():
             if ppid in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
-    return sum(stats[pid][1] for pid in tree if pid in stats)
+    return (sum(stats[pid][1] for pid in tree if pid in stats),
+            sum(stats[pid][2] for pid in tree if pid in stats))
 
 
 def median_of(runs: list[dict]) -> dict:
     """Each figure's median over the rounds (and the errors added up)."""
     out = {}
-    for key in ("rps", "p50_ms", "p99_ms", "ok", "cpu_us"):
+    for key in ("rps", "p50_ms", "p99_ms", "ok", "cpu_us", "sys_us"):
         values = sorted(r[key] for r in runs if r[key] is not None)
         out[key] = values[len(values) // 2] if values else None
     out["errors"] = sum(r["errors"] for r in runs)
@@ -423,8 +425,10 @@ def main() -> int:
             per = zip(r["rounds"]["echo"], r["rounds"]["huzhu"])
             print("    rounds (echo/huzhu msg/s, huzhu p99): " + ", ".join(
                 f"{e['rps']:.0f}/{h['rps']:.0f} {h['p99_ms']:.0f} ms" for e, h in per), flush=True)
-            print(f"    processor time a message: echo {r['echo']['cpu_us']:.0f} µs, huzhu "
-                  f"{r['huzhu']['cpu_us']:.0f} µs (its web and worker processes"
+            print(f"    processor time a message: echo {r['echo']['cpu_us']:.0f} µs "
+                  f"({r['echo']['sys_us']:.0f} in the kernel), huzhu "
+                  f"{r['huzhu']['cpu_us']:.0f} µs ({r['huzhu']['sys_us']:.0f} in the kernel; "
+                  f"its web and worker processes"
                   f"{' and its database backends' if database == 'postgresql' else ''}): "
                   f"ratio {r['echo']['cpu_us'] / r['huzhu']['cpu_us']:.2f}", flush=True)
     if args.json:
