@@ -46,9 +46,28 @@ def render_page(template: str, /, **context) -> str:
     return page_environment().get_template(f"pages/{template}.html.j2").render(**context)
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def render(template: str, /, **context) -> str:
-    """Render templates/messages/<template>.j2 and strip surrounding blank lines."""
+    """Render templates/messages/<template>.j2 and strip surrounding blank lines.
+
+    A template is a function of what it is given (no clock, no globals): a text given only
+    plain values (text, numbers, yes/no, nothing) — the menu, help, `取消` and most prompts —
+    is rendered once and kept (bot/web's line renders one for nearly every message)."""
+    if all(type(v) in _PLAIN for v in context.values()):
+        # the type kept beside each value: 1 and True are equal keys, but print differently
+        return _render_plain(template, tuple((k, type(v), v) for k, v in sorted(context.items())))
+    return _render(template, context)
+
+
+def _render(template: str, context: dict) -> str:
     return environment().get_template(f"messages/{template}.j2").render(**context).strip()
+
+
+@lru_cache(maxsize=1024)
+def _render_plain(template: str, items: tuple) -> str:
+    return _render(template, {k: v for k, _type, v in items})
 
 
 def cut_utf8(text: str, limit: int) -> list[str]:
