@@ -625,9 +625,11 @@ class Claim(Base):
     documents: Mapped[list["ClaimDocument"]] = relationship(back_populates="claim",
                                                             order_by="ClaimDocument.id")
     # the console's queue (migration console_02); a household's claims newest first, a
-    # year's claims by status, those waiting for the village (migration scaleq_01)
+    # year's claims by status, those waiting for the village (migration scaleq_01); a
+    # person's claims, read by each decision (migration scaleq_04)
     __table_args__ = (Index("ix_claim_queue", "status", "submitted_at", "id", "household_id"),
                       Index("ix_claim_household", "household_id", "created_at", "id"),
+                      Index("ix_claim_member", "member_id"),
                       Index("ix_claim_year_status", "scheme_year_id", "status", "amount_fen"),
                       Index("ix_claim_awaits_village", "id",
                             sqlite_where=text("awaits_village"),

@@ -315,6 +315,40 @@ def test_annual_cap_across_claims(villager, db, home):
     assert claim_row(db, second).reasons == ["annual_cap_reached"]
 
 
+def test_a_decision_reads_the_persons_claims_by_index_not_every_claim(villager, db, home):
+    """/核定 reads the person's other claims (annual cap, overlapping stays). A province files
+    100,000 claims a month: the read goes by the claim's member (index ix_claim_member), not
+    through every claim there is."""
+    if not db.is_postgres:
+        pytest.skip("a plan check on PostgreSQL's statistics; SQLite reads by its indexes too")
+    from sqlalchemy import text
+
+    from core.review.decide import history_of
+    from core.scheme_years import of_claim
+
+    earlier = new_claim(db, home, status="approved", amount_fen=100_000,
+                        admission_date=ADMISSION - timedelta(days=40),
+                        discharge_date=ADMISSION - timedelta(days=30))
+    number = new_claim(db, home)
+    with db.session() as s:  # other people's claims: a month of a province, in miniature
+        s.execute(text(
+            "INSERT INTO claim (number, household_id, member_id, status, stated, ocr, flags, "
+            "reasons, trace, created_at, updated_at) "
+            "SELECT 'F' || i, :household, :member, 'paid', '{}', '{}', '{}', '[]', '[]', "
+            "now(), now() FROM generate_series(1, 20000) AS i"),
+            {"household": home["household"], "member": home["spouse"]})
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("ANALYZE claim"))
+    with db.session() as s:
+        claim = s.scalar(select(Claim).where(Claim.number == number))
+        scans = text("SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables "
+                     "WHERE relname = 'claim'")
+        before = s.scalar(scans)
+        history = history_of(s, claim, of_claim(s, claim))
+        assert s.scalar(scans) == before
+    assert [c.number for c in history.other_claims] == [earlier]
+
+
 def test_overlapping_stay_is_a_duplicate(villager, db, home):
     other = new_claim(db, home, status="in_review", admission_date=ADMISSION + timedelta(days=2),
                       discharge_date=DISCHARGE + timedelta(days=1))
