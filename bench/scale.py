@@ -39,6 +39,11 @@ process at load 1, 1.4/s at load 10–16 (4,100 built); 2.4 GB per million membe
 12 s (load 9.5); `huzhu report year` 6 s.
 With 13,600 claims, nothing else running (load 0.8–1.4): payout 21.7 s (38 bank files),
 confirmation 7.0 s, disclosure queued 6.2 s, `huzhu report year` 1.7 s, answers p99 ≤ 69 ms.
+The full 5,000,000 members in 50 pools (77 min, shared machine; 13.7 GB) and 57,200 claims
+(17 claims/s, then 26–35/s with 3 processes once claims were indexed by member and the claim
+tables analysed every minute), nothing else running: payout of every pool 27.7 s (57,200
+lines, 30 bank files), confirmation 19.2 s, disclosure of 50 pools queued 9.1 s, `huzhu report
+year` 1.8 s, answers p99 ≤ 32 ms.
 """
 from __future__ import annotations
 
