@@ -134,6 +134,16 @@ def build(db, pools: int, members: int, province_claims: bool = False,
     for pool_id in pool_ids:
         this_y, last_y, y_start = years[pool_id]
         hh, mm, ee, je, jl, cl = [], [], [], [], [], []
+
+        def book(je_id: int, jl_id: int, day, kind: str, ref: str, debit: str, credit: str,
+                 fen: int) -> tuple[int, int]:
+            """One balanced journal entry of the pool; the next entry and line ids."""
+            je.append({"id": je_id, "pool_id": pool_id, "booked_on": day, "kind": kind,
+                       "memo": "", "ref": ref, "created_at": now})
+            jl.extend(({"id": jl_id, "entry_id": je_id, "account": debit, "amount_fen": fen},
+                       {"id": jl_id + 1, "entry_id": je_id, "account": credit,
+                        "amount_fen": -fen}))
+            return je_id + 1, jl_id + 2
         people = []  # (household id, member id)
         count = 0
         while count < members:
@@ -163,15 +173,9 @@ def build(db, pools: int, members: int, province_claims: bool = False,
             for y, booked in ((this_y, y_start - timedelta(days=20)),
                               (last_y, y_start - timedelta(days=385))):
                 if paid_persons[y]:
-                    fen = per_person * paid_persons[y]
-                    je.append({"id": je_id, "pool_id": pool_id, "booked_on": booked,
-                               "kind": "contribution", "memo": "", "ref": f"bench-pay-{je_id}",
-                               "created_at": now})
-                    jl += [{"id": jl_id, "entry_id": je_id, "account": "fund:cash",
-                            "amount_fen": fen},
-                           {"id": jl_id + 1, "entry_id": je_id, "account": "income:personal",
-                            "amount_fen": -fen}]
-                    je_id, jl_id = je_id + 1, jl_id + 2
+                    je_id, jl_id = book(je_id, jl_id, booked, "contribution",
+                                        f"bench-pay-{je_id}", "fund:cash", "income:personal",
+                                        per_person * paid_persons[y])
             hh_id += 1
         # claims: 15 months at 2,000 a month (× the pools this one stands for)
         n_claims = CLAIMS_A_POOL_MONTH * 15 * claim_pools[pool_id]
@@ -195,14 +199,9 @@ def build(db, pools: int, members: int, province_claims: bool = False,
                        "reasons": ["R01"] if status == "rejected" else [], "trace": [],
                        "awaits_village": False, "created_at": created, "updated_at": created})
             if status in ("paid", "recovered") and amount:
-                je.append({"id": je_id, "pool_id": pool_id, "booked_on": created.date(),
-                           "kind": "payout", "memo": "", "ref": f"bench-payout-{c_id}",
-                           "created_at": now})
-                jl += [{"id": jl_id, "entry_id": je_id, "account": "expense:subsidy",
-                        "amount_fen": amount},
-                       {"id": jl_id + 1, "entry_id": je_id, "account": "fund:cash",
-                        "amount_fen": -amount}]
-                je_id, jl_id = je_id + 1, jl_id + 2
+                je_id, jl_id = book(je_id, jl_id, created.date(), "payout",
+                                    f"bench-payout-{c_id}", "expense:subsidy", "fund:cash",
+                                    amount)
             c_id += 1
         for table, rows in ((Household, hh), (Member, mm), (Enrolment, ee), (Claim, cl),
                             (JournalEntry, je), (JournalLine, jl)):
