@@ -24,6 +24,7 @@ app's throughput, p99 < 50 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing as mp
@@ -298,9 +299,12 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
                     if name == "huzhu" and r == 0 and args.profile else None
                 backends = pg_backends(db_url) if name == "huzhu" else []
                 before = cpu_seconds(apps[name], backends)
+                switched = switches(apps[name], backends)
                 result = args.load(ports[name], args.connections, args.seconds, aes,
                                    tag * 100 + 2 + r, start)
                 after = cpu_seconds(apps[name], backends)
+                result["switches"] = ((switches(apps[name], backends) - switched)
+                                      / max(result["ok"], 1))
                 result["cpu_us"] = 1e6 * (sum(after) - sum(before)) / max(result["ok"], 1)
                 result["sys_us"] = 1e6 * (after[1] - before[1]) / max(result["ok"], 1)
                 rounds[name].append(result)
@@ -362,18 +366,38 @@ def pg_backends(url: str | None) -> list[int]:
     return pids
 
 
-def cpu_seconds(procs: "Procs", extra: list[int]) -> tuple[float, float]:
-    """Processor seconds used so far by an app's processes, their children (gunicorn's workers)
-    and `extra` processes (the database server's backends for them)."""
-    stats = _stats()
-    roots = {p.pid for p in procs.procs} | set(extra)
-    tree, grew = set(roots), True
+def _tree(procs: "Procs", extra: list[int], stats: dict) -> set[int]:
+    """An app's processes, their children (gunicorn's workers) and `extra` processes (the
+    database server's backends for them)."""
+    tree, grew = {p.pid for p in procs.procs} | set(extra), True
     while grew:
         grew = False
         for pid, (ppid, _u, _s) in stats.items():
             if ppid in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
+    return tree
+
+
+def switches(procs: "Procs", extra: list[int]) -> int:
+    """Context switches so far of every thread of an app's processes (as `_tree`), voluntary
+    (a thread waiting: for a lock, a socket, another thread) and not (taken off the
+    processor)."""
+    n = 0
+    for pid in _tree(procs, extra, _stats()):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    for line in Path(f"/proc/{pid}/task/{task}/status").read_text().splitlines():
+                        if "ctxt_switches:" in line:
+                            n += int(line.split()[1])
+    return n
+
+
+def cpu_seconds(procs: "Procs", extra: list[int]) -> tuple[float, float]:
+    """Processor seconds used so far by an app's processes (as `_tree`)."""
+    stats = _stats()
+    tree = _tree(procs, extra, stats)
     return (sum(stats[pid][1] for pid in tree if pid in stats),
             sum(stats[pid][2] for pid in tree if pid in stats))
 
@@ -381,7 +405,7 @@ def cpu_seconds(procs: "Procs", extra: list[int]) -> tuple[float, float]:
 def median_of(runs: list[dict]) -> dict:
     """Each figure's median over the rounds (and the errors added up)."""
     out = {}
-    for key in ("rps", "p50_ms", "p99_ms", "ok", "cpu_us", "sys_us"):
+    for key in ("rps", "p50_ms", "p99_ms", "ok", "cpu_us", "sys_us", "switches"):
         values = sorted(r[key] for r in runs if r[key] is not None)
         out[key] = values[len(values) // 2] if values else None
     out["errors"] = sum(r["errors"] for r in runs)
@@ -430,7 +454,9 @@ def main() -> int:
                   f"{r['huzhu']['cpu_us']:.0f} µs ({r['huzhu']['sys_us']:.0f} in the kernel; "
                   f"its web and worker processes"
                   f"{' and its database backends' if database == 'postgresql' else ''}): "
-                  f"ratio {r['echo']['cpu_us'] / r['huzhu']['cpu_us']:.2f}", flush=True)
+                  f"ratio {r['echo']['cpu_us'] / r['huzhu']['cpu_us']:.2f}; context switches a "
+                  f"message: echo {r['echo']['switches']:.1f}, huzhu {r['huzhu']['switches']:.1f}",
+                  flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

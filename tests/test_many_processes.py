@@ -46,6 +46,26 @@ def _up(url: str, seconds: float = 60) -> bool:
     return False
 
 
+SCHED_BATCH = 3  # Linux's number for the policy, as /proc shows it
+
+
+def _policies(parent: int) -> list[int]:
+    """The scheduling policy of every thread of the processes `parent` started (gunicorn's
+    workers), as /proc/PID/task/TID/stat gives it (its 41st field)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if not pid.isdigit() or int(stat[stat.rindex(")") + 2:].split()[1]) != parent:
+            continue
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            task = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            out.append(int(task[task.rindex(")") + 2:].split()[38]))
+    return out
+
+
 def test_two_web_processes_and_two_workers_share_one_database(app_ctx, cfg, db, db_url,
                                                               emulator, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUZHU_")}
@@ -85,6 +105,11 @@ def test_two_web_processes_and_two_workers_share_one_database(app_ctx, cfg, db, 
             replies = list(pool.map(write, range(len(openids))))
         assert all("还可补助" in r for r in replies[:30])
         assert all(r for r in replies[30:])
+        # every thread of each web process (request threads, the line) is scheduled so that a
+        # thread woken does not take the processor from the one that woke it
+        for web in procs[:2]:
+            threads = _policies(web.pid)
+            assert len(threads) > 3 and set(threads) == {SCHED_BATCH}, threads
 
         # a retry of one message reaching the other process is not handled twice
         xml = webs[0]._xml(openids[0], "text", {"Content": "5"}, msg_id=991000001)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
 
@@ -93,7 +93,8 @@ def make_context(cfg: Config | None = None, db: Database | None = None,
 def create_app(app_ctx: AppContext | None = None) -> Flask:
     from bot import logs
     from bot.discover import blueprints, load_handlers
-    from bot.web.webhook import SWITCH_INTERVAL_SECONDS, Webhook, WebhookApp, describe_mode
+    from bot.web.webhook import (SWITCH_INTERVAL_SECONDS, Webhook, WebhookApp, describe_mode,
+                                 settle_threads)
 
     x = app_ctx or make_context()
     if app_ctx is None:
@@ -105,6 +106,7 @@ def create_app(app_ctx: AppContext | None = None) -> Flask:
     log.log(*describe_mode(x.cfg))
     app.wsgi_app = WebhookApp(app.wsgi_app, hook)  # POST /wechat without Flask's machinery
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the line gets the interpreter back sooner
+    settle_threads()  # a thread woken by the line does not take the processor from it
     load_handlers()
     for bp in blueprints():
         app.register_blueprint(bp)
