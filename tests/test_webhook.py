@@ -548,6 +548,61 @@ def test_only_bookkeeping_commits_without_waiting_for_the_disk(db):
             InboundMessage.dedupe_key.like("msg:dur%"))) == 5
 
 
+def test_a_batch_that_only_reads_opens_no_transaction_and_a_locking_read_does(db):
+    """On PostgreSQL the line's batch begins its transaction at its first write: a batch whose
+    messages only read costs its read and its write (BEGIN and COMMIT would be two round trips
+    more). A read that takes a lock (FOR UPDATE, an advisory lock) counts as a write: it runs
+    inside the transaction, and its lock is held until the batch commits."""
+    if not db.is_postgres:
+        pytest.skip("SQLite's transaction is begun by the engine, on its own file")
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from bot.web.inbox import Inbox, Stored
+
+    with db.session() as s:
+        s.add(WechatUser(openid="o_lock_a", subscribed=True))
+    inbox = Inbox(db)
+
+    def status(batch) -> int:
+        return batch.cursor.connection.info.transaction_status
+
+    try:
+        with inbox.batch() as batch:  # read only
+            senders, _ = batch.senders(["o_lock_a"], ["msg:lock1"])
+            scope = batch.message()
+            scope.session.get(WechatUser, senders["o_lock_a"].user_id)
+            scope.flush()
+            scope.close()
+            assert status(batch) == 0  # idle: nothing begun
+            batch.finish([Stored(senders["o_lock_a"], "o_lock_a", "msg:lock1", "text", ["好"])],
+                         {senders["o_lock_a"].user_id})
+            assert status(batch) == 0  # the write committed alone
+
+        with inbox.batch() as batch:  # a locking read
+            senders, _ = batch.senders(["o_lock_a"], ["msg:lock2"])
+            scope = batch.message()
+            scope.session.scalar(select(WechatUser).where(WechatUser.openid == "o_lock_a")
+                                 .with_for_update())
+            assert status(batch) == 2  # in a transaction
+            with db.engine.connect() as other:
+                other.execute(text("SET lock_timeout = '200ms'"))
+                with pytest.raises(OperationalError):
+                    other.execute(text("SELECT id FROM wechat_user WHERE openid = 'o_lock_a' "
+                                       "FOR UPDATE"))
+            scope.flush()
+            scope.close()
+            batch.finish([Stored(senders["o_lock_a"], "o_lock_a", "msg:lock2", "text", ["好"])],
+                         {senders["o_lock_a"].user_id})
+    finally:
+        inbox.close()
+    with db.engine.connect() as other:  # committed, and the lock let go
+        other.execute(text("SET lock_timeout = '200ms'"))
+        assert other.execute(text("SELECT count(*) FROM inbound_message WHERE dedupe_key "
+                                  "LIKE 'msg:lock%'")).scalar() == 2
+        other.execute(text("SELECT id FROM wechat_user WHERE openid = 'o_lock_a' FOR UPDATE"))
+
+
 @pytest.mark.parametrize("how", ["orm", "text", "core"])
 def test_a_failed_message_is_undone_alone_however_it_wrote(db, how):
     """In a batch, a message whose handler wrote (through the ORM, SQL text or Core on the

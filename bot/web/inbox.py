@@ -7,7 +7,9 @@ processors the ORM uses (the rows are the ones the ORM would write):
 - `Batch`: the messages the webhook's line has taken together, in one transaction — one read
   for all their senders (with whether each is in a dialogue) and for which of their dedupe keys
   were answered before, one write for all the users' last inbound time and one for all the
-  dedupe rows (on PostgreSQL the two writes are one statement), one commit. Each message's
+  dedupe rows (on PostgreSQL the two writes are one statement), one commit — on PostgreSQL the
+  transaction is begun by the batch's first write, so a batch that only read commits its one
+  write alone, without BEGIN and COMMIT (`Batch.begin`). Each message's
   handler gets an ORM session of its own (`MessageScope`); its first write sets a SAVEPOINT, so
   a message that fails is undone alone. On PostgreSQL a batch in which no message wrote
   anything of its own and nothing went to the outbox commits with `synchronous_commit` off:
@@ -29,6 +31,7 @@ round trip of its own. A query already stored with another message refuses that 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -66,13 +69,21 @@ def _before_flush(session: Session, _context, _instances) -> None:
         session.info[_OUTBOX_ADDED] = True
 
 
+# a SELECT that takes locks (FOR UPDATE, FOR SHARE, …, an advisory lock for the transaction)
+# must run inside the batch's transaction: it counts as a write
+_LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+|KEY\s+)?(?:UPDATE|SHARE)\b|pg_advisory",
+                      re.IGNORECASE)
+
+
 def _before_cursor_execute(conn, _cursor, statement, _parameters, _context, _executemany):
     """Every statement SQLAlchemy sends on the line's connection passes here — ORM flushes,
     ORM or Core DML, `text()`, bulk inserts, `session.connection()` — so any that is not a
-    plain SELECT counts as a write of the message in hand: its SAVEPOINT is set first, and the
+    plain SELECT (or takes locks) counts as a write of the message in hand: the batch's
+    transaction is begun if it was not (PostgreSQL), its SAVEPOINT is set first, and the
     batch commits durably. (The batch's own statements go through the driver's cursor.)"""
     batch = conn.info.get(_BATCH)
-    if batch is not None and statement.lstrip()[:6].upper() != "SELECT":
+    if batch is not None and (statement.lstrip()[:6].upper() != "SELECT"
+                              or _LOCKING.search(statement)):
         batch.before_write()
 
 
@@ -385,6 +396,9 @@ class Batch:
         self.wrote = False  # something besides the batch's own bookkeeping was written
         self.current: "MessageScope | None" = None  # the message being handled
         self.query_owners: dict[str, str] = {}  # signed query → the dedupe key stored with it
+        # PostgreSQL: the connection runs in autocommit, and the batch's transaction is begun
+        # by its first write (see Inbox.batch)
+        self._deferred = bsql.postgres and conn.connection.driver_connection.autocommit
 
     @property
     def session(self) -> Session:
@@ -428,8 +442,16 @@ class Batch:
                                    _flag(households), _flag(appeal))
         return found, seen
 
+    def begin(self) -> None:
+        """The batch's transaction, begun before its first write (PostgreSQL); a no-op once
+        begun, and on SQLite (whose transaction the engine begins)."""
+        if self._deferred and self.conn.connection.driver_connection.info.transaction_status \
+                == _IDLE:
+            self._cursor.execute("BEGIN")
+
     def new_user(self, openid: str) -> Sender:
         sql = self.sql
+        self.begin()
         self._cursor.execute(sql.new_user, (openid, sql.bind_bool(True), sql.bind_time(utcnow())))
         if not sql.postgres:
             return Sender(self._cursor.lastrowid, None, 0, False)
@@ -445,7 +467,8 @@ class Batch:
 
     def before_write(self) -> None:
         """A statement other than a SELECT is about to run for a message (or for the late
-        replies): the message's SAVEPOINT first."""
+        replies): the batch's transaction begun, and the message's SAVEPOINT first."""
+        self.begin()
         self.wrote = True
         if self.current is not None:
             self.current.before_write()
@@ -542,6 +565,7 @@ class MessageScope:
 
 # psycopg prepares a statement after this many runs, or when asked to (`prepare=True`)
 _ONLY_WHEN_ASKED = 2**62
+_IDLE = 0  # libpq's PQTRANS_IDLE: no transaction open on the connection
 
 
 def _give_back(conn: "Connection") -> None:
@@ -594,7 +618,14 @@ class Inbox:
                 conn = self._line_conn = self.db.engine.connect()
                 event.listen(conn, "before_cursor_execute", _before_cursor_execute)
                 if self.bsql.postgres:  # the engine prepares nothing; here, what asks to be
-                    conn.connection.driver_connection.prepare_threshold = _ONLY_WHEN_ASKED
+                    driver = conn.connection.driver_connection
+                    driver.prepare_threshold = _ONLY_WHEN_ASKED
+                    # No transaction until a message writes (Batch.begin): a batch of messages
+                    # that only read — most of them — costs two round trips, its read and its
+                    # write (one statement, atomic alone), not four with BEGIN and COMMIT.
+                    if driver.info.transaction_status != _IDLE:
+                        driver.rollback()
+                    driver.autocommit = True
                     self._planned = time.monotonic()
             try:
                 with conn.begin():
