@@ -99,6 +99,14 @@ def context(url: str, data_dir: Path):
 # -- build ------------------------------------------------------------------------------------
 
 def wipe(url: str) -> None:
+    """The database named emptied, or made if there is none yet."""
+    u = make_url(url)
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        if c.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"),
+                    {"d": u.database}) is None:
+            c.execute(text(f'CREATE DATABASE "{u.database}"'))
+    admin.dispose()
     eng = create_engine(url)
     with eng.begin() as c:
         c.execute(text("DROP SCHEMA public CASCADE"))
