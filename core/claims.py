@@ -45,6 +45,7 @@ from datetime import date, datetime, timedelta
 from typing import Iterable
 
 from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from core import outbox, scheme_years
@@ -357,11 +358,21 @@ def start_claim(session: Session, household: Household, member: Member, actor: s
     year, why = eligibility(session, member, today)
     if year is None:
         raise ClaimError(why)
-    claim = Claim(number=new_claim_number(session), household_id=household.id,
-                  member_id=member.id, scheme_year_id=year.id, status=S.collecting,
-                  stated={}, ocr={}, flags={}, reasons=[], trace=[], created_by=actor)
-    session.add(claim)
-    session.flush()
+    for attempt in range(5):
+        claim = Claim(number=new_claim_number(session), household_id=household.id,
+                      member_id=member.id, scheme_year_id=year.id, status=S.collecting,
+                      stated={}, ocr={}, flags={}, reasons=[], trace=[], created_by=actor)
+        # Another transaction may be giving the same number at this moment (not yet committed,
+        # so the check above could not see it): the unique number then refuses this one, and a
+        # new number is drawn. Seen building 100,000 claims in three processes at once.
+        try:
+            with session.begin_nested():
+                session.add(claim)
+                session.flush()
+            break
+        except IntegrityError:
+            if attempt == 4:
+                raise
     audit(session, actor, "claim.collecting", "claim", claim.number, None,
           {"status": S.collecting.value, "member_id": member.id, "scheme_year_id": year.id})
     return claim

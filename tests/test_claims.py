@@ -715,3 +715,29 @@ def test_each_status_change_template_tells_the_household(app_ctx, db):
         assert "没有通过" in text and "未达起付标准" in text and "结算单金额不足" in text
         audits = s.scalar(select(func.count(AuditLog.id)).where(AuditLog.entity_id == number))
         assert audits == 1 + len(path)
+
+
+def test_a_claim_number_given_at_the_same_moment_elsewhere_is_drawn_again(app_ctx, db,
+                                                                         monkeypatch):
+    """Claim numbers are drawn at random and checked unique, but a number another transaction
+    is giving at that moment (not committed yet) passes the check; the insert is then refused
+    by the unique number, and the claim is started with a new number instead of failing."""
+    with db.session() as s:
+        first = make_household(s, app_ctx.vault, [M("钱一")], openid="o_num_a")
+        second = make_household(s, app_ctx.vault, [M("钱二")], openid="o_num_b")
+    with db.session() as s:
+        taken = svc.start_claim(s, s.get(type(first), first.id),
+                                s.get(type(first), first.id).members[0], "o_num_a",
+                                local_today()).number
+    drawn = iter([taken])  # the first draw collides as if unseen; then draw as usual
+    real = svc.new_claim_number
+    monkeypatch.setattr(svc, "new_claim_number", lambda s: next(drawn, None) or real(s))
+    with db.session() as s:
+        h = s.get(type(second), second.id)
+        claim = svc.start_claim(s, h, h.members[0], "o_num_b", local_today())
+        number = claim.number
+    assert number != taken
+    with db.session() as s:
+        assert s.scalar(select(func.count(Claim.id)).where(
+            Claim.number.in_([taken, number]))) == 2
+        assert s.scalar(select(func.count(AuditLog.id)).where(AuditLog.entity_id == number)) == 1
