@@ -20,6 +20,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger("huzhu.db")
 
 
+# conn.info key: this SQLite connection's next transaction begins deferred (it reads first)
+READ_FIRST = "huzhu.read_first"
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
@@ -59,8 +63,10 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
             # take the write lock at the start: SQLite serialises writers, and a deferred
-            # transaction that upgrades later can fail with "database is locked"
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # transaction that upgrades later can fail with "database is locked". A connection
+            # marked READ_FIRST (the webhook's line, bot/web/inbox.py) begins deferred and
+            # takes the write lock itself before its first write.
+            conn.exec_driver_sql("BEGIN" if conn.info.get(READ_FIRST) else "BEGIN IMMEDIATE")
 
         return engine
     # No server-side prepared statements (psycopg prepares a query after its 5th run on a

@@ -883,3 +883,97 @@ def test_sqlite_processes_take_turns_to_write_on_the_writer_lock(tmp_path):
     assert other.exitcode == 0 and done.value >= released
     assert (tmp_path / "turns.db.writer").exists()
     db.dispose()
+
+
+def _hold_the_write_lock(url: str, started, released, seconds: float) -> None:
+    """Another web process on the same SQLite file, in the middle of a write."""
+    from sqlalchemy import text
+
+    from core.db import Database
+
+    db = Database(url)
+    with db.session() as s:
+        s.execute(text("UPDATE wechat_user SET subscribed = subscribed WHERE openid = 'o_rf'"))
+        started.set()
+        time.sleep(seconds)
+        released.value = time.time()
+    db.dispose()
+
+
+def test_a_sqlite_line_reads_and_routes_while_another_process_writes(db, db_url):
+    """Two web processes on one SQLite file: while one writes, the other's line reads its
+    batch and routes its messages, and waits for the write lock only to write. Holding the
+    lock from the start of every batch made the two lines take turns (bench/webhook.py,
+    gunicorn -w 2: each line waited a third of the time for the other's batch)."""
+    if db.is_postgres:
+        pytest.skip("PostgreSQL's batches take no file lock to wait for")
+    import multiprocessing as mp
+
+    from bot.web.inbox import Inbox, Stored
+
+    with db.session() as s:
+        s.add(WechatUser(openid="o_rf", subscribed=True))
+    ctx = mp.get_context("spawn")
+    started, released = ctx.Event(), ctx.Value("d", 0.0)
+    other = ctx.Process(target=_hold_the_write_lock, args=(db_url, started, released, 1.5))
+    other.start()
+    inbox = Inbox(db)
+    try:
+        assert started.wait(60)
+        with inbox.batch() as batch:
+            senders, seen = batch.senders(["o_rf"], ["msg:rf1"])
+            scope = batch.message()
+            user = scope.session.get(WechatUser, senders["o_rf"].user_id)
+            scope.flush()
+            scope.close()
+            read_at = time.time()
+            batch.finish([Stored(senders["o_rf"], "o_rf", "msg:rf1", "text", ["好"])],
+                         {user.id})
+            written_at = time.time()
+        assert released.value == 0.0 or read_at < released.value  # read while it wrote
+        other.join(60)
+        assert other.exitcode == 0 and written_at >= released.value > read_at
+    finally:
+        inbox.close()
+        if other.is_alive():
+            other.kill()
+    assert not seen and user.openid == "o_rf"
+    assert inbound_count(db) == 1
+
+
+def test_a_batch_whose_reads_went_out_of_date_before_it_wrote_is_handled_again(
+        villager, db, counting_dialogue, monkeypatch):
+    """SQLite: the line's batch reads before it takes the write lock. If another process
+    commits between the batch's reads and a message's first write, the message might be
+    answered from what it read before: the batch is handled again from the start, holding
+    the lock, and the villager gets the answer the state calls for, once."""
+    if db.is_postgres:
+        pytest.skip("PostgreSQL's batches take no file lock to wait for")
+    import sqlite3
+
+    from core.models import DialogueState
+
+    villager.text("o_stale", "计数")
+    villager.text("o_elsewhere", "帮助")
+    counting = counting_dialogue.states["counting"]
+    calls = []
+
+    def another_process_commits_first(ctx, msg, data):
+        calls.append(data["n"])
+        if len(calls) == 1:
+            ctx.session.get(DialogueState, ctx.openid)  # the batch has read
+            other = sqlite3.connect(db.url[len("sqlite:///"):], timeout=5)
+            other.execute("UPDATE wechat_user SET subscribed = 0 WHERE openid = 'o_elsewhere'")
+            other.commit()
+            other.close()
+        return counting(ctx, msg, data)
+
+    monkeypatch.setitem(counting_dialogue.states, "counting", another_process_commits_first)
+    r = villager.text("o_stale", "再来")
+    assert r.reply == "第2条"
+    assert calls == [1, 1]  # handled, found out of date before its write, handled again
+    with db.session() as s:
+        assert s.get(DialogueState, "o_stale").data == {"n": 2}
+        assert s.scalar(select(WechatUser.subscribed).where(
+            WechatUser.openid == "o_elsewhere")) is False
+    assert villager.text("o_stale", "又来").reply == "第3条"

@@ -9,7 +9,13 @@ processors the ORM uses (the rows are the ones the ORM would write):
   were answered before, one write for all the users' last inbound time and one for all the
   dedupe rows (on PostgreSQL the two writes are one statement), one commit — on PostgreSQL the
   transaction is begun by the batch's first write, so a batch that only read commits its one
-  write alone, without BEGIN and COMMIT (`Batch.begin`). Each message's
+  write alone, without BEGIN and COMMIT (`Batch.begin`). On SQLite the batch reads first and
+  takes the write lock (the `.writer` file lock the processes queue on, then SQLite's own) only
+  for its writes: the other web process's line reads and routes its own batch meanwhile, where
+  holding the lock from the start made the two lines take turns. A batch in which a message
+  writes after another process committed since the batch began reading is handled again,
+  holding the lock from its start (`Stale`); one that writes only its bookkeeping writes it in
+  a fresh transaction. Each message's
   handler gets an ORM session of its own (`MessageScope`); its first write sets a SAVEPOINT, so
   a message that fails is undone alone. On PostgreSQL a batch in which no message wrote
   anything of its own and nothing went to the outbox commits with `synchronous_commit` off:
@@ -42,6 +48,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from bot.web.nonces import Replayed
+from core.db import READ_FIRST
 from core.crypto import scrub_phones
 from core.models import (ClaimStatus, InboundMessage, OutboxMessage, WebhookNonce, WechatUser,
                          utcnow)
@@ -300,6 +307,20 @@ class Conflict(Exception):
     """The batch met another process's work on the same rows; handle its messages one by one."""
 
 
+class Stale(Exception):
+    """SQLite: a message of a batch that began by reading went to write after another process
+    had committed; what the batch read may be out of date, so it is handled again, holding
+    the write lock from its start."""
+
+
+# SQLite: takes the write lock for a transaction that so far only read, writing nothing. It
+# fails at once, without waiting, with SQLITE_BUSY_SNAPSHOT if another connection committed
+# since it began reading, and with SQLITE_BUSY if another holds the write lock (a checkpoint
+# that truncates the log takes it without the `.writer` lock)
+_TAKE_WRITE_LOCK = "UPDATE wechat_user SET id = id WHERE 0"
+_SQLITE_BUSY = 5  # the primary code of both
+
+
 class _BatchSql:
     """A batch's statements: one read for all senders and dedupe keys, one write for all users'
     last inbound time and one for all dedupe rows, whatever the batch's size. The lists travel
@@ -383,7 +404,7 @@ class Batch:
     undoes only its own message."""
 
     def __init__(self, conn: "Connection", sql: _Sql, bsql: _BatchSql,
-                 integrity_error: type[Exception]):
+                 integrity_error: type[Exception], writer=None):
         self.conn = conn
         self.sql = sql
         self.bsql = bsql
@@ -399,6 +420,10 @@ class Batch:
         # PostgreSQL: the connection runs in autocommit, and the batch's transaction is begun
         # by its first write (see Inbox.batch)
         self._deferred = bsql.postgres and conn.connection.driver_connection.autocommit
+        # SQLite, reading first: the write lock to take before the first write (Inbox.batch)
+        self._writer = writer
+        self._writer_held = False
+        self.stale = False  # Stale was raised: the batch is handled again, whatever caught it
 
     @property
     def session(self) -> Session:
@@ -443,11 +468,39 @@ class Batch:
         return found, seen
 
     def begin(self) -> None:
-        """The batch's transaction, begun before its first write (PostgreSQL); a no-op once
-        begun, and on SQLite (whose transaction the engine begins)."""
+        """Before the batch's first write: its transaction begun (PostgreSQL), or on SQLite
+        reading first, the write lock taken for the transaction that read (Stale if another
+        process committed since). A no-op once done."""
         if self._deferred and self.conn.connection.driver_connection.info.transaction_status \
                 == _IDLE:
             self._cursor.execute("BEGIN")
+        elif self._writer is not None and not self._writer_held:
+            self._take_writer(keep_reads=True)
+
+    def _take_writer(self, keep_reads: bool) -> None:
+        """SQLite: wait for the other processes' writes (the `.writer` lock), then take the
+        write lock for this transaction. If that cannot be (another process committed since it
+        began reading, or holds SQLite's lock): with `keep_reads`, Stale; without (only the
+        batch's bookkeeping is left to write, which depends on nothing read), the write lock in
+        a fresh transaction, waiting for it as every writer does."""
+        self._writer.__enter__()
+        self._writer_held = True
+        try:
+            self._cursor.execute(_TAKE_WRITE_LOCK)
+        except Exception as exc:
+            if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF != _SQLITE_BUSY:
+                raise
+            if keep_reads:
+                self.stale = True
+                raise Stale() from None
+            self._cursor.execute("ROLLBACK")
+            self._cursor.execute("BEGIN IMMEDIATE")
+
+    def release_writer(self) -> None:
+        """After the commit (or the rollback): the other processes may write."""
+        if self._writer_held:
+            self._writer_held = False
+            self._writer.__exit__(None, None, None)
 
     def new_user(self, openid: str) -> Sender:
         sql = self.sql
@@ -482,6 +535,8 @@ class Batch:
         if self._session is not None:
             self._session.flush()
             enqueued = enqueued or bool(self._session.info.get(_OUTBOX_ADDED))
+        if self._writer is not None and not self._writer_held:
+            self._take_writer(keep_reads=False)
         sql, b, now = self.sql, self.bsql, utcnow()
         try:
             if b.postgres:
@@ -595,11 +650,14 @@ class Inbox:
         self._planned = 0.0  # when the line's prepared statements were last planned afresh
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator["Batch"]:
+    def batch(self, read_first: bool = True) -> Iterator["Batch"]:
         """Several messages' transaction: committed at the end, rolled back on any error. For
         the one thread that handles batches: its connection is kept from one batch to the next
-        (no pool check-out and, on PostgreSQL, no ping each time) and dropped after any error,
-        so a broken one is replaced by the next batch.
+        (no pool check-out and, on PostgreSQL, no ping each time) and dropped after any error
+        (but Stale), so a broken one is replaced by the next batch.
+
+        On SQLite with `read_first` the transaction begins deferred and the write lock is
+        taken before the first write (Batch.begin, Batch.finish); without it, at the start.
 
         On PostgreSQL the batch's read and write are prepared statements on that connection:
         planning them took more of the server's time than running them (bench/webhook.py).
@@ -607,7 +665,9 @@ class Inbox:
         small, a scan of each whole table. So the connection plans without sequential scans
         (below), and is replaced every REPLAN_SECONDS, its statements prepared and planned
         afresh on the new one (tests/test_webhook.py)."""
-        with self._line_lock, self.db.writing():
+        read_first = read_first and not self.bsql.postgres
+        writer = self.db.writing()
+        with self._line_lock, (contextlib.nullcontext() if read_first else writer):
             conn = self._line_conn
             if (conn is not None and self.bsql.postgres
                     and time.monotonic() - self._planned > self.REPLAN_SECONDS):
@@ -627,8 +687,14 @@ class Inbox:
                         driver.rollback()
                     driver.autocommit = True
                     self._planned = time.monotonic()
+            batch = None
             try:
-                with conn.begin():
+                conn.info[READ_FIRST] = read_first  # for this BEGIN only (core/db.py)
+                try:
+                    transaction = conn.begin()
+                finally:
+                    conn.info.pop(READ_FIRST, None)
+                with transaction:
                     if fresh and self.bsql.postgres:
                         # Everything read on this connection is looked up by key (senders,
                         # dedupe keys, a villager's own rows). A plan kept for a prepared
@@ -638,17 +704,23 @@ class Inbox:
                         # to choose, the kept plan is the index look-up at any size.
                         conn.connection.driver_connection.execute(
                             "SET enable_seqscan = off")
-                    batch = Batch(conn, self.sql, self.bsql, self.integrity_error)
+                    batch = Batch(conn, self.sql, self.bsql, self.integrity_error,
+                                  writer if read_first else None)
                     conn.info[_BATCH] = batch
                     try:
                         yield batch
                     finally:
                         conn.info.pop(_BATCH, None)
                         batch.close()
+            except Stale:
+                raise  # rolled back; the connection is sound
             except BaseException:
                 self._line_conn = None
                 _give_back(conn)
                 raise
+            finally:
+                if batch is not None:
+                    batch.release_writer()
 
     def close(self) -> None:
         """Give back the kept connection (when the server stops)."""

@@ -59,7 +59,8 @@ from bot.web.nonces import (RedisNonces, Replayed, expires_at, fresh_timestamp, 
 from bot.web.wxml import BadXml, parse_flat
 from core import outbox
 from core.messages import render
-from bot.web.inbox import Answered, Conflict, Inbox, Query, Sender, Stored, remember_query
+from bot.web.inbox import (Answered, Conflict, Inbox, Query, Sender, Stale, Stored,
+                           remember_query)
 from core.config import REAL_WECHAT_API, ConfigError, plain_mode_refused
 from core.models import InboundMessage, WechatUser, utcnow
 from handlers import dialogue, router
@@ -373,9 +374,14 @@ class Webhook:
     def handle_batch(self, items: list["_Queued"]) -> None:
         """Messages taken together by the line: one transaction, one commit. If the batch as a
         whole fails (another process touched the same rows, a database error), each message is
-        handled again on its own."""
+        handled again on its own. On SQLite a batch reads before it takes the write lock; if
+        what it read went out of date before a message wrote (Stale), it is handled again
+        holding the lock from the start."""
         try:
-            results, answered, refused, enqueued = self._batch(items)
+            try:
+                results, answered, refused, enqueued = self._batch(items)
+            except Stale:
+                results, answered, refused, enqueued = self._batch(items, read_first=False)
         except Exception as exc:
             if not isinstance(exc, Conflict):
                 log.error("batch of %d failed; handling them one by one", len(items),
@@ -397,11 +403,11 @@ class Webhook:
                 item.ticket.committing = True
             item.future.set_exception(Replayed())
 
-    def _batch(self, items: list["_Queued"]):
+    def _batch(self, items: list["_Queued"], read_first: bool = True):
         results: list[tuple[_Queued, list[str]]] = []
         answered: list[_Queued] = []
         refused: list[_Queued] = []  # signed queries used before with another message
-        with self.inbox.batch() as batch:
+        with self.inbox.batch(read_first) as batch:
             openids = list(dict.fromkeys(item.msg.openid for item in items))
             queries = [item.ticket.query[0] for item in items if item.ticket.query]
             senders, seen = batch.senders(openids, [item.msg.key for item in items], queries)
@@ -444,6 +450,8 @@ class Webhook:
                                         facts_known=facts_known)
                     scope.flush()
                     ok = True
+                except Stale:
+                    raise
                 except Exception:
                     scope.undo()
                     log.error("handling failed key=%s openid=%s", msg.key, _short(msg.openid),
@@ -451,6 +459,8 @@ class Webhook:
                     texts, ok = [render("internal_error")], False
                 finally:
                     scope.close()
+                if batch.stale:  # raised in a handler that went on regardless
+                    raise Stale()
                 handled[msg.key] = (texts, ok)
                 done.append((item, sender, texts, ok))
             stored, touched = [], set()
