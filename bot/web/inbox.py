@@ -37,6 +37,8 @@ round trip of its own. A query already stored with another message refuses that 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import re
 import threading
 import time
@@ -331,7 +333,9 @@ class _BatchSql:
     def __init__(self, dialect):
         self.postgres = dialect.name == "postgresql"
         serializer = getattr(dialect, "_json_serializer", None)
-        self.dumps = serializer or __import__("json").dumps
+        # Chinese as it is, not as \\u escapes: the replies' JSON is encoded faster, travels
+        # and is stored in half the bytes, and reads back the same
+        self.dumps = serializer or functools.partial(json.dumps, ensure_ascii=False)
         if self.postgres:
             # one round trip: the senders' rows, then one row per key answered before
             # (and one row per signed query stored before). The lists travel as one JSON
@@ -451,8 +455,6 @@ class Batch:
                 else:
                     rows.append(row[:7])
         else:
-            import json
-
             cur.execute(b.senders, (json.dumps(openids), json.dumps(keys),
                                     json.dumps(list(queries))))
             users_json, seen_json, owners_json = cur.fetchone()
@@ -553,13 +555,11 @@ class Batch:
                     now, dumps([{"k": s.key, "o": s.openid, "t": s.kind, "r": cached(s.texts)}
                                 for s in stored]), lazy), prepare=True)
             else:
-                import json
-
                 stamp = sql.bind_time(now)
                 self._cursor.execute(b.touch, (stamp, json.dumps(sorted(touched))))
-                if stored:
-                    self._cursor.execute(b.inbound, (stamp, sql.bind_bool(True), json.dumps(
-                        [[s.key, s.openid, s.kind, b.dumps(cached(s.texts))] for s in stored])))
+                if stored:  # each reply is an array in the list: json_extract gives its text
+                    self._cursor.execute(b.inbound, (stamp, sql.bind_bool(True), b.dumps(
+                        [[s.key, s.openid, s.kind, cached(s.texts)] for s in stored])))
                 if remember:
                     self._cursor.execute(b.remember, (json.dumps(
                         [[q, k, sql.bind_time(e)] for q, k, e in remember]),))
