@@ -263,7 +263,15 @@ def start_echo(port: int, aes: str, args) -> Procs:
 
 
 def reset_pg(url: str) -> None:
-    from sqlalchemy import create_engine, text
+    """The database named emptied, or made if there is none yet."""
+    from sqlalchemy import create_engine, make_url, text
+    u = make_url(url)
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        if c.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"),
+                    {"d": u.database}) is None:
+            c.execute(text(f'CREATE DATABASE "{u.database}"'))
+    admin.dispose()
     eng = create_engine(url)
     with eng.begin() as c:
         c.execute(text("DROP SCHEMA public CASCADE"))
@@ -294,9 +302,13 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
             order = ("echo", "huzhu") if r % 2 == 0 else ("huzhu", "echo")
             for name in order:
                 spies: list[subprocess.Popen] = []
-                start = (lambda a=apps[name]: spies.append(
-                    profile(a, args, f"{database}-{mode}"))) \
-                    if name == "huzhu" and r == 0 and args.profile else None
+                seen: list[list[int]] = []
+
+                def start(a=apps[name], name=name, r=r, seen=seen, spies=spies):
+                    if name == "huzhu" and r == 0 and args.profile:
+                        spies.append(profile(a, args, f"{database}-{mode}"))
+                    threading.Timer(min(2.0, args.seconds / 2),
+                                    lambda: seen.append(spread(a, ports[name]))).start()
                 backends = pg_backends(db_url) if name == "huzhu" else []
                 before = cpu_seconds(apps[name], backends)
                 switched = switches(apps[name], backends)
@@ -307,6 +319,7 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
                                       / max(result["ok"], 1))
                 result["cpu_us"] = 1e6 * (sum(after) - sum(before)) / max(result["ok"], 1)
                 result["sys_us"] = 1e6 * (after[1] - before[1]) / max(result["ok"], 1)
+                result["spread"] = seen[0] if seen else []
                 rounds[name].append(result)
                 for spy in spies:
                     spy.wait(args.seconds + 30)
@@ -379,6 +392,30 @@ def _tree(procs: "Procs", extra: list[int], stats: dict) -> set[int]:
     return tree
 
 
+def spread(procs: "Procs", port: int) -> list[int]:
+    """How the load's connections are spread over the web processes (gunicorn's workers), as
+    they stand: each worker accepts what it can when wrk connects, and a worker that got few
+    connections can be left waiting for them while the other is busy (this decides much of a
+    round's figure, for both apps)."""
+    sockets: dict[str, int] = {}
+    for pid in _tree(procs, [], _stats()):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        sockets[target[8:-1]] = pid
+    counts: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if (f[3] == "01" and f[9] in sockets  # established, on the app's port
+                        and int(f[1].rsplit(":", 1)[1], 16) == port):
+                    counts[sockets[f[9]]] = counts.get(sockets[f[9]], 0) + 1
+    return sorted(counts.values())
+
+
 def switches(procs: "Procs", extra: list[int]) -> int:
     """Context switches so far of every thread of an app's processes (as `_tree`), voluntary
     (a thread waiting: for a lock, a socket, another thread) and not (taken off the
@@ -447,8 +484,10 @@ def main() -> int:
                   f"p99 {r['huzhu']['p99_ms']:6.1f} ms (errors {r['huzhu']['errors']}) | "
                   f"ratio {r['ratio']:.2f}", flush=True)
             per = zip(r["rounds"]["echo"], r["rounds"]["huzhu"])
-            print("    rounds (echo/huzhu msg/s, huzhu p99): " + ", ".join(
-                f"{e['rps']:.0f}/{h['rps']:.0f} {h['p99_ms']:.0f} ms" for e, h in per), flush=True)
+            print("    rounds (echo/huzhu msg/s, huzhu p99, connections per web process echo/huzhu): "
+                  + ", ".join(f"{e['rps']:.0f}/{h['rps']:.0f} {h['p99_ms']:.0f} ms "
+                              f"[{'+'.join(map(str, e['spread']))} / "
+                              f"{'+'.join(map(str, h['spread']))}]" for e, h in per), flush=True)
             print(f"    processor time a message: echo {r['echo']['cpu_us']:.0f} µs "
                   f"({r['echo']['sys_us']:.0f} in the kernel), huzhu "
                   f"{r['huzhu']['cpu_us']:.0f} µs ({r['huzhu']['sys_us']:.0f} in the kernel; "
