@@ -263,20 +263,10 @@ def start_echo(port: int, aes: str, args) -> Procs:
 
 
 def reset_pg(url: str) -> None:
-    """The database named emptied, or made if there is none yet."""
-    from sqlalchemy import create_engine, make_url, text
-    u = make_url(url)
-    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        if c.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"),
-                    {"d": u.database}) is None:
-            c.execute(text(f'CREATE DATABASE "{u.database}"'))
-    admin.dispose()
-    eng = create_engine(url)
-    with eng.begin() as c:
-        c.execute(text("DROP SCHEMA public CASCADE"))
-        c.execute(text("CREATE SCHEMA public"))
-    eng.dispose()
+    """The database named emptied, or made if there is none yet (as bench/scale.py's)."""
+    from scale import wipe
+
+    wipe(url)
 
 
 def run_one(mode: str, database: str, args, tag: int) -> dict:
@@ -323,11 +313,14 @@ def run_one(mode: str, database: str, args, tag: int) -> dict:
                 rounds[name].append(result)
                 for spy in spies:
                     spy.wait(args.seconds + 30)
-        ratios = sorted(h["rps"] / e["rps"] for e, h in zip(rounds["echo"], rounds["huzhu"])
-                        if e["rps"])
+        pairs = list(zip(rounds["echo"], rounds["huzhu"]))
+        ratios = sorted(h["rps"] / e["rps"] for e, h in pairs if e["rps"])
+        even = sorted(h["rps"] / e["rps"] for e, h in pairs
+                      if e["rps"] and spread_even(e["spread"], args) and spread_even(h["spread"], args))
         e, h = median_of(rounds["echo"]), median_of(rounds["huzhu"])
         return {"mode": mode, "database": database, "echo": e, "huzhu": h,
                 "ratio": ratios[len(ratios) // 2] if ratios else None,
+                "ratio_even": even[len(even) // 2] if even else None, "even_rounds": len(even),
                 "rounds": rounds}
     finally:
         for procs in apps.values():
@@ -390,6 +383,14 @@ def _tree(procs: "Procs", extra: list[int], stats: dict) -> set[int]:
                 tree.add(pid)
                 grew = True
     return tree
+
+
+def spread_even(counts: list[int], args) -> bool:
+    """Every web process holds at least half its share of the connections (with --workers 2
+    and 32 connections: 8 or more each)."""
+    workers = args.workers if args.server == "gunicorn" else 1
+    return (len(counts) == workers
+            and min(counts) >= args.connections / workers / 2)
 
 
 def spread(procs: "Procs", port: int) -> list[int]:
@@ -484,6 +485,12 @@ def main() -> int:
                   f"p99 {r['huzhu']['p99_ms']:6.1f} ms (errors {r['huzhu']['errors']}) | "
                   f"ratio {r['ratio']:.2f}", flush=True)
             per = zip(r["rounds"]["echo"], r["rounds"]["huzhu"])
+            if args.server == "gunicorn":
+                print("    ratio of the rounds in which every web process of both apps had at least "
+                      "half its share of the connections: "
+                      + (f"{r['ratio_even']:.2f} ({r['even_rounds']} of {args.rounds} rounds)"
+                         if r["ratio_even"] is not None else f"none of {args.rounds} rounds"),
+                      flush=True)
             print("    rounds (echo/huzhu msg/s, huzhu p99, connections per web process echo/huzhu): "
                   + ", ".join(f"{e['rps']:.0f}/{h['rps']:.0f} {h['p99_ms']:.0f} ms "
                               f"[{'+'.join(map(str, e['spread']))} / "
