@@ -37,7 +37,7 @@ from types import MappingProxyType
 from typing import Iterable, Mapping
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from core import scheme_years
@@ -1014,11 +1014,14 @@ def store_scheme(session: Session, scheme: Scheme, catalog_codes: Iterable[str] 
     for code, row in existing.items():
         if code not in scheme.benefit.quotas_fen:
             session.delete(row)
+    added = []
     for code, fen in scheme.benefit.quotas_fen.items():
         if code in existing:
             existing[code].quota_fen = fen
         else:
-            session.add(Quota(scheme_year_id=year.id, drg_code=code, quota_fen=fen))
+            added.append({"scheme_year_id": year.id, "drg_code": code, "quota_fen": fen})
+    if added:  # a scheme's 600-odd rows in one bulk INSERT: as ORM objects they took 0.1 s
+        session.execute(insert(Quota), added)
     audit(session, actor, "scheme.load", "scheme_year", year.id, before=before, after=rules)
     session.flush()
     return year
