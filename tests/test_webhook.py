@@ -977,3 +977,36 @@ def test_a_batch_whose_reads_went_out_of_date_before_it_wrote_is_handled_again(
         assert s.scalar(select(WechatUser.subscribed).where(
             WechatUser.openid == "o_elsewhere")) is False
     assert villager.text("o_stale", "又来").reply == "第3条"
+
+
+def test_a_sqlite_batch_whose_lock_is_held_outside_the_writer_lock_waits_to_write(db):
+    """SQLite gives a transaction that has read SQLITE_BUSY at once, without waiting, when
+    another connection holds the write lock without the `.writer` file lock (seen once under
+    load in bench/webhook.py: the batch failed and was handled one by one). A batch with only
+    its bookkeeping to write then waits for the lock like any writer and writes it."""
+    if db.is_postgres:
+        pytest.skip("PostgreSQL's batches take no file lock to wait for")
+    import sqlite3
+
+    from bot.web.inbox import Inbox, Stored
+
+    with db.session() as s:
+        s.add(WechatUser(openid="o_busy_lock", subscribed=True))
+    other = sqlite3.connect(db.url[len("sqlite:///"):], isolation_level=None,
+                            check_same_thread=False)
+    inbox = Inbox(db)
+    let_go = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    try:
+        with inbox.batch() as batch:
+            senders, _ = batch.senders(["o_busy_lock"], ["msg:busy1"])
+            other.execute("BEGIN IMMEDIATE")  # holds SQLite's write lock, not the .writer one
+            let_go.start()
+            sender = senders["o_busy_lock"]
+            batch.finish([Stored(sender, "o_busy_lock", "msg:busy1", "text", ["好"])],
+                         {sender.user_id})
+    finally:
+        if let_go.is_alive() or let_go.finished.is_set():
+            let_go.join()
+        inbox.close()
+        other.close()
+    assert inbound_count(db) == 1
