@@ -70,9 +70,10 @@ def _paid_claim(x, state: dict, month: str) -> None:
         print(f"  (没有发放场景：申请 {claim.number} 已直接记为本月发放，批次 {batch.number})")
 
 
-def _group_posts(emulator: str, since: int, wait: float = 20.0) -> list[dict]:
-    """The group posts after call `since`: waits for the poster image (drawn after the
-    markdown is posted, slower on a busy machine), then for nothing more to come."""
+def _group_posts(emulator: str, since: int, last: str, wait: float = 20.0) -> list[dict]:
+    """The group posts after call `since`: waits for the `last` kind to come ("image": the
+    poster, drawn after the markdown is posted, slower on a busy machine; "markdown"), then
+    for nothing more to come."""
     deadline = time.monotonic() + wait
     seen: list[dict] = []
     while time.monotonic() < deadline:
@@ -80,8 +81,8 @@ def _group_posts(emulator: str, since: int, wait: float = 20.0) -> list[dict]:
                              timeout=5).json()
         now = [c for c in calls if c["path"] in ("/cgi-bin/webhook/send",
                                                  "/cgi-bin/message/mass/sendall")]
-        has_image = any((c.get("json") or {}).get("msgtype") == "image" for c in now)
-        if has_image and len(now) == len(seen):
+        came = any((c.get("json") or {}).get("msgtype") == last for c in now)
+        if came and len(now) == len(seen):
             break
         seen = now
         time.sleep(0.5)
@@ -133,14 +134,14 @@ def scene(t, x, state: dict) -> None:
         print("  （确认发放时已公示过；新加的群再发一次）")
         result = disclose(x, pool_id, month, actor="cli:demo", force=True)
     print(f"  已排队：{result['messages']} 条群消息，{result['groups']} 个群")
-    _show_posts(_group_posts(t.v.emulator, since))
+    _show_posts(_group_posts(t.v.emulator, since, "image"))
 
     t.say("管理员", admin, "/统计", wait=0)
     t.say("管理员", admin, "/公告 本月互助补助已发放，名单见村互助群。下月5日前请缴清下一年度的费用。",
           wait=0)
     since = t.v.last_call_id()
     t.say("管理员", admin, "确认", wait=0)
-    _show_posts(_group_posts(t.v.emulator, since))
+    _show_posts(_group_posts(t.v.emulator, since, "markdown"))
 
     with x.db.session() as s:
         year = year_for(s, pool_id, today)
