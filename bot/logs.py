@@ -12,9 +12,26 @@ class ScrubbingFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to standard error as it is when a line is logged, not as it was at `setup`: a
+    program that swaps it later (a test capturing it, then closing its capture) keeps logging
+    instead of failing on a closed file, with a traceback, at every line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup(level: str = "INFO", stream=None) -> None:
     root = logging.getLogger()
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     for h in list(root.handlers):
         if getattr(h, "_huzhu", False):

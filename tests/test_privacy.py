@@ -169,3 +169,32 @@ def test_cached_replies_older_than_30_days_are_deleted_by_the_nightly_job(db):
     with db.session() as s:  # nothing more to delete: nothing written
         assert delete_cached_replies(s, now) == 0
         assert len(s.scalars(select(AuditLog)).all()) == 1
+
+
+def test_the_log_follows_standard_error_when_it_is_swapped_and_stays_masked(monkeypatch):
+    """A program that swaps its standard error after logging was set up (a test capturing it,
+    then closing the capture) keeps logging to the new one — masked — instead of failing on
+    the closed file with a traceback at every line."""
+    import io
+    import logging
+    import sys
+
+    from bot import logs
+
+    full_id = _id("32068219500101123")
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.setup("INFO")
+    root = logging.getLogger()
+    try:
+        logging.getLogger("huzhu.test").warning("member %s", full_id)
+        first.close()
+        second = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("huzhu.test").warning("member again %s", full_id)
+        out = second.getvalue()
+        assert "member again" in out and full_id not in out and mask_id(full_id) in out
+        assert "Logging error" not in out and "Traceback" not in out
+    finally:
+        for h in [h for h in root.handlers if getattr(h, "_huzhu", False)]:
+            root.removeHandler(h)
