@@ -44,6 +44,26 @@ def _template_sqlite(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def _template_sqlite_started(_template_sqlite) -> Path:
+    """The migrated database as the app's start (`bootstrap`) leaves it: the DRG catalogue
+    and the demo pool and scheme, made once for the tests that start the app."""
+    from core.bootstrap import ensure_catalog, ensure_demo
+
+    path = _template_sqlite.with_name("started.db")
+    shutil.copy(_template_sqlite, path)
+    db = Database(f"sqlite:///{path}")
+    ensure_catalog(db)
+    ensure_demo(db)
+    db.dispose()
+    return path
+
+
+# Fixtures that start the app on the test's database: for their tests the database starts as
+# `bootstrap` leaves it (the same rows, made once per run instead of once per test).
+STARTS_THE_APP = ("app_ctx", "safe_bot")
+
+
 def _worker_database(url: str, worker: str):
     """Under pytest-xdist (`-n N`), each worker gets its own database beside the given one,
     named <database>_<worker>, created afresh and dropped at the end."""
@@ -72,11 +92,45 @@ def _pg_migrated(worker_id):
     db = Database(url)
     with db.engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("DROP SCHEMA IF EXISTS started CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     db.upgrade()
+    _keep_started(db)
     db.dispose()
     yield url
     next(own, None)
+
+
+def _keep_started(db: Database) -> None:
+    """What `bootstrap` adds to the migrated database, kept in the schema `started` (a copy of
+    every table that has rows, and where each sequence stood) for `_restore_started`."""
+    from core.bootstrap import ensure_catalog, ensure_demo
+
+    ensure_catalog(db)
+    ensure_demo(db)
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA started"))
+        for t in tables:
+            if conn.scalar(text(f'SELECT EXISTS (SELECT 1 FROM "{t}")')):
+                conn.execute(text(f'CREATE TABLE started."{t}" AS SELECT * FROM public."{t}"'))
+        conn.execute(text("CREATE TABLE started.sequences AS SELECT schemaname || '.' || "
+                          "sequencename AS name, last_value FROM pg_sequences "
+                          "WHERE schemaname = 'public' AND last_value IS NOT NULL"))
+    _truncate_all(db)
+
+
+def _restore_started(db: Database) -> None:
+    """The emptied database back to what `bootstrap` leaves (`_keep_started`), in one round
+    trip."""
+    with db.engine.begin() as conn:
+        kept = set(conn.scalars(text("SELECT tablename FROM pg_tables "
+                                     "WHERE schemaname = 'started'")))
+        seqs = conn.execute(text("SELECT name, last_value FROM started.sequences")).all()
+        conn.exec_driver_sql("; ".join(
+            [f'INSERT INTO public."{t.name}" SELECT * FROM started."{t.name}"'
+             for t in Base.metadata.sorted_tables if t.name in kept]
+            + [f"SELECT setval('{name}', {value})" for name, value in seqs]))
 
 
 @pytest.fixture(scope="session")
@@ -92,20 +146,26 @@ def _truncate_all(db: Database) -> None:
     thirty mostly empty tables (which PostgreSQL pays for per table, about 0.1 s a test)."""
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)] + ["scheduler_job"]
     with db.engine.begin() as conn:
-        seqs = conn.execute(text("SELECT schemaname || '.' || sequencename FROM pg_sequences"))
+        seqs = conn.execute(text("SELECT schemaname || '.' || sequencename FROM pg_sequences "
+                                 "WHERE schemaname = 'public'"))
         conn.exec_driver_sql("; ".join([f'DELETE FROM "{t}"' for t in tables]
                                        + [f"ALTER SEQUENCE {q} RESTART" for (q,) in seqs]))
 
 
 @pytest.fixture
-def db_url(tmp_path, _template_sqlite, _pg_migrated) -> str:
+def db_url(request, tmp_path, _template_sqlite, _pg_migrated) -> str:
+    started = any(name in request.fixturenames for name in STARTS_THE_APP)
     if _pg_migrated:
         db = Database(_pg_migrated)
         _truncate_all(db)
+        if started:
+            _restore_started(db)
         db.dispose()
         return _pg_migrated
     path = tmp_path / "huzhu.db"
-    shutil.copy(_template_sqlite, path)
+    template = (request.getfixturevalue("_template_sqlite_started") if started
+                else _template_sqlite)
+    shutil.copy(template, path)
     return f"sqlite:///{path}"
 
 
