@@ -8,9 +8,8 @@ import logging
 import sys
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from flask import Flask, jsonify
 from sqlalchemy import func, select, text
 
 from core.config import Config, load_config, secret_key
@@ -20,6 +19,9 @@ from core.models import OutboxMessage, OutboxStatus, WorkerHeartbeat, utcnow
 from core.outbox import as_utc, counts
 from core.payments import Gateway, GatewayError
 from bot.outbox.waker import Waker
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger("huzhu.app")
 
@@ -94,6 +96,8 @@ def make_context(cfg: Config | None = None, db: Database | None = None,
 
 
 def create_app(app_ctx: AppContext | None = None) -> Flask:
+    from flask import Flask, jsonify  # here: a command needs the context, not the web app
+
     from bot import logs
     from bot.discover import blueprints, load_handlers
     from bot.web.webhook import (SWITCH_INTERVAL_SECONDS, Webhook, WebhookApp, describe_mode,
