@@ -204,6 +204,21 @@ def post_at_once(villager, openid: str, xml: str, copies: int) -> list:
     return results
 
 
+def test_a_reply_quoting_words_with_the_end_of_cdata_in_them_stays_whole(villager):
+    """`查病种 甲]]>乙`: the reply quotes the words. Written in one CDATA section, their "]]>"
+    would end it early and WeChat could not read the reply; split, it reads whole."""
+    from bot.web.wxml import parse_flat
+
+    words = "甲]]>乙"
+    xml = villager._xml("o_cdata", "text",
+                        {"Content": "查病种 " + words.replace("]]>", "]]]]><![CDATA[>")})
+    r = villager.post("o_cdata", xml)
+    assert r.status == 200
+    fields = parse_flat(r.raw.encode())
+    assert f"“{words}”" in fields["Content"] and fields["ToUserName"] == "o_cdata"
+    assert fields["MsgType"] == "text" and fields["CreateTime"].isdigit()
+
+
 def test_retry_storm_gives_one_state_change_and_the_same_reply(villager, db, counting_dialogue):
     villager.text("o_storm", "计数")
     xml = villager.text_xml("o_storm", "再来", msg_id=777000111)

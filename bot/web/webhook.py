@@ -51,12 +51,11 @@ from werkzeug.wsgi import get_content_length, get_input_stream
 from sqlalchemy import select
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
-from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature, random_string
 
 from bot.clients.wechat import PUSHES_PER_INBOUND, WINDOW
 from bot.web.nonces import (RedisNonces, Replayed, expires_at, fresh_timestamp, query_id)
-from bot.web.wxml import BadXml, parse_flat
+from bot.web.wxml import BadXml, parse_flat, text_reply
 from core import outbox
 from core.messages import render
 from bot.web.inbox import (Answered, Conflict, Inbox, Query, Sender, Stale, Stored,
@@ -285,8 +284,8 @@ class Webhook:
                  msg.key, (time.monotonic() - started) * 1000)
         if not texts:
             return Answer(200, "success")
-        reply_xml = TextReply(source=fields.get("ToUserName", ""), target=msg.openid,
-                              content="\n\n".join(texts)).render()
+        reply_xml = text_reply(fields.get("ToUserName", ""), msg.openid, "\n\n".join(texts),
+                               int(time.time()))
         if self.crypto is not None:
             reply_xml = self.crypto.encrypt_message(reply_xml, args.get("nonce") or random_string(),
                                                     args.get("timestamp"))

@@ -21,3 +21,19 @@ def parse_flat(body: bytes) -> dict[str, str]:
     if root.tag != "xml":
         raise BadXml("root is not <xml>")
     return {child.tag: (child.text or "") for child in root}
+
+
+def _cdata(text: str) -> str:
+    """A CDATA section holding `text` whole: a "]]>" in it is split across two sections, so
+    no text can close its element early."""
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def text_reply(source: str, target: str, content: str, created: int) -> str:
+    """A passive text reply (`source`: the account, `target`: the villager's openid), laid out
+    as WeChat's documentation shows it."""
+    return (f"<xml>\n<MsgType><![CDATA[text]]></MsgType>\n"
+            f"<ToUserName>{_cdata(target)}</ToUserName>\n"
+            f"<FromUserName>{_cdata(source)}</FromUserName>\n"
+            f"<CreateTime>{created}</CreateTime>\n"
+            f"<Content>{_cdata(content)}</Content>\n</xml>")
