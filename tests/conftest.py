@@ -32,7 +32,29 @@ AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
 
 def pytest_report_header(config):
-    return f"database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite (a file per test)'}"
+    if PG_URL:
+        return (f"database: PostgreSQL {PG_URL} (the tests that use no database are left out: "
+                "they run the same in the SQLite run)")
+    return "database: SQLite (a file per test)"
+
+
+def uses_the_database(item) -> bool:
+    """The test gets the test database (the `db_url` fixture, directly or through another), or
+    its module reaches PostgreSQL by its URL (`PG_URL`)."""
+    return ("db_url" in getattr(item, "fixturenames", ())
+            or hasattr(getattr(item, "module", None), "PG_URL"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The PostgreSQL run is for what PostgreSQL changes: a test that uses no database (the
+    rules, OCR, the emulator, commands on a SQLite file of their own) would run exactly as in
+    the SQLite run, so it is left out (deselected, and counted as such)."""
+    if not PG_URL:
+        return
+    left_out = [item for item in items if not uses_the_database(item)]
+    if left_out:
+        items[:] = [item for item in items if uses_the_database(item)]
+        config.hook.pytest_deselected(items=left_out)
 
 
 @pytest.fixture(scope="session")
