@@ -117,42 +117,45 @@ def _pg_migrated(worker_id):
         conn.execute(text("DROP SCHEMA IF EXISTS started CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     db.upgrade()
-    _keep_started(db)
+    _keep_started(db, url)
     db.dispose()
     yield url
     next(own, None)
 
 
-def _keep_started(db: Database) -> None:
+_RESTORE: dict[str, str] = {}  # test database URL → the statements of `_restore_started`
+
+
+def _keep_started(db: Database, url: str) -> None:
     """What `bootstrap` adds to the migrated database, kept in the schema `started` (a copy of
-    every table that has rows, and where each sequence stood) for `_restore_started`."""
+    every table that has rows), and the statements that copy it back and set each sequence
+    where it stood, for `_restore_started`."""
     from core.bootstrap import ensure_catalog, ensure_demo
 
     ensure_catalog(db)
     ensure_demo(db)
-    tables = [t.name for t in Base.metadata.sorted_tables]
+    statements = []
     with db.engine.begin() as conn:
         conn.execute(text("CREATE SCHEMA started"))
-        for t in tables:
-            if conn.scalar(text(f'SELECT EXISTS (SELECT 1 FROM "{t}")')):
-                conn.execute(text(f'CREATE TABLE started."{t}" AS SELECT * FROM public."{t}"'))
-        conn.execute(text("CREATE TABLE started.sequences AS SELECT schemaname || '.' || "
-                          "sequencename AS name, last_value FROM pg_sequences "
-                          "WHERE schemaname = 'public' AND last_value IS NOT NULL"))
+        for t in Base.metadata.sorted_tables:
+            if conn.scalar(text(f'SELECT EXISTS (SELECT 1 FROM "{t.name}")')):
+                conn.execute(text(f'CREATE TABLE started."{t.name}" AS '
+                                  f'SELECT * FROM public."{t.name}"'))
+                statements.append(f'INSERT INTO public."{t.name}" '
+                                  f'SELECT * FROM started."{t.name}"')
+        for name, value in conn.execute(text(
+                "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
+                "WHERE schemaname = 'public' AND last_value IS NOT NULL")):
+            statements.append(f"SELECT setval('{name}', {value})")
+    _RESTORE[url] = "; ".join(statements)
     _truncate_all(db)
 
 
-def _restore_started(db: Database) -> None:
+def _restore_started(db: Database, url: str) -> None:
     """The emptied database back to what `bootstrap` leaves (`_keep_started`), in one round
     trip."""
     with db.engine.begin() as conn:
-        kept = set(conn.scalars(text("SELECT tablename FROM pg_tables "
-                                     "WHERE schemaname = 'started'")))
-        seqs = conn.execute(text("SELECT name, last_value FROM started.sequences")).all()
-        conn.exec_driver_sql("; ".join(
-            [f'INSERT INTO public."{t.name}" SELECT * FROM started."{t.name}"'
-             for t in Base.metadata.sorted_tables if t.name in kept]
-            + [f"SELECT setval('{name}', {value})" for name, value in seqs]))
+        conn.exec_driver_sql(_RESTORE[url])
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +184,7 @@ def db_url(request, tmp_path, _template_sqlite, _pg_migrated) -> str:
         db = Database(_pg_migrated)
         _truncate_all(db)
         if started:
-            _restore_started(db)
+            _restore_started(db, _pg_migrated)
         db.dispose()
         return _pg_migrated
     path = tmp_path / "huzhu.db"
