@@ -32,8 +32,8 @@ def _cdata(text: str) -> str:
 def text_reply(source: str, target: str, content: str, created: int) -> str:
     """A passive text reply (`source`: the account, `target`: the villager's openid), laid out
     as WeChat's documentation shows it."""
-    return (f"<xml>\n<MsgType><![CDATA[text]]></MsgType>\n"
-            f"<ToUserName>{_cdata(target)}</ToUserName>\n"
+    return (f"<xml>\n<ToUserName>{_cdata(target)}</ToUserName>\n"
             f"<FromUserName>{_cdata(source)}</FromUserName>\n"
             f"<CreateTime>{created}</CreateTime>\n"
+            f"<MsgType><![CDATA[text]]></MsgType>\n"
             f"<Content>{_cdata(content)}</Content>\n</xml>")
