@@ -1020,7 +1020,7 @@ def test_a_sqlite_batch_whose_lock_is_held_outside_the_writer_lock_waits_to_writ
             batch.finish([Stored(sender, "o_busy_lock", "msg:busy1", "text", ["好"])],
                          {sender.user_id})
     finally:
-        if let_go.is_alive() or let_go.finished.is_set():
+        if let_go.ident is not None:  # started
             let_go.join()
         inbox.close()
         other.close()
