@@ -291,8 +291,8 @@ def _start_web(db_url: str, data: Path, port: int) -> subprocess.Popen:
     env.update(HUZHU_DATABASE_URL=db_url, HUZHU_DATA_DIR=str(data), HUZHU_WECHAT_TOKEN=TOKEN,
                HUZHU_WECHAT_APP_ID=APP_ID, HUZHU_WECHAT_AES_KEY="",
                HUZHU_WECHAT_API_BASE="http://127.0.0.1:9", HUZHU_LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread",
-                             "--threads", "16", "-b", f"127.0.0.1:{port}", "--log-level",
+    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-k",
+                             "bot.web.balanced_worker.BalancedWorker", "--threads", "16", "-b", f"127.0.0.1:{port}", "--log-level",
                              "warning", "bot.web.app:create_app()"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL)
 

@@ -4,12 +4,15 @@ bare Flask + wechatpy echo app (bench/echo_app.py) started in the same run, at 3
 
     python bench/webhook.py [--seconds 10] [--rounds 3] [--connections 32] [--modes plain,safe]
                             [--databases sqlite,postgresql] [--pg-url URL]
-                            [--server serve|gunicorn] [--workers 2] [--client wrk|python]
+                            [--server serve|gunicorn] [--workers 2] [--worker-class CLASS]
+                            [--client wrk|python]
 
 `--server serve` (the default) runs `huzhu serve`: one process, waitress, 32 threads, as the
 embedded default ships. `--server gunicorn` runs the deployment at scale of DESIGN.md: the web app
-under gunicorn (`--workers` processes of 16 threads each) plus one `huzhu worker` process; the
-echo app then runs under the same gunicorn settings, so the ratio still compares like with like.
+under gunicorn (`--workers` processes of 16 threads each, worker class
+`bot.web.balanced_worker.BalancedWorker` as the README deploys it; `--worker-class gthread` for
+gunicorn's own) plus one `huzhu worker` process; the echo app then runs under the same gunicorn
+settings, worker class included, so the ratio still compares like with like.
 
 Each request is a distinct text message (its own MsgId) from one of 500 users, signed (and in
 safe mode encrypted) as WeChat does, sent once. The load comes from wrk (`apt-get install wrk`;
@@ -18,8 +21,8 @@ safe mode encrypted) as WeChat does, sent once. The load comes from wrk (`apt-ge
 2,000 msg/s: wrk takes 9% of one core, the Python client 34%, of this 2-core machine that the
 servers measured share with it). Both apps run side by side and are
 loaded in turn, `--rounds` times, the order alternating; every figure printed is the median of
-its rounds (this machine's speed drifts by ±20% within minutes). Targets: ≥ 0.5 × the echo
-app's throughput, p99 < 50 ms.
+its rounds (this machine's speed drifts by ±20% within minutes). Targets (issue 21, under
+`--server gunicorn --workers 2`): ≥ 0.6 × the echo app's throughput, p99 < 30 ms, 0 errors.
 """
 from __future__ import annotations
 
@@ -213,11 +216,12 @@ def huzhu_env(aes: str, db_url: str, data: Path) -> dict:
     return env
 
 
-def gunicorn(port: int, app: str, workers: int, env: dict, threads: int = 16) -> subprocess.Popen:
+def gunicorn(port: int, app: str, workers: int, env: dict, threads: int = 16,
+             worker_class: str = "gthread") -> subprocess.Popen:
     ready = Path(tempfile.mkdtemp(prefix="huzhu-ready-"))
     p = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
                           str(ROOT / "bench" / "gunicorn_ready.py"), "-w", str(workers),
-                          "-k", "gthread", "--threads", str(threads), "-b", f"127.0.0.1:{port}",
+                          "-k", worker_class, "--threads", str(threads), "-b", f"127.0.0.1:{port}",
                           "--log-level", "warning", app], cwd=ROOT,
                          env={**env, "HUZHU_BENCH_READY": str(ready)}, stdout=subprocess.DEVNULL)
     p.ready = (ready, workers)  # type: ignore[attr-defined]
@@ -246,7 +250,8 @@ def start_huzhu(port: int, aes: str, db_url: str, data: Path, args) -> Procs:
                        stdout=subprocess.DEVNULL, check=True)
         worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL)
-        return Procs(gunicorn(port, "bot.web.app:create_app()", args.workers, env, args.threads), worker)
+        return Procs(gunicorn(port, "bot.web.app:create_app()", args.workers, env, args.threads,
+                             args.worker_class), worker)
     return Procs(subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
 
@@ -255,7 +260,7 @@ def start_echo(port: int, aes: str, args) -> Procs:
     if args.server == "gunicorn":
         env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
         return Procs(gunicorn(port, f"echo_app:create({TOKEN!r}, {APP_ID!r}, {aes!r})",
-                              args.workers, env, args.threads))
+                              args.workers, env, args.threads, args.worker_class))
     cmd = [sys.executable, str(ROOT / "bench" / "echo_app.py"), str(port), TOKEN, APP_ID]
     if aes:
         cmd.append(aes)
@@ -463,6 +468,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="gunicorn processes (--server gunicorn)")
     ap.add_argument("--threads", type=int, default=16,
                     help="threads of each gunicorn process (--server gunicorn), both apps")
+    ap.add_argument("--worker-class", default="bot.web.balanced_worker.BalancedWorker",
+                    help="gunicorn's worker class (--server gunicorn), both apps; "
+                         "`gthread` for gunicorn's own")
     ap.add_argument("--client", choices=("wrk", "python"),
                     default="wrk" if shutil.which("wrk") else "python",
                     help="load generator: wrk (default when installed) or Python threads")

@@ -26,6 +26,7 @@ from core.models import OutboxMessage, OutboxStatus
 from tests.factories import M, make_household
 
 ROOT = Path(__file__).resolve().parents[1]
+BALANCED = "bot.web.balanced_worker.BalancedWorker"  # the worker class the README deploys
 
 
 def _port() -> int:
@@ -81,7 +82,7 @@ def test_two_web_processes_and_two_workers_share_one_database(app_ctx, cfg, db, 
     try:
         for port in ports:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
+                [sys.executable, "-m", "gunicorn", "-w", "1", "-k", BALANCED, "--threads", "8",
                  "-b", f"127.0.0.1:{port}", "--log-level", "warning",
                  "bot.web.app:create_app()"], cwd=ROOT, env=env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -1,6 +1,10 @@
 """The Flask app: webhook, payment notify, health, web console. `create_app()` serves gunicorn:
 
-    gunicorn -w 4 -k gthread --threads 16 -b 0.0.0.0:8000 "bot.web.app:create_app()"
+    gunicorn -w 4 -k bot.web.balanced_worker.BalancedWorker --threads 16 -b 0.0.0.0:8000 \
+        "bot.web.app:create_app()"
+
+(`BalancedWorker` is gunicorn's `gthread` sharing kept-alive connections evenly between the
+processes: bot/web/balanced_worker.py.)
 """
 from __future__ import annotations
 
