@@ -17,6 +17,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = "bot.web.balanced_worker.BalancedWorker"
 
+# a process started while this file exists takes seconds to load the app, as huzhu's app does
+SLOW_START = os.environ.get("BALANCE_TEST_SLOW_START")
+if SLOW_START and Path(SLOW_START).exists():
+    time.sleep(3)
+
 
 def app(environ, start_response):
     """Which process answered; a little work first, as a real request does."""
@@ -36,12 +41,14 @@ def _port() -> int:
 
 
 class Server:
-    def __init__(self, worker_class: str, workers: int = 2):
+    def __init__(self, worker_class: str, slow_start: Path, workers: int = 2):
         self.port = _port()
+        self.slow_start = slow_start
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", worker_class,
              "--threads", "4", "-b", f"127.0.0.1:{self.port}", "--log-level", "warning",
              "tests.test_balanced_worker:app"], cwd=ROOT,
+            env={**os.environ, "BALANCE_TEST_SLOW_START": str(slow_start)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.workers = workers
         deadline = time.monotonic() + 30
@@ -106,8 +113,8 @@ def burst(port: int, n: int) -> tuple[list[Conn], Counter]:
 
 
 @pytest.fixture
-def server():
-    s = Server(WORKER)
+def server(tmp_path):
+    s = Server(WORKER, tmp_path / "slow-start")
     yield s
     s.stop()
 
@@ -144,9 +151,10 @@ def test_connections_opened_while_others_are_held_are_answered_at_once(server):
 def test_a_killed_process_does_not_hold_up_new_connections(server):
     held, spread = burst(server.port, 16)
     victim = min(spread)
+    server.slow_start.touch()  # the process gunicorn starts next loads the app for 3 s
     os.kill(victim, signal.SIGKILL)
     # the survivor takes new connections at once, though it holds more than the dead one
-    # last said it held, and while gunicorn starts a new process
+    # last said it held, and while gunicorn's new process is still loading the app
     for _ in range(10):
         started = time.monotonic()
         c = Conn(server.port)
@@ -155,6 +163,7 @@ def test_a_killed_process_does_not_hold_up_new_connections(server):
         held.append(c)
     for c in held:
         c.close()
+    server.slow_start.unlink()
     # the new process takes its share of the next burst
     deadline = time.monotonic() + 30
     while len(server.answering()) < 2:

@@ -57,12 +57,13 @@ class Board:
         return int(_HEAD.unpack_from(self.memory, 0)[0])
 
     def claim(self, pid: int) -> int | None:
-        """A free slot for the process (or one left by a process gone), or None if full."""
+        """A free slot for the process (or one left by a process gone), or None if full. A
+        slot whose process has gone quiet but lives (its beat held up) stays its own."""
         with self.claiming:
             now = time.monotonic()
             for slot in range(self.slots):
                 owner, _connections, beat = self._read(slot)
-                if not owner or now - beat > STALE_SECONDS or not _alive(int(owner)):
+                if not owner or (now - beat > STALE_SECONDS and not _alive(int(owner))):
                     self._write(slot, pid, 0, now)
                     _HEAD.pack_into(self.memory, 0, max(self._used(), slot + 1))
                     return slot
