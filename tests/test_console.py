@@ -260,7 +260,8 @@ def test_outside_the_scope_is_404(bot, villager, db, cfg, app_ctx, villager_othe
     queue = web.get(bot.url + "/admin/claims", timeout=10).text
     assert east_claim in queue and west_claim not in queue
     assert web.get(f"{bot.url}/admin/claims/{west_claim}", timeout=10).status_code == 404
-    assert web.get(f"{bot.url}/admin/claims/C12345678", timeout=10).status_code == 404
+    missing = web.get(f"{bot.url}/admin/claims/C12345678", timeout=10)
+    assert missing.status_code == 404 and "没有这个页面，或者它不在你的管理范围内。" in missing.text
     assert web.get(f"{bot.url}/admin/households/{west['number']}", timeout=10).status_code == 404
     own = web.get(f"{bot.url}/admin/claims/{east_claim}", timeout=10)
     assert own.status_code == 200 and "/approve" not in own.text  # looks, does not decide
@@ -293,7 +294,7 @@ def test_the_auditor_sees_everything_in_scope_and_changes_nothing(bot, villager,
     assert x.status_code == 200 and x.content[:2] == b"PK"
     r = web.post(f"{bot.url}/admin/claims/{number}/approve", data={"csrf": csrf_of(page)},
                  timeout=10)
-    assert r.status_code == 403 and "只读" in r.text
+    assert r.status_code == 403 and "你的身份是监督员（只读）" in r.text
     assert claim_of(db, number).status is ClaimStatus.submitted
     assert [a.after["why"] for a in audits(db, AUDITOR, "admin.refused")] == ["read_only"]
     # in chat the auditor decides nothing either
@@ -434,10 +435,11 @@ def test_payment_exceptions_are_listed_and_resolved(bot, villager, db):
     token = csrf_of(page)
     empty = web.post(bot.url + "/admin/payments/exceptions/1/resolve",
                      data={"csrf": token, "note": ""}, timeout=10)
-    assert empty.status_code == 400
+    assert empty.status_code == 400 and "请写明怎么处理的" in empty.text
     r = web.post(bot.url + "/admin/payments/exceptions/1/resolve",
                  data={"csrf": token, "note": "已退款"}, timeout=10)
     assert r.status_code == 200 and "没有未处理的收款异常" in r.text
+    assert "异常 1 已标为已处理。" in r.text
     assert audits(db, SUPER, "payment.exception_resolved")
 
 
@@ -463,7 +465,7 @@ def test_fund_page_and_the_quarterly_workbook(bot, villager, db, tmp_path):
     assert [c for c in next(wb["分村"].iter_rows(values_only=True))][0] == "村"
     bad = web.get(bot.url + "/admin/fund/quarterly.xlsx", params={"quarter": "春天"},
                   timeout=10)
-    assert bad.status_code == 400 and "2026Q1" in bad.text
+    assert bad.status_code == 400 and "2026Q1" in bad.text and "季度写法不对" in bad.text
 
 
 def test_disclosure_preview_audit_log_and_administrators(bot, villager, db):
@@ -471,8 +473,8 @@ def test_disclosure_preview_audit_log_and_administrators(bot, villager, db):
     web = sign_in(bot, villager, SUPER)
     d = web.get(bot.url + "/admin/disclosure", timeout=10)
     assert d.status_code == 200 and "还没有发到群里" in d.text and "pre" in d.text
-    assert web.get(bot.url + "/admin/disclosure", params={"month": "三月"},
-                   timeout=10).status_code == 400
+    bad = web.get(bot.url + "/admin/disclosure", params={"month": "三月"}, timeout=10)
+    assert bad.status_code == 400 and "月份请写成 2026-03 这样。" in bad.text
     log = web.get(bot.url + "/admin/audit", params={"action": "console."}, timeout=10)
     assert log.status_code == 200 and "console.login" in log.text
     assert SUPER not in log.text  # openids masked

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+import yaml
 from flask import Response, abort, current_app, g, request
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
@@ -108,9 +109,26 @@ def message(title: str, text: str, http: int = 200, link: str | None = None) -> 
     return page("message.html", http=http, title=title, text=text, link=link)
 
 
+@lru_cache(maxsize=1)
+def _texts() -> dict:
+    with open(TEMPLATES_DIR / "console" / "texts.yaml", encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def console_text(key: str, part: str | None = None, **values) -> str:
+    """One of the console's own texts (templates/console/texts.yaml), `part` of it (title,
+    text) where it has parts, with `values` filled in."""
+    entry = _texts()[key]
+    return (entry[part] if part else entry).format(**values)
+
+
+def noted(key: str, http: int, link: str | None = None) -> Response:
+    """The message page of a text with a title and a text."""
+    return message(console_text(key, "title"), console_text(key, "text"), http=http, link=link)
+
+
 def not_found() -> Response:
-    return page("message.html", http=404, title="没有找到",
-                text="没有这个页面，或者它不在你的管理范围内。", link="/admin/claims")
+    return noted("not_found", 404, link="/admin/claims")
 
 
 def app_ctx():
@@ -153,13 +171,11 @@ def open_request() -> Response | None:
         if not sent or not hmac.compare_digest(sent, g.who.csrf):
             audit(g.db, g.who.openid, "admin.refused", "console", request.path[:64], None,
                   {"why": "csrf"})
-            return message("请重新打开页面", "这个表单已失效（缺少或带错了校验码），没有做任何改动。"
-                           "请回到上一页刷新后再提交。", http=400)
+            return noted("form_expired", 400)
         if g.who.read_only and request.endpoint != "console.logout":
             audit(g.db, g.who.openid, "admin.refused", "console", request.path[:64], None,
                   {"why": "read_only"})
-            return message("只读身份", "你的身份是监督员（只读），可以查看和下载，不能做任何改动。",
-                           http=403)
+            return noted("read_only", 403)
     return None
 
 

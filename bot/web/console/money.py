@@ -12,7 +12,8 @@ from flask import request, send_file
 from sqlalchemy import select
 
 from bot.web.console import bp
-from bot.web.console.common import (db, g, handler_ctx, not_found, page, today)
+from bot.web.console.common import (console_text, db, g, handler_ctx, message, not_found, page,
+                                     today)
 from core import scheme_years
 from core.audit import audit
 from core.config import TEMPLATES_DIR
@@ -64,12 +65,12 @@ def resolve(exception_id: int):
         return not_found()
     note = request.form.get("note", "").strip()[:200]
     if not note:
-        return _payments_page("请写明怎么处理的（例如：已退款、已人工登记），再点“已处理”。", http=400)
+        return _payments_page(console_text("exception_note_missing"), http=400)
     try:
         resolve_exception(db(), exception_id, g.who.openid, note)
     except PaymentError:
         return not_found()
-    return _payments_page(f"异常 {exception_id} 已标为已处理。")
+    return _payments_page(console_text("exception_resolved", number=exception_id))
 
 
 @bp.post("/payments/offline")
@@ -139,8 +140,7 @@ def quarterly():
     try:
         year, q = parse_quarter(request.args.get("quarter", ""))
     except PeriodError as e:
-        return page("message.html", http=400, title="季度写法不对", text=str(e),
-                    link="/admin/fund")
+        return message(console_text("quarter_bad", "title"), str(e), http=400, link="/admin/fund")
     report = quarter_report(db(), pool.id, year, q)
     buf = io.BytesIO()
     write_quarter_xlsx(report, buf, quarter_labels())

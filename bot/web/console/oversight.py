@@ -7,7 +7,7 @@ from flask import request
 from sqlalchemy import select
 
 from bot.web.console import bp
-from bot.web.console.common import db, g, not_found, page, run_command, today
+from bot.web.console.common import db, g, not_found, noted, page, run_command, today
 from core import console_queries as cq
 from core.admins import AdminError, administrators, create_invite, mask_openid
 from core.audit import audit
@@ -29,8 +29,7 @@ def disclosure():
     try:
         data = build(db(), pool.id, month)
     except (DisclosureError, ValueError):
-        return page("message.html", http=400, title="月份写法不对",
-                    text="月份请写成 2026-03 这样。", link="/admin/disclosure")
+        return noted("month_bad", 400, link="/admin/disclosure")
     vid = request.args.get("village", "")
     village = next((v for v in villages if str(v.id) == vid), villages[0] if villages else None)
     shown = for_village(data, village.full_name) if village else data

@@ -9,8 +9,8 @@ from flask import request, send_file
 from sqlalchemy import select
 
 from bot.web.console import bp
-from bot.web.console.common import (app_ctx, db, g, handler_ctx, not_found, page,
-                                    run_command)
+from bot.web.console.common import (app_ctx, console_text, db, g, handler_ctx, not_found,
+                                    page, run_command)
 from core.audit import audit
 from core.models import AdminRole, Claim, Household, PayoutBatch, PayoutLine, Village
 from core.payouts import (PayoutError, bank_rows, batch_file, find_batch, list_batches,
@@ -115,7 +115,7 @@ def bank_file(number: str):
     if typed != b.number.upper():
         audit(db(), g.who.openid, "admin.refused", "payout_batch", b.number, None,
               {"why": "number_mismatch", "via": "console"})
-        return _batch_page(b, "请再输入一次批次号（和页面上的一样），才能下载银行转账文件。", 400)
+        return _batch_page(b, console_text("batch_number_again"), 400)
     if not (g.who.chat_scope.roles & PAYOUT_ROLES):
         return not_found()
     x = app_ctx()
