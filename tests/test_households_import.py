@@ -484,6 +484,14 @@ def test_village_qr_codes_and_posters(cli, db, app_ctx, emulator, tmp_path, vill
     for q in doc["qrcodes"]:
         img = Image.open(q["poster"])
         assert img.size == (1240, 1754) and img.format == "PNG"
+    # the same without --json: a line per poster and the count
+    code, out, err = cli("villages", "qrcodes", "--pool", "demo", "--out", str(out_dir))
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == len(villages) + 1
+    assert lines[0].startswith("示范镇/东村: ") and lines[0].endswith(".png  (scene village:"
+                                                                   f"{villages['示范镇/东村']})")
+    no_font = "" if doc["font"] else "（无村名，缺中文字体）"
+    assert lines[-1] == f"共 {len(villages)} 张海报{no_font}，在 {out_dir}"
     if doc["font"]:  # the caption drawn in a CJK font: the top of the poster is not blank
         top = Image.open(doc["qrcodes"][0]["poster"]).convert("L").crop((0, 80, 1240, 380))
         assert top.getextrema()[0] < 128
@@ -556,3 +564,34 @@ def shutil_copy_quotas(src: Path, dst: Path) -> None:
 
     for f in src.glob("*-quotas.csv"):
         shutil.copy(f, dst / f.name)
+
+
+def test_the_import_and_list_commands_say_what_they_did_line_by_line(cli, tmp_path):
+    ids = people(5)
+    listed = write_list(tmp_path / "list.xlsx", good_rows(ids))
+    code, out, _ = cli("households", "import", str(listed))
+    assert code == 0
+    assert out.splitlines()[0] == ("list.xlsx: 导入完成。新户 2 户，已有的户 0 户续保或加人；新成员 5 人，"
+                                   "新登记（待缴费）5 人；已登记未改动 0 人。")
+    code, out, _ = cli("households", "list")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 8 and lines[-1] == "共 2 户，5 人"
+    assert lines[0] == "H00000001  示范镇/东村  active  3 人  本年度: pending, pending, pending"
+    assert lines[2] == f"    李*花    {ids[1][:3]}{'*' * 13}{ids[1][-2:]}  spouse  employee  低保"
+    assert lines[3].startswith("    王*军    ") and lines[3].endswith("  child   uninsured ")
+
+    bad = write_list(tmp_path / "bad.xlsx", [["示范镇/东村", "", "王大山", "王大山", "12345", "户主",
+                                              "居民医保", "", ""]])
+    code, _, err = cli("households", "import", str(bad))
+    assert code == 1 and err.splitlines()[-3:] == [
+        "bad.xlsx: 1 处错误，没有导入任何数据（整份文件要么全部导入，要么都不导入）。",
+        "  第2行 身份证号: 身份证号应为18位",
+        f"错误报告：{tmp_path / 'bad.errors.csv'}（改正后重新导入）"]
+    code, _, err = cli("households", "import", str(tmp_path / "none.xlsx"))
+    assert code == 2 and err == f"huzhu: 找不到文件 {tmp_path / 'none.xlsx'}\n"
+    code, _, err = cli("households", "import", str(listed), "--year", "2026/1/1")
+    assert code == 2 and err == "huzhu: --year 应为日期 YYYY-MM-DD，得到 '2026/1/1'\n"
+    code, _, err = cli("households", "list", "--village", "北村")
+    assert code == 2 and err == "huzhu: 没有这个村：北村\n"
+    code, _, err = cli("households", "list", "--pool", "NOPE")
+    assert code == 2 and err == "huzhu: 没有这个资金池：NOPE\n"

@@ -54,6 +54,13 @@ def _actor() -> str:
         return "cli"
 
 
+def _text(template: str, **values) -> str:
+    """A text of templates/messages/ (Jinja2 loaded only by the commands that print one)."""
+    from core.messages import render
+
+    return render(template, **values)
+
+
 def _today(x) -> date:
     return datetime.now(x.cfg.tz).date()
 
@@ -66,8 +73,8 @@ def cmd_template(args) -> int:
     with x.db.session() as s:
         villages = [v.full_name for v in s.scalars(select(Village).order_by(Village.id))]
     path = write_template(args.file, villages)
-    print(f"{path}: 模板已生成（{len(villages)} 个村可选）。每人一行，户主那一行“与户主关系”填“户主”；"
-          f"填好后运行 huzhu households import {path.name}")
+    print(_text("cli_households_template_made", path=str(path), villages=len(villages),
+                 name=path.name))
     return 0
 
 
@@ -76,14 +83,14 @@ def cmd_import(args) -> int:
 
     path = Path(args.file)
     if not path.is_file():
-        print(f"huzhu: 找不到文件 {path}", file=sys.stderr)
+        print(_text("cli_file_missing", path=str(path)), file=sys.stderr)
         return 2
     year_on = None
     if args.year:
         try:
             year_on = date.fromisoformat(args.year)
         except ValueError:
-            print(f"huzhu: --year 应为日期 YYYY-MM-DD，得到 {args.year!r}", file=sys.stderr)
+            print(_text("cli_households_bad_year", given=args.year), file=sys.stderr)
             return 2
     x = app_context()
 
@@ -106,27 +113,15 @@ def cmd_import(args) -> int:
         if args.json:
             print_json({**result.to_json(), "report": str(report)})
         else:
-            total = len(result.errors) + result.more_errors
-            print(f"{path.name}: {total} 处错误，没有导入任何数据（整份文件要么全部导入，要么都不导入）。",
-                  file=sys.stderr)
-            for e in result.errors[:20]:
-                print(f"  第{e.row}行 {e.column}: {e.message}", file=sys.stderr)
-            if total > 20:
-                print(f"  …… 共 {total} 处", file=sys.stderr)
-            print(f"错误报告：{report}（改正后重新导入）", file=sys.stderr)
+            print(_text("cli_households_import_failed", name=path.name, report=str(report),
+                         total=len(result.errors) + result.more_errors,
+                         errors=result.errors[:20]), file=sys.stderr)
         return 1
     if args.json:
         print_json(result.to_json())
         return 0
-    if not result.changed:
-        print(f"{path.name}: 没有任何改动——文件中的 {result.unchanged} 人本年度都已登记在同一户"
-              f"（这份名单已经导入过）。")
-    else:
-        print(f"{path.name}: 导入完成。新户 {result.households_new} 户，已有的户 "
-              f"{result.households_renewed} 户续保或加人；新成员 {result.members_new} 人，"
-              f"新登记（待缴费）{result.enrolments_new} 人；已登记未改动 {result.unchanged} 人。")
-    for d in result.differences[:20]:
-        print(f"  提示：第{d.row}行 {d.column} {d.message}")
+    print(_text("cli_households_imported", name=path.name, r=result,
+                 differences=result.differences[:20]))
     return 0
 
 
@@ -141,25 +136,19 @@ def cmd_list(args) -> int:
         if args.village:
             village = find_village(s, args.village)
             if village is None:
-                print(f"huzhu: 没有这个村：{args.village}", file=sys.stderr)
+                print(_text("cli_no_village", village=args.village), file=sys.stderr)
                 return 2
         if args.pool:
             pool_id = s.scalar(select(Pool.id).where(Pool.code == args.pool))
             if pool_id is None:
-                print(f"huzhu: 没有这个资金池：{args.pool}", file=sys.stderr)
+                print(_text("cli_no_pool", pool=args.pool), file=sys.stderr)
                 return 2
         rows = list_households(s, _today(x), village=village, pool_id=pool_id)
     if args.json:
         print_json(rows)
         return 0
-    for h in rows:
-        states = [m["enrolment"] or "—" for m in h["members"]]
-        print(f"{h['number']}  {h['village']}  {h['status']}  {len(h['members'])} 人  "
-              f"本年度: {', '.join(states)}")
-        for m in h["members"]:
-            print(f"    {m['name']:<6} {m['id_number']}  {m['relation']:<7} {m['insurance']:<9} "
-                  f"{m['category'] or ''}")
-    print(f"共 {len(rows)} 户，{sum(len(h['members']) for h in rows)} 人")
+    print(_text("cli_households_list", rows=rows,
+                 people=sum(len(h["members"]) for h in rows)))
     return 0
 
 
@@ -172,7 +161,7 @@ def find_cjk_font() -> tuple[str, int] | None:
     try:
         face = fonts.find_cjk_face()
     except fonts.FontError as exc:
-        print(f"注意：{exc}", file=sys.stderr)
+        print(_text("cli_notice", text=str(exc)), file=sys.stderr)
         return None
     return face.path, face.index
 
@@ -199,10 +188,11 @@ def poster(qr_png: bytes, village: str, pool: str, out: Path,
             w = draw.textlength(text, font=f)
             draw.text(((1240 - w) / 2, y), text, fill="black", font=f)
 
+        title, call, note = _text("cli_poster_caption", pool=pool).splitlines()
         centered(110, village.replace("/", " "), big)
-        centered(270, f"乡村公益医疗互助（{pool}）", mid)
-        centered(1370, "微信扫一扫，关注后回复 1 参加互助", small)
-        centered(1450, "以家庭为单位自愿参加", small)
+        centered(270, title, mid)
+        centered(1370, call, small)
+        centered(1450, note, small)
     out.parent.mkdir(parents=True, exist_ok=True)
     page.save(out, format="PNG", dpi=(210, 210))
     return out
@@ -217,7 +207,7 @@ def cmd_qrcodes(args) -> int:
     with x.db.session() as s:
         pool = s.scalar(select(Pool).where(Pool.code == args.pool))
         if pool is None:
-            print(f"huzhu: 没有这个资金池：{args.pool}", file=sys.stderr)
+            print(_text("cli_no_pool", pool=args.pool), file=sys.stderr)
             return 2
         villages = [(v.id, v.full_name) for v in
                     s.scalars(select(Village).where(Village.pool_id == pool.id)
@@ -226,8 +216,7 @@ def cmd_qrcodes(args) -> int:
     out_dir = Path(args.out) if args.out else x.cfg.data_dir / "qrcodes" / args.pool
     font = find_cjk_font()
     if font is None and not args.json:
-        print("注意：没有可用的中文字体（见配置 FONT_FILE），海报上只有二维码，没有村名；"
-              "请在海报上手写村名，或改正 FONT_FILE 后重新生成。", file=sys.stderr)
+        print(_text("cli_poster_no_font"), file=sys.stderr)
     wechat = WeChat(x.cfg, x.db)
     made = []
     for vid, full_name in villages:
@@ -235,7 +224,8 @@ def cmd_qrcodes(args) -> int:
         try:
             ticket, url, png = wechat.create_scene_qrcode(scene)
         except WeChatClientException as exc:
-            print(f"huzhu: 微信接口拒绝为 {full_name} 生成二维码：{exc}", file=sys.stderr)
+            print(_text("cli_qrcode_refused", village=full_name, error=str(exc)),
+                  file=sys.stderr)
             return 1
         path = poster(png, full_name, pool_name, out_dir / f"{vid:04d}-{full_name.replace('/', '-')}.png",
                       font)
@@ -247,7 +237,5 @@ def cmd_qrcodes(args) -> int:
     if args.json:
         print_json({"pool": args.pool, "font": font[0] if font else None, "qrcodes": made})
     else:
-        for m in made:
-            print(f"{m['village']}: {m['poster']}  (scene {m['scene']})")
-        print(f"共 {len(made)} 张海报{'（无村名，缺中文字体）' if font is None else ''}，在 {out_dir}")
+        print(_text("cli_qrcodes_made", made=made, font=font is not None, out=str(out_dir)))
     return 0
