@@ -540,7 +540,10 @@ def test_scheme_load_stores_pool_villages_and_year(cli, db):
         assert [v.full_name for v in pool.villages] == doc["villages"]
         assert s.scalar(select(func.count(SchemeYear.id)).where(SchemeYear.pool_id == pool.id)) == 1
     code, out, _ = cli("scheme", "load", str(SCHEMES_DIR / "anji-2024.yaml"))
-    assert code == 0 and "已保存" in out and "anji" in out
+    assert code == 0 and out == (
+        f"已保存：资金池 anji（{doc['pool_name']}，county），{len(doc['villages'])} 个村；"
+        f"互助年度 2024-08-01 至 2025-07-31，登记 {doc['enrolment']['opens']} 至 "
+        f"{doc['enrolment']['closes']}；病种定额 {doc['quota_groups']} 个。\n")
 
 
 def test_scheme_load_refuses_a_wrong_file_with_key_and_line(cli, db, tmp_path):
@@ -553,8 +556,8 @@ def test_scheme_load_refuses_a_wrong_file_with_key_and_line(cli, db, tmp_path):
     wrong.write_text(text.replace('per_person: "80.00"', "per_person: 80.0"), encoding="utf-8")
     shutil_copy_quotas(SCHEMES_DIR, tmp_path)
     code, out, err = cli("scheme", "load", str(wrong))
-    assert code == 2
-    assert f"第{line}行" in err and "contribution.per_person" in err
+    assert code == 2 and err.startswith(f"huzhu: 方案文件有错，未保存：wrong.yaml 第{line}行 ")
+    assert "contribution.per_person" in err
     with db.session() as s:
         assert s.scalar(select(Pool).where(Pool.code == "anji")) is None
 

@@ -554,7 +554,15 @@ def test_the_balance_carries_over_to_the_next_scheme_year(db, app_ctx, cfg):
     assert report["income_fen"] == {"donor": 300_000}
     assert report["balance_fen"] == 1_600_000
     text = huzhu(cfg, "report", "fund", "--pool", "demo").stdout
-    assert "上年结转" in text and "13,000.00 元" in text
+    period = report["period"]
+    assert text.splitlines() == [
+        f"示范镇（demo）基金情况 {period['start']} 至 {period['end']}",
+        "  上年结转         13,000.00 元",
+        "  收入·捐赠          3,000.00 元",
+        "  补助支出              0.00 元",
+        "  服务费                0.00 元",
+        "  追回                  0.00 元",
+        "  余额             16,000.00 元"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -266,7 +266,6 @@ def cmd_ledger_check(args) -> int:
 
 
 def cmd_report_fund(args) -> int:
-    from core.money import format_yuan
     from core.reports import fund_report
 
     x = app_context()
@@ -280,16 +279,7 @@ def cmd_report_fund(args) -> int:
     if args.json:
         print_json(doc)
         return 0
-    labels = {"personal": "个人缴费", "collective": "村集体", "town": "乡镇", "charity": "慈善",
-              "government": "政府", "donor": "捐赠", "interest": "利息"}
-    period = doc["period"]
-    print(f"{name}（{doc['pool']}）基金情况"
-          + (f" {period['start']} 至 {period['end']}" if period else ""))
-    print(f"  上年结转    {format_yuan(doc['carried_over_fen']):>16}")
-    for source, fen in doc["income_fen"].items():
-        print(f"  收入·{labels.get(source, source):<6}{format_yuan(fen):>16}")
-    print(f"  补助支出    {format_yuan(doc['paid_fen']):>16}")
-    print(f"  服务费      {format_yuan(doc['fees_fen']):>16}")
-    print(f"  追回        {format_yuan(doc['recovered_fen']):>16}")
-    print(f"  余额        {format_yuan(doc['balance_fen']):>16}")
+    from core.messages import render
+
+    print(render("cli_fund_report", name=name, doc=doc))
     return 0

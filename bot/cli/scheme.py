@@ -20,13 +20,14 @@ def register(sub) -> None:
 
 def cmd_load(args) -> int:
     from core.catalog import ensure_catalog
+    from core.messages import render
     from core.scheme import SchemeError, load_scheme, store_scheme
 
     x = app_context()
     try:
         scheme = load_scheme(args.file)
     except SchemeError as exc:
-        print(f"huzhu: 方案文件有错，未保存：{exc}", file=sys.stderr)
+        print(render("cli_scheme_refused", stored=False, error=str(exc)), file=sys.stderr)
         return 2
     try:
         actor = f"cli:{getpass.getuser()}"
@@ -49,15 +50,10 @@ def cmd_load(args) -> int:
                    "quota_groups": len(scheme.benefit.quotas_fen),
                    "quota_excluded": dict(scheme.benefit.quota_excluded)}
     except SchemeError as exc:
-        print(f"huzhu: 方案未保存：{exc}", file=sys.stderr)
+        print(render("cli_scheme_refused", stored=True, error=str(exc)), file=sys.stderr)
         return 2
     if args.json:
         print_json(doc)
     else:
-        print(f"已保存：资金池 {doc['pool']}（{doc['pool_name']}，{doc['level']}），"
-              f"{len(doc['villages'])} 个村；互助年度 {doc['year']['start']} 至 {doc['year']['end']}，"
-              f"登记 {doc['enrolment']['opens']} 至 {doc['enrolment']['closes']}；"
-              f"病种定额 {doc['quota_groups']} 个"
-              + (f"，不补助 {len(doc['quota_excluded'])} 个" if doc['quota_excluded'] else "")
-              + "。")
+        print(render("cli_scheme_saved", doc=doc))
     return 0
