@@ -353,6 +353,14 @@ def test_an_unknown_pool_is_refused(tmp_path, db, db_url, app_ctx):
     assert r.returncode == 2 and "--pool nowhere" in r.stderr and "demo" in r.stderr
 
 
+def test_a_pool_with_nobody_paid_up_asks_for_the_members(tmp_path, db, db_url, app_ctx):
+    r = cli(tmp_path, "--pool", "demo", db_url=db_url)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "huzhu: --pool demo: 本年度还没有已缴费的参加人员；请用 --members 给出参加人数\n"
+    r = cli(tmp_path, "--pool", "demo", "--members", "3000", db_url=db_url)
+    assert r.returncode == 0 and r.stdout.startswith("测算：示范镇，参加 3,000 人，"), r.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # /测算 in chat
 

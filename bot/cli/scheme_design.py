@@ -39,15 +39,22 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _refused(problem: str, **values) -> str:
+    """What is wrong with the options (templates/messages/cli_design_refused.j2)."""
+    from core.messages import render
+
+    return render("cli_design_refused", problem=problem, **values)
+
+
 def _int(value: str | None, option: str, low: int = 1) -> int | None:
     if value is None:
         return None
     try:
         number = int(value)
     except ValueError:
-        raise ValueError(f"{option} 应为整数，得到 {value!r}")
+        raise ValueError(_refused("not_int", option=option, shown=repr(value)))
     if number < low:
-        raise ValueError(f"{option} 应为不小于 {low} 的整数，得到 {value}")
+        raise ValueError(_refused("too_small", option=option, low=low, shown=value))
     return number
 
 
@@ -59,31 +66,31 @@ def _options(args) -> dict:
             "simulate": _int(args.simulate, "--simulate"),
             "seed": _int(args.seed, "--seed", low=0)}
     if opts["members"] is None and args.members is not None:
-        raise ValueError("--members 应为大于 0 的整数")
+        raise ValueError(_refused("members"))
     if args.funds is not None:
         try:
             opts["funds_fen"] = parse_yuan(args.funds)
         except ValueError:
-            raise ValueError(f"--funds 应为金额（元），例如 600000，得到 {args.funds!r}")
+            raise ValueError(_refused("funds_money", shown=repr(args.funds)))
         if opts["funds_fen"] <= 0:
-            raise ValueError(f"--funds 应大于 0，得到 {args.funds}")
+            raise ValueError(_refused("funds_positive", shown=args.funds))
     else:
         opts["funds_fen"] = None
     try:
         reserve = Decimal(args.reserve)
     except InvalidOperation:
-        raise ValueError(f"--reserve 应为 0 到 0.5 之间的小数，例如 0.10，得到 {args.reserve!r}")
+        raise ValueError(_refused("reserve_decimal", shown=repr(args.reserve)))
     if not reserve.is_finite() or not Decimal(0) <= reserve < Decimal("0.5"):
-        raise ValueError(f"--reserve 应在 [0, 0.5) 之间，例如 0.10，得到 {args.reserve}")
+        raise ValueError(_refused("reserve_range", shown=args.reserve))
     opts["reserve"] = reserve
     if args.from_claims and not args.pool:
-        raise ValueError("--from-claims 要和 --pool 一起用（用这个资金池已核准的申请估计权重）")
+        raise ValueError(_refused("from_claims_pool"))
     if args.from_claims and args.weights:
-        raise ValueError("--weights 和 --from-claims 只能选一个")
+        raise ValueError(_refused("weights_or_claims"))
     if args.backtest and not args.pool:
-        raise ValueError("--backtest 要和 --pool 一起用（回放这个资金池去年的申请）")
+        raise ValueError(_refused("backtest_pool"))
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out}: 已存在且不是文件夹")
+        raise ValueError(_refused("out_not_folder", shown=args.out))
     return opts
 
 
@@ -108,7 +115,7 @@ def cmd_design(args) -> int:
                 return _fail(f"--scheme: {exc}")
             members = opts["members"]
             if members is None:
-                return _fail("--members: 用 --scheme 时要给出参加人数，例如 --members 20000")
+                return _fail(_refused("members_with_scheme"))
             codes = quoted_groups(scheme)
             weights = (read_weights(args.weights, codes) if args.weights
                        else default_weights(codes))
@@ -123,7 +130,7 @@ def cmd_design(args) -> int:
     except DesignError as exc:
         return _fail(str(exc))
     except RuleDrift as exc:  # a defect, not bad input: say so plainly
-        print(f"huzhu: 模拟与补助规则不一致，未输出：{exc}", file=sys.stderr)
+        print(f"huzhu: {_refused('rule_drift', shown=str(exc))}", file=sys.stderr)
         return 1
 
     doc = d.to_json()
@@ -181,8 +188,7 @@ def _pool_design(args, opts):
         if not members:
             from core.design import DesignError
 
-            raise DesignError(f"--pool {pool.code}: 本年度还没有已缴费的参加人员；"
-                              "请用 --members 给出参加人数")
+            raise DesignError(_refused("no_members", shown=pool.code))
         funds = opts["funds_fen"] or members * scheme.contribution.per_person_fen
         d = design(scheme, weights, codes, members, funds, opts["reserve"], facts.mix or None,
                    facts.continuing_share if facts.members else 1.0,
@@ -205,28 +211,12 @@ def _simulation_json(sim) -> dict | None:
 
 def _print_summary(doc: dict, d) -> None:
     from core.design.outputs import percent
-    from core.money import format_yuan
+    from core.messages import render
 
-    print(f"测算：{d.scheme.pool.name}，参加 {doc['members']:,} 人，筹资 {format_yuan(doc['funds_fen'])}，"
-          f"留存 {format_yuan(doc['reserve_fen'])}，服务费约 {format_yuan(doc['fee_fen'])}")
-    print(f"病种 {doc['groups']} 个有定额（不补助 {doc['excluded']} 个）；每单位权重 "
-          f"{doc['scale']:,.2f} 元；预计补助 {format_yuan(doc['expected_payout_fen'])}，"
-          f"约 {doc['expected_claims']:,.0f} 人次")
-    if d.at_maximum:
-        print("注意：定额已到单次最高补助，筹资用不完")
-    sim = doc.get("simulation")
-    if sim:
-        month = f"，用完时多在 {sim['month_exhaust']} 月" if sim["month_exhaust"] else ""
-        print(f"模拟 {sim['years']:,} 年：基金用完的概率 {percent(sim['p_exhaust'])}{month}；全年补助 "
-              f"中位数 {format_yuan(sim['payout_fen']['p50'])}，90% {format_yuan(sim['payout_fen']['p90'])}"
-              f"，99% {format_yuan(sim['payout_fen']['p99'])}")
-    if doc.get("backtest_year"):
-        from core.messages import format_date
-
-        start, end = (date.fromisoformat(doc["backtest_year"][k]) for k in ("start", "end"))
-        print(f"回测：{format_date(start)}至{format_date(end)}的申请，实际补助与按新定额补助（按村）")
-    for line in doc.get("backtest") or []:
-        print(f"  {line['village']}: {line['claims']} 笔，实际 {format_yuan(line['paid_fen'])}，"
-              f"按新定额 {format_yuan(line['proposed_fen'])}")
-    for path in doc.get("files") or []:
-        print(f"已写入 {path}")
+    sim, year = doc.get("simulation"), doc.get("backtest_year")
+    print(render("cli_design_summary", name=d.scheme.pool.name, doc=doc,
+                 at_maximum=d.at_maximum, sim=sim,
+                 p_exhaust=percent(sim["p_exhaust"]) if sim else None,
+                 backtest_from=date.fromisoformat(year["start"]) if year else None,
+                 backtest_to=date.fromisoformat(year["end"]) if year else None,
+                 lines=doc.get("backtest") or [], files=doc.get("files") or []))
