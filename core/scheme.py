@@ -65,6 +65,18 @@ class SchemeError(Exception):
     """A scheme file (or its quota table) is wrong; the message names file, line and key."""
 
 
+@lru_cache(maxsize=1)
+def _texts() -> dict[str, str]:
+    from core.config import TEMPLATES_DIR
+
+    return yaml.safe_load((TEMPLATES_DIR / "scheme_texts.yaml").read_text(encoding="utf-8"))
+
+
+def _t(key: str, /, **values) -> str:
+    """A text of templates/scheme_texts.yaml with `values` filled in."""
+    return _texts()[key].format(**values)
+
+
 def _empty() -> Mapping:
     return MappingProxyType({})
 
@@ -266,19 +278,19 @@ class FundingRules:
         """The rules a contribution breaks: [(key, Chinese text)]."""
         out = []
         if self.min_per_person_fen is not None and per_person_fen < self.min_per_person_fen:
-            out.append(("per_person", f"每人筹资 {format_yuan(per_person_fen)} 低于本方案规定的"
-                                      f"最低 {format_yuan(self.min_per_person_fen)}"))
+            out.append(("per_person", _t("broken.1", yuan=format_yuan(per_person_fen),
+                                         yuan_2=format_yuan(self.min_per_person_fen))))
         if self.personal_min_fen is not None and personal_fen < self.personal_min_fen:
-            out.append(("shares.personal", f"个人出资 {format_yuan(personal_fen)} 低于规定的最低 "
-                                           f"{format_yuan(self.personal_min_fen)}"))
+            out.append(("shares.personal", _t("broken.2", yuan=format_yuan(personal_fen),
+                                              yuan_2=format_yuan(self.personal_min_fen))))
         if self.personal_max_fen is not None and personal_fen > self.personal_max_fen:
-            out.append(("shares.personal", f"个人出资 {format_yuan(personal_fen)} 超过规定的最高 "
-                                           f"{format_yuan(self.personal_max_fen)}"))
+            out.append(("shares.personal", _t("broken.3", yuan=format_yuan(personal_fen),
+                                              yuan_2=format_yuan(self.personal_max_fen))))
         if (self.personal_min_ratio is not None
                 and Decimal(personal_fen) < self.personal_min_ratio * per_person_fen):
             percent = f"{(self.personal_min_ratio * 100).normalize():f}%"
-            out.append(("shares.personal", f"个人出资 {format_yuan(personal_fen)} 低于筹资标准 "
-                                           f"{format_yuan(per_person_fen)} 的 {percent}"))
+            out.append(("shares.personal", _t("broken.4", yuan=format_yuan(personal_fen),
+                                              yuan_2=format_yuan(per_person_fen), percent=percent)))
         return out
 
 
@@ -399,109 +411,111 @@ class _Node:
 
     def fail(self, message: str, line: int | None = None) -> SchemeError:
         where = f" {self.path}" if self.path else ""
-        return SchemeError(f"{self.file} 第{line or self.line}行{where}: {message}")
+        return SchemeError(_t("fail.1", file=self.file, line=line or self.line, where=where,
+                              message=message))
 
     def _child_path(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
     def mapping(self, required: Iterable[str], optional: Iterable[str] = ()) -> dict[str, "_Node"]:
         if not isinstance(self.node, yaml.MappingNode):
-            raise self.fail("应为键值表，例如 {key: value}")
+            raise self.fail(_t("mapping.1"))
         required, allowed = tuple(required), set(required) | set(optional)
         children: dict[str, _Node] = {}
         for key_node, value_node in self.node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             key_line = key_node.start_mark.line + 1
             if key not in allowed:
-                raise SchemeError(f"{self.file} 第{key_line}行 {self._child_path(str(key))}: "
-                                  f"未知的项；可用的项：{', '.join(sorted(allowed))}")
+                raise SchemeError(_t("mapping.2", file=self.file, key_line=key_line,
+                                     key_path=self._child_path(str(key)),
+                                     items=', '.join(sorted(allowed))))
             if key in children:
-                raise SchemeError(f"{self.file} 第{key_line}行 {self._child_path(key)}: 重复的项")
+                raise SchemeError(_t("mapping.3", file=self.file, key_line=key_line,
+                                     key_path=self._child_path(key)))
             children[key] = _Node(value_node, self._child_path(key), self.file)
         for key in required:
             if key not in children:
-                raise self.fail(f"缺少 {key}")
+                raise self.fail(_t("mapping.4", key=key))
         return children
 
     def sequence(self) -> list["_Node"]:
         if not isinstance(self.node, yaml.SequenceNode):
-            raise self.fail("应为列表，例如 [a, b]")
+            raise self.fail(_t("sequence.1"))
         return [_Node(item, f"{self.path}[{i}]", self.file)
                 for i, item in enumerate(self.node.value)]
 
     def _scalar(self, what: str) -> yaml.ScalarNode:
         if not isinstance(self.node, yaml.ScalarNode):
-            raise self.fail(f"应为{what}")
+            raise self.fail(_t("scalar.1", what=what))
         return self.node
 
-    def text(self, what: str = "文字") -> str:
+    def text(self, what: str | None = None) -> str:
+        what = what or _t("text.1")
         node = self._scalar(what)
         if node.tag != _TAG + "str" or not node.value.strip():
-            raise self.fail(f"应为{what}，得到 {node.value!r}")
+            raise self.fail(_t("text.2", what=what, value=node.value))
         return node.value.strip()
 
     def choice(self, options: Iterable[str]) -> str:
         options = tuple(options)
-        value = self._scalar("以下之一：" + " | ".join(options)).value
+        value = self._scalar(_t("choice.1") + " | ".join(options)).value
         if value not in options:
-            raise self.fail(f"应为以下之一：{' | '.join(options)}，得到 {value!r}")
+            raise self.fail(_t("choice.2", items=' | '.join(options), value=value))
         return value
 
     def money(self, positive: bool = False) -> int:
-        node = self._scalar('带引号的金额，例如 "80.00"')
+        node = self._scalar(_t("money.1"))
         if node.tag != _TAG + "str":
-            raise self.fail(f'应为带引号的金额，例如 "80.00"；得到数字 {node.value}，'
-                            '金额请加引号，以免按浮点数读错')
+            raise self.fail(_t("money.2", value=node.value))
         try:
             fen = parse_yuan(node.value)
         except ValueError:
-            raise self.fail(f'应为金额（元，最多两位小数），例如 "80.00"，得到 {node.value!r}')
+            raise self.fail(_t("money.3", value=node.value))
         if positive and fen <= 0:
-            raise self.fail("金额应大于 0")
+            raise self.fail(_t("money.4"))
         return fen
 
     def integer(self, low: int, high: int | None = None) -> int:
-        node = self._scalar("整数")
+        node = self._scalar(_t("integer.1"))
         if node.tag != _TAG + "int":
-            raise self.fail(f"应为整数，得到 {node.value!r}")
+            raise self.fail(_t("integer.2", value=node.value))
         value = int(node.value)
         if value < low or (high is not None and value > high):
-            bounds = f"{low}–{high}" if high is not None else f"不小于 {low}"
-            raise self.fail(f"应为 {bounds} 的整数，得到 {value}")
+            bounds = f"{low}–{high}" if high is not None else _t("integer.3", low=low)
+            raise self.fail(_t("integer.4", bounds=bounds, value=value))
         return value
 
     def boolean(self) -> bool:
-        node = self._scalar("true 或 false")
+        node = self._scalar(_t("boolean.1"))
         if node.tag != _TAG + "bool":
-            raise self.fail(f"应为 true 或 false，得到 {node.value!r}")
+            raise self.fail(_t("boolean.2", value=node.value))
         return node.value.strip().lower() in ("true", "yes", "on")
 
     def rate(self, low: Decimal, high: Decimal, example: str) -> Decimal:
-        node = self._scalar(f'带引号的小数，例如 "{example}"')
+        node = self._scalar(_t("rate.1", example=example))
         if node.tag != _TAG + "str":
-            raise self.fail(f'应为带引号的小数，例如 "{example}"；得到数字 {node.value}')
+            raise self.fail(_t("rate.2", example=example, value=node.value))
         try:
             value = Decimal(node.value.strip())
         except InvalidOperation:
-            raise self.fail(f'应为小数，例如 "{example}"，得到 {node.value!r}')
+            raise self.fail(_t("rate.3", example=example, value=node.value))
         if not value.is_finite() or not low <= value <= high:
-            raise self.fail(f"应在 {low} 到 {high} 之间，得到 {node.value}")
+            raise self.fail(_t("rate.4", low=low, high=high, value=node.value))
         return value
 
     def date(self, today: date) -> date:
-        node = self._scalar('日期，例如 2024-08-01 或 "today-30d"')
+        node = self._scalar(_t("date.1"))
         value = node.value.strip()
         if node.tag in (_TAG + "timestamp", _TAG + "str") and _ISO_DATE.match(value):
             try:
                 return date.fromisoformat(value)
             except ValueError:
-                raise self.fail(f"不存在的日期 {value}")
+                raise self.fail(_t("date.2", value=value))
         m = _RELATIVE_DATE.match(value) if node.tag == _TAG + "str" else None
         if m:
             days = int(m.group(2) or 0)
             return today + timedelta(days=-days if m.group(1) == "-" else days)
-        raise self.fail(f'应为日期 YYYY-MM-DD，或相对日期 "today"、"today+30d"、"today-30d"，'
-                        f"得到 {value!r}")
+        raise self.fail(_t("date.3", value=value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,9 +534,9 @@ def load_scheme(path: str | Path, today: date | None = None) -> Scheme:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise SchemeError(f"{path}: 找不到方案文件")
+        raise SchemeError(_t("load_scheme.1", path=path))
     except UnicodeDecodeError:
-        raise SchemeError(f"{path.name}: 文件不是 UTF-8 编码")
+        raise SchemeError(_t("load_scheme.2", name=path.name))
     return parse_scheme(text, path.name, base_dir=path.parent,
                         today=today or _local_today(), source=str(path))
 
@@ -535,17 +549,18 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark else 1
-        raise SchemeError(f"{file} 第{line}行: YAML 格式错误：{getattr(exc, 'problem', None) or exc}")
+        raise SchemeError(_t("parse_scheme.1", file=file, line=line,
+                             detail=getattr(exc, 'problem', None) or exc))
     if root is None:
-        raise SchemeError(f"{file}: 文件是空的")
+        raise SchemeError(_t("parse_scheme.2", file=file))
     top = _Node(root, "", file).mapping(
         ("pool", "villages", "year", "enrolment", "contribution", "claims", "benefit", "payout",
          "service_fee", "disclosure"), ("cover", "bonus"))
 
     p = top["pool"].mapping(("code", "name", "level"))
-    code = p["code"].text("资金池代码")
+    code = p["code"].text(_t("parse_scheme.3"))
     if not _POOL_CODE.match(code):
-        raise p["code"].fail(f"资金池代码只用小写字母、数字、- 和 _，最长 32 个字符，得到 {code!r}")
+        raise p["code"].fail(_t("parse_scheme.4", code=code))
     pool = PoolInfo(code, _limited(p["name"], 64), p["level"].choice(POOL_LEVELS))
 
     villages = _villages(top["villages"], pool)
@@ -553,18 +568,18 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
     y = top["year"].mapping(("start", "end"))
     year = Period(y["start"].date(today), y["end"].date(today))
     if year.start >= year.end:
-        raise y["end"].fail(f"年度结束日 {year.end} 应晚于开始日 {year.start}")
+        raise y["end"].fail(_t("parse_scheme.5", end=year.end, start=year.start))
     if (year.end - year.start).days > 366:
-        raise y["end"].fail(f"互助年度最长一年，{year.start} 至 {year.end} 超过了一年")
+        raise y["end"].fail(_t("parse_scheme.6", start=year.start, end=year.end))
 
     e = top["enrolment"].mapping(("opens", "closes"), ENROLMENT_OPTIONAL)
     enrolment = EnrolmentWindow(
         e["opens"].date(today), e["closes"].date(today), *_enrolment_extras(e),
         village_confirms=e["village_confirms"].boolean() if "village_confirms" in e else False)
     if enrolment.opens > enrolment.closes:
-        raise e["closes"].fail(f"缴费截止日 {enrolment.closes} 早于开始日 {enrolment.opens}")
+        raise e["closes"].fail(_t("parse_scheme.7", closes=enrolment.closes, opens=enrolment.opens))
     if enrolment.closes > year.end:
-        raise e["closes"].fail(f"缴费截止日 {enrolment.closes} 晚于年度结束日 {year.end}")
+        raise e["closes"].fail(_t("parse_scheme.8", closes=enrolment.closes, end=year.end))
 
     contribution = _contribution(top["contribution"])
 
@@ -601,29 +616,29 @@ def parse_scheme(text: str, file: str, base_dir: Path, today: date,
 def _limited(node: _Node, length: int) -> str:
     value = node.text()
     if len(value) > length:
-        raise node.fail(f"最长 {length} 个字符")
+        raise node.fail(_t("limited.1", length=length))
     return value
 
 
 def _villages(node: _Node, pool: PoolInfo) -> tuple[str, ...]:
     items = node.sequence()
     if not items:
-        raise node.fail("至少要有一个村，写作 镇/村，例如 天荒坪镇/大溪村")
+        raise node.fail(_t("villages.1"))
     villages: list[str] = []
     for item in items:
-        value = item.text("村名，写作 镇/村")
+        value = item.text(_t("villages.2"))
         parts = value.split("/")
         if len(parts) != 2 or not all(part.strip() for part in parts):
-            raise item.fail(f"村名应写作 镇/村，例如 天荒坪镇/大溪村，得到 {value!r}")
+            raise item.fail(_t("villages.3", value=value))
         town, name = (part.strip() for part in parts)
         if len(town) > 64 or len(name) > 64:
-            raise item.fail("镇名和村名各最长 64 个字符")
+            raise item.fail(_t("villages.4"))
         full = f"{town}/{name}"
         if full in villages:
-            raise item.fail(f"重复的村 {full}")
+            raise item.fail(_t("villages.5", full=full))
         villages.append(full)
     if pool.level == "village" and len(villages) != 1:
-        raise node.fail(f"pool.level 为 village（村办村管）时只能有一个村，这里有 {len(villages)} 个")
+        raise node.fail(_t("villages.6", count=len(villages)))
     return tuple(villages)
 
 
@@ -632,9 +647,9 @@ def _names(node: _Node, what: str, known: Iterable[str] | None = None) -> tuple[
     for item in node.sequence():
         value = item.text(what)
         if known is not None and value not in known:
-            raise item.fail(f"未知的{what} {value!r}；可用：{', '.join(known)}")
+            raise item.fail(_t("names.1", what=what, value=value, items=', '.join(known)))
         if value in names:
-            raise item.fail(f"重复的{what} {value}")
+            raise item.fail(_t("names.2", what=what, value=value))
         names.append(value)
     return tuple(names)
 
@@ -646,40 +661,41 @@ def _contribution(node: _Node) -> Contribution:
     shares = {source: s[source].money() for source in SHARE_SOURCES if source in s}
     if sum(shares.values()) != per_person:
         parts = " + ".join(format_yuan(fen, unit=False) for fen in shares.values())
-        raise c["shares"].fail(f"各来源之和 {parts} = {format_yuan(sum(shares.values()))}，"
-                               f"应等于 per_person {format_yuan(per_person)}")
+        raise c["shares"].fail(_t("contribution.1", parts=parts,
+                                  yuan=format_yuan(sum(shares.values())),
+                                  yuan_2=format_yuan(per_person)))
     subsidized, payers = _subsidized(c["subsidized"]) if "subsidized" in c else ((), {})
-    excluded = _names(c["excluded"], "人员类别") if "excluded" in c else ()
+    excluded = _names(c["excluded"], _t("contribution.2")) if "excluded" in c else ()
     both = set(subsidized) & set(excluded)
     if both:
-        raise c["excluded"].fail(f"{', '.join(sorted(both))} 不能既由集体代缴又不得参加")
+        raise c["excluded"].fail(_t("contribution.3", items=', '.join(sorted(both))))
     rules = _funding_rules(c["rules"]) if "rules" in c else None
     if rules is not None:
         for key, text in rules.broken(per_person, shares["personal"]):
             where = c["per_person"] if key == "per_person" else s["personal"]
-            raise where.fail(f"{text}（contribution.rules 第{c['rules'].line}行）")
+            raise where.fail(_t("contribution.4", text=text, line=c['rules'].line))
     return Contribution(per_person, _frozen(shares), subsidized, excluded, _frozen(payers), rules)
 
 
 def _benefit(node: _Node, base_dir: Path, bonus_node: _Node | None = None) -> Benefit:
     b = node.mapping(("quotas", "min_per_claim", "max_per_claim", "annual_cap"),
                      ("continuous_bonus",))
-    quotas_file = b["quotas"].text("定额表文件名，例如 anji-2024-quotas.csv")
+    quotas_file = b["quotas"].text(_t("benefit.1"))
     table = read_quota_table(base_dir / quotas_file, b["quotas"])
     minimum = b["min_per_claim"].money()
     maximum = b["max_per_claim"].money(positive=True)
     cap = b["annual_cap"].money(positive=True)
     if minimum > maximum:
-        raise b["max_per_claim"].fail(f"单次最高 {format_yuan(maximum)} 低于单次最低 "
-                                      f"{format_yuan(minimum)}")
+        raise b["max_per_claim"].fail(_t("benefit.2", yuan=format_yuan(maximum),
+                                         yuan_2=format_yuan(minimum)))
     if maximum > cap:
-        raise b["annual_cap"].fail(f"年度累计上限 {format_yuan(cap)} 低于单次最高 "
-                                   f"{format_yuan(maximum)}")
+        raise b["annual_cap"].fail(_t("benefit.3", yuan=format_yuan(cap),
+                                      yuan_2=format_yuan(maximum)))
     bonus, applies_to = Decimal(0), "quota"
     if "continuous_bonus" in b:
         if bonus_node is not None:
             raise b["continuous_bonus"].fail(
-                f"与 bonus.continuity（第{bonus_node.line}行）重复；只写其中一个")
+                _t("benefit.4", line=bonus_node.line))
         bonus = b["continuous_bonus"].rate(Decimal(0), Decimal(1), "0.10")
     elif bonus_node is not None:
         bonus, applies_to = _continuity(bonus_node)
@@ -739,7 +755,7 @@ def _enrolment_extras(e: dict[str, _Node]) -> tuple[int, int | None, str]:
     days = e["newborn_days"].integer(0, 366) if "newborn_days" in e else 0
     share = e["newborn_share"].money() if "newborn_share" in e else None
     if share is not None and not days:
-        raise e["newborn_share"].fail("newborn_share 需要 newborn_days 大于 0")
+        raise e["newborn_share"].fail(_t("enrolment_extras.1"))
     uninsured = e["uninsured"].choice(UNINSURED_POLICIES) if "uninsured" in e else "allowed"
     return days, share, uninsured
 
@@ -750,9 +766,9 @@ def _claims_extras(c: dict[str, _Node]) -> tuple[Mapping[str, tuple[str, ...]], 
     if "documents" in c:
         d = c["documents"].mapping((), INSURANCE_TYPES)
         for kind, node in d.items():
-            names = _names(node, "材料", DOCUMENT_KINDS)
+            names = _names(node, _t("claims_extras.1"), DOCUMENT_KINDS)
             if not names:
-                raise node.fail(f"至少要有一种材料；可用：{', '.join(DOCUMENT_KINDS)}")
+                raise node.fail(_t("claims_extras.2", items=', '.join(DOCUMENT_KINDS)))
             documents[kind] = names
     days = c["file_within_days"].integer(1, 3660) if "file_within_days" in c else None
     return _frozen(documents), days
@@ -766,18 +782,16 @@ def _exclusions(node: _Node) -> tuple[tuple[str, ...], dict[str, str]]:
     for item in node.sequence():
         if isinstance(item.node, yaml.MappingNode):
             m = item.mapping(("code", "label"))
-            code = m["code"].text("不予补助情形代码")
+            code = m["code"].text(_t("exclusions.1"))
             if not _EXCLUSION_CODE.match(code):
-                raise m["code"].fail(f"代码只用小写字母、数字和 _，以字母开头，最长 32 个字符，"
-                                     f"得到 {code!r}")
+                raise m["code"].fail(_t("exclusions.2", code=code))
             labels[code] = _limited(m["label"], 40)
         else:
-            code = item.text("不予补助情形")
+            code = item.text(_t("exclusions.3"))
             if code not in EXCLUSION_KINDS:
-                raise item.fail(f"未知的不予补助情形 {code!r}；可用：{', '.join(EXCLUSION_KINDS)}，"
-                                "或写作 {code: 代码, label: 说明}")
+                raise item.fail(_t("exclusions.4", code=code, items=', '.join(EXCLUSION_KINDS)))
         if code in codes:
-            raise item.fail(f"重复的不予补助情形 {code}")
+            raise item.fail(_t("exclusions.5", code=code))
         codes.append(code)
     return tuple(codes), labels
 
@@ -787,7 +801,7 @@ def _cover(node: _Node) -> Cover:
     start_from = c["from"].choice(COVER_FROM)
     waiting = c["waiting_days"].integer(0, 366) if "waiting_days" in c else 0
     if waiting and start_from != "payment":
-        raise c["waiting_days"].fail("waiting_days 只在 from: payment 时有效")
+        raise c["waiting_days"].fail(_t("cover.1"))
     return Cover(start_from, waiting)
 
 
@@ -795,14 +809,14 @@ def _subsidized(node: _Node) -> tuple[tuple[str, ...], dict[str, str]]:
     """contribution.subsidized: a list of categories (the collective pays their personal share)
     or {category: {payer: source}}."""
     if not isinstance(node.node, yaml.MappingNode):
-        return _names(node, "人员类别"), {}
+        return _names(node, _t("subsidized.1")), {}
     names: list[str] = []
     payers: dict[str, str] = {}
     for key_node, value_node in node.node.value:
         name = str(key_node.value).strip()
         child = _Node(value_node, f"{node.path}.{name}", node.file)
         if not name:
-            raise child.fail("人员类别不能为空")
+            raise child.fail(_t("subsidized.2"))
         payer = child.mapping(("payer",))["payer"].choice(
             [source for source in SHARE_SOURCES if source != "personal"])
         names.append(name)
@@ -821,7 +835,7 @@ def _funding_rules(node: _Node) -> FundingRules:
         if "personal_min_ratio" in r else None)
     if (rules.personal_min_fen is not None and rules.personal_max_fen is not None
             and rules.personal_min_fen > rules.personal_max_fen):
-        raise r["personal_max"].fail("personal_max 低于 personal_min")
+        raise r["personal_max"].fail(_t("funding_rules.1"))
     return rules
 
 
@@ -848,18 +862,18 @@ def read_quota_table(path: Path, node: _Node | None = None,
     reaches have no quota (a claim in one is `unknown_drg`). ADRG, MDC and `*` rows expand over
     `catalog` (default: the national CHS-DRG 1.1 list). `node` is the scheme's benefit.quotas
     entry, named in errors."""
-    where = (f"（{node.file} 第{node.line}行 {node.path}）") if node else ""
+    where = (_t("read_quota_table.1", file=node.file, line=node.line, path=node.path)) if node else ""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         if node:
-            raise node.fail(f"找不到定额表 {path}（路径相对于方案文件）")
-        raise SchemeError(f"{path}: 找不到定额表")
+            raise node.fail(_t("read_quota_table.2", path=path))
+        raise SchemeError(_t("read_quota_table.3", path=path))
     except UnicodeDecodeError:
-        raise SchemeError(f"{path.name}: 文件不是 UTF-8 编码{where}")
+        raise SchemeError(_t("read_quota_table.4", name=path.name, where=where))
 
     def fail(line: int, message: str) -> SchemeError:
-        return SchemeError(f"{path.name} 第{line}行{where}: {message}")
+        return SchemeError(_t("fail.2", name=path.name, line=line, where=where, message=message))
 
     catalog = tuple(catalog) if catalog is not None else national_groups()
     rows: dict[str, tuple[int | None, str, int]] = {}  # code -> (fen or None, note, line)
@@ -871,38 +885,35 @@ def read_quota_table(path: Path, node: _Node | None = None,
         row = [cell.strip() for cell in next(csv.reader([line]))]
         if header is None:
             if row not in QUOTA_HEADERS:
-                raise fail(number, f"第一行应为表头 drg_code,quota（或 drg_code,quota,note），"
-                                   f"得到 {line!r}")
+                raise fail(number, _t("read_quota_table.5", line=line))
             header = row
             continue
         if len(row) != len(header):
-            example = ("病种代码,定额（元） 两列，例如 FM19,8000.00" if len(header) == 2 else
-                       "病种代码,定额（元）,说明 三列，例如 FM19,8000.00,")
-            raise fail(number, f"应为 {example}，得到 {line!r}")
+            example = (_t("read_quota_table.6") if len(header) == 2 else
+                       _t("read_quota_table.7"))
+            raise fail(number, _t("read_quota_table.8", example=example, line=line))
         code, amount = row[0], row[1]
         note = row[2] if len(row) > 2 else ""
         if code != QUOTA_DEFAULT and not _DRG_CODE.match(code):
-            raise fail(number, "病种代码应为大写字母和数字，例如 FM19（病种）、FM1（ADRG）、"
-                               f"F（MDC）或 *（其余病种），得到 {code!r}")
+            raise fail(number, _t("read_quota_table.9", code=code))
         if code in rows:
-            raise fail(number, f"病种 {code} 重复（与第{rows[code][2]}行）")
+            raise fail(number, _t("read_quota_table.10", code=code, value=rows[code][2]))
         if amount in QUOTA_NONE:
             if not note:
-                raise fail(number, f"{code} 不补助时应在第三列 note 写明原因，"
-                                   f"例如 {code},-,由生育保险支付")
+                raise fail(number, _t("read_quota_table.11", code=code))
             rows[code] = (None, note, number)
             continue
         try:
             fen = parse_yuan(amount)
         except ValueError:
-            raise fail(number, f"定额应为金额（元），例如 8000.00，或 - 表示不补助，得到 {amount!r}")
+            raise fail(number, _t("read_quota_table.12", amount=amount))
         if fen <= 0:
-            raise fail(number, f"病种 {code} 的定额应大于 0")
+            raise fail(number, _t("read_quota_table.13", code=code))
         rows[code] = (fen, note, number)
     if header is None:
-        raise fail(1, "定额表是空的；应为表头 drg_code,quota 加每个病种一行")
+        raise fail(1, _t("read_quota_table.14"))
     if not rows:
-        raise fail(1, "定额表没有任何病种")
+        raise fail(1, _t("read_quota_table.15"))
 
     by_level: dict[str, dict[str, tuple[int | None, str, int]]] = {
         "group": {}, "adrg": {}, "mdc": {}, "default": {}}
@@ -911,8 +922,8 @@ def read_quota_table(path: Path, node: _Node | None = None,
     for level, width, what in (("adrg", 3, "ADRG"), ("mdc", 1, "MDC")):
         for code, (_, _, number) in by_level[level].items():
             if not any(group[:width] == code for group in catalog):
-                raise fail(number, f"病种目录中没有 {what} {code} 的病种；{what} 写病种代码的前 "
-                                   f"{width} 位，例如 {'FM1' if width == 3 else 'F'}")
+                raise fail(number, _t("read_quota_table.16", what=what, code=code, width=width,
+                                      example='FM1' if width == 3 else 'F'))
     quotas: dict[str, int] = {}
     excluded: dict[str, str] = {}
     for code, (fen, note, _) in by_level["group"].items():
@@ -954,8 +965,8 @@ def store_scheme(session: Session, scheme: Scheme, catalog_codes: Iterable[str] 
     missing = sorted(set(b.quotas_fen) - known - b.quota_expanded)
     if missing:
         source = Path(scheme.source).name if scheme.source else "scheme"
-        raise SchemeError(f"{source} benefit.quotas（{scheme.benefit.quotas_file}）: 病种目录中没有"
-                          f"这些病种：{', '.join(missing)}；请先导入病种目录（huzhu catalog import）")
+        raise SchemeError(_t("store_scheme.1", source=source,
+                             quotas_file=scheme.benefit.quotas_file, items=', '.join(missing)))
 
     # groups an ADRG, MDC or default row reached come from the national list: a catalogue
     # that lacks them (a county's own list) gets them with their national names
@@ -983,14 +994,14 @@ def store_scheme(session: Session, scheme: Scheme, catalog_codes: Iterable[str] 
             session.add(Village(pool_id=pool.id, town=town, name=name, full_name=full_name))
         elif village.pool_id != pool.id:
             other = session.get(Pool, village.pool_id)
-            raise SchemeError(f"villages: {full_name} 已属于资金池 {other.code}（{other.name}），"
-                              "一个村只能属于一个资金池")
+            raise SchemeError(_t("store_scheme.2", full_name=full_name, code=other.code,
+                                 name=other.name))
 
     overlapping = scheme_years.overlapping(session, pool.id, scheme.year.start, scheme.year.end)
     if len(overlapping) > 1:
-        periods = "、".join(f"{y.start}至{y.end}" for y in overlapping)
-        raise SchemeError(f"year: {scheme.year.start}至{scheme.year.end} 与资金池 {pool.code} "
-                          f"已有的多个年度重叠（{periods}），无法确定更新哪一个")
+        periods = "、".join(_t("store_scheme.3", start=y.start, end=y.end) for y in overlapping)
+        raise SchemeError(_t("store_scheme.4", start=scheme.year.start, end=scheme.year.end,
+                             code=pool.code, periods=periods))
     rules = scheme.to_rules()
     source = (scheme.source or "")[-255:] or None
     year = overlapping[0] if overlapping else None
