@@ -35,7 +35,7 @@ ID_ERRORS = ("length", "format", "checksum", "birth_date", "future", "too_old", 
 
 
 class IdError(DomainError, ValueError):
-    """An ID number that is not one; `code` says why (ID_ERROR_TEXT words it)."""
+    """An ID number that is not one; `code` says why (templates/import_texts.yaml `id.<code>` words it)."""
 
 
 @dataclass(frozen=True)

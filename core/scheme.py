@@ -45,6 +45,7 @@ from core.audit import audit
 from core.defaults import APPEAL_DAYS, OBJECTION_DAYS, REVIEW_WORKING_DAYS
 from core.models import DrgGroup, Pool, PoolLevel, Quota, SchemeYear, Village, utcnow
 from core.money import format_yuan, parse_yuan
+from core.texts import text_of
 
 RULES_FORMAT = 1
 POOL_LEVELS = tuple(level.value for level in PoolLevel)
@@ -65,16 +66,9 @@ class SchemeError(Exception):
     """A scheme file (or its quota table) is wrong; the message names file, line and key."""
 
 
-@lru_cache(maxsize=1)
-def _texts() -> dict[str, str]:
-    from core.config import TEMPLATES_DIR
-
-    return yaml.safe_load((TEMPLATES_DIR / "scheme_texts.yaml").read_text(encoding="utf-8"))
-
-
 def _t(key: str, /, **values) -> str:
     """A text of templates/scheme_texts.yaml with `values` filled in."""
-    return _texts()[key].format(**values)
+    return text_of("scheme_texts", key, **values)
 
 
 def _empty() -> Mapping:

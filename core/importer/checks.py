@@ -21,6 +21,7 @@ from core.models import Enrolment, Household, InsuranceType, Member, Relation, S
 from core.importer.common import (CONTINUED_WORDS, MAX_ERRORS, ImportResult, RowError, _chunks,
                                  _text)
 from core.importer.reader import _rows
+from core.texts import text_of
 
 if TYPE_CHECKING:
     from core.importer.helper import _Helper
@@ -28,12 +29,11 @@ if TYPE_CHECKING:
 
 _OUR_NUMBER = re.compile(r"^H\d{8,}$")
 
-ID_ERROR_TEXT = {
-    "length": "身份证号应为18位", "format": "身份证号只能是数字，最后一位可以是X",
-    "checksum": "身份证号校验位不对（有一位写错了）", "birth_date": "身份证号中的出生日期不存在",
-    "future": "身份证号中的出生日期在今天之后", "too_old": "身份证号中的出生年份太早",
-    "province": "身份证号前两位不是省份代码",
-}
+
+def _t(key: str, /, **values) -> str:
+    """A text of templates/import_texts.yaml with `values` filled in."""
+    return text_of("import_texts", key, **values)
+
 
 
 # one checked row: (row, village_id, key, name, id_number, birth_date, relation, insurance,
@@ -110,18 +110,17 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
         v_text = _text(v_raw)
         village = ck.village(v_text) if v_text else None
         if village is None:
-            error(number, "村", f"没有这个村：“{v_text}”" if v_text else "村不能为空")
+            error(number, "村", _t("check_rows.1", v_text=v_text) if v_text else _t("check_rows.2"))
             bad = True
         elif ck.year(village.pool_id) is None:
             if village.pool_id not in closed_pools:
                 closed_pools.add(village.pool_id)
-                when = (f"{ck.year_on} 所在的互助年度" if ck.year_on else "现在开放登记的互助年度")
-                error(number, "村", f"{village.full_name} 所属资金池没有{when}；"
-                                   "请用 --year YYYY-MM-DD 指定年度内的一天")
+                when = (_t("check_rows.3", year_on=ck.year_on) if ck.year_on else _t("check_rows.4"))
+                error(number, "村", _t("check_rows.5", full_name=village.full_name, when=when))
             bad = True
         hh_no = _text(hh_raw).upper()
         if len(hh_no) > 32:
-            error(number, "户号", "户号太长（最多32个字符）")
+            error(number, "户号", _t("check_rows.6"))
             bad = True
         if head_raw == last_head[0] and head_raw.__class__ is str:
             head = last_head[1]
@@ -129,68 +128,67 @@ def _check_rows(path: Path, ck: _Checker, helper: _Helper | None = None) -> list
             head = check_name(_text(head_raw))
             last_head = (head_raw, head)
         if head is None:
-            error(number, "户主姓名", "户主姓名不能为空，只写汉字或字母")
+            error(number, "户主姓名", _t("check_rows.7"))
             bad = True
         name = check_name(_text(name_raw))
         if name is None:
-            error(number, "姓名", "姓名不能为空，只写汉字或字母")
+            error(number, "姓名", _t("check_rows.8"))
             bad = True
         idn = None
         if isinstance(id_raw, float):
-            error(number, "身份证号", "身份证号被 Excel 存成了数字（丢了位数）；请把这一列设为文本格式后重新填写")
+            error(number, "身份证号", _t("check_rows.9"))
             bad = True
         else:
             try:
                 idn = check_id(_text(id_raw), today)
             except IdError as e:
-                error(number, "身份证号", ID_ERROR_TEXT[e.code])
+                error(number, "身份证号", _t("id." + e.code))
                 bad = True
         if idn is not None:
             first = seen_ids.get(idn.number)
             if first is not None:
-                error(number, "身份证号", f"与第{first}行的身份证号相同，一个人只能登记一次")
+                error(number, "身份证号", _t("check_rows.10", first=first))
                 bad = True
             else:
                 seen_ids[idn.number] = number
         relation = relation_words.get(_text(rel_raw))
         if relation is None:
-            error(number, "与户主关系", "应填 户主、配偶、子女、父母 或 其他")
+            error(number, "与户主关系", _t("check_rows.11"))
             bad = True
         insurance = insurance_words.get(_text(ins_raw))
         if insurance is None:
-            error(number, "医保类型", "应填 居民医保、职工医保 或 未参保")
+            error(number, "医保类型", _t("check_rows.12"))
             bad = True
         elif (insurance is InsuranceType.uninsured and village is not None
               and ck.year(village.pool_id) is not None
               and ck.year(village.pool_id).scheme.enrolment.uninsured == "refused"):
-            error(number, "医保类型", "本地方案只接受参加了基本医保的人员，未参保的不能参加；"
-                                     "已参保的请填 居民医保 或 职工医保")
+            error(number, "医保类型", _t("check_rows.13"))
             bad = True
         category = None
         cat_text = _text(cat_raw)
         if cat_text and village is not None and ck.year(village.pool_id) is not None:
             category = ck.category(village.pool_id, cat_text)
             if isinstance(category, ValueError):
-                error(number, "类别", f"不认识的类别“{cat_text[:16]}”；可用："
+                error(number, "类别", _t("check_rows.14", given=cat_text[:16])
                       + "、".join(known_categories(ck.year(village.pool_id).scheme)))
                 bad = True
                 category = None
             elif category is not None and category in ck.excluded(village.pool_id):
-                error(number, "类别", f"“{category}”人员按本地方案不能参加互助")
+                error(number, "类别", _t("check_rows.15", category=category))
                 bad = True
         phone = None
         phone_text = _text(phone_raw)
         if phone_text:
             phone = check_phone(phone_text)
             if phone is None:
-                error(number, "手机号", "手机号应为1开头的11位数字，座机请带区号")
+                error(number, "手机号", _t("check_rows.16"))
                 bad = True
         continued = None
         cont_text = _text(cont_raw)
         if cont_text:
             continued = CONTINUED_WORDS.get(cont_text)
             if continued is None:
-                error(number, "上年参加", f"应填 是 或 否，得到“{cont_text[:8]}”")
+                error(number, "上年参加", _t("check_rows.17", given=cont_text[:8]))
                 bad = True
         if bad:
             continue
@@ -245,29 +243,29 @@ def _check_groups(ck: _Checker, rows: list[tuple]) -> list[_Group]:
         if len(heads) > 1:
             rows_text = "、".join(str(r[_R_ROW]) for r in heads)
             error(heads[1][_R_ROW], "与户主关系",
-                  f"同一户有两个户主（第{rows_text}行）；同名户主请分别填户号，或改正关系")
+                  _t("check_groups.1", rows_text=rows_text))
         heads_named = {r[_R_HEAD] for r in g.rows}
         if g.key[0] == "N" and len(heads_named) > 1:
-            error(first, "户主姓名", f"户号 {g.key[2]} 的成员写了不同的户主姓名")
+            error(first, "户主姓名", _t("check_groups.2", household=g.key[2]))
         if g.key[0] == "N" and g.key[2] in by_number:
             found = by_number[g.key[2]]
             g.household_id, g.number = found[0], g.key[2]
             if found[1] != g.key[1]:
-                error(first, "户号", f"户号 {g.key[2]} 不属于这个村")
+                error(first, "户号", _t("check_groups.3", household=g.key[2]))
         elif g.key[0] == "N" and _OUR_NUMBER.match(g.key[2]):
-            error(first, "户号", f"没有户号 {g.key[2]}；新户请把户号留空（或填村里自己的户号）")
+            error(first, "户号", _t("check_groups.4", household=g.key[2]))
         else:
             if not heads:
                 error(first, "与户主关系",
-                      f"户主 {mask_name(g.rows[0][_R_HEAD])} 这一户没有“户主”那一行（与户主关系填“户主”）")
+                      _t("check_groups.5", head=mask_name(g.rows[0][_R_HEAD])))
                 continue
             if heads[0][_R_NAME] != heads[0][_R_HEAD]:
-                error(heads[0][_R_ROW], "姓名", "户主那一行的姓名应与户主姓名相同")
+                error(heads[0][_R_ROW], "姓名", _t("check_groups.6"))
             found = by_head.get((heads[0][_R_HASH], g.key[1]))
             if found is not None:
                 g.household_id, g.number = found
         if g.household_id is None and not heads:
-            error(first, "与户主关系", "新户应有一行“户主”")
+            error(first, "与户主关系", _t("check_groups.7"))
     return list(groups.values())
 
 
@@ -325,7 +323,7 @@ def _check_existing(ck: _Checker, groups: list[_Group]) -> None:
                 if e is not None:
                     if e[0] != hid:
                         error(r[_R_ROW], "身份证号",
-                              f"这个人本年度已经登记在户号 {e[2]}，一个人一年只能在一户参加")
+                              _t("check_existing.1", household=e[2]))
                     states.append(_UNCHANGED)
                 elif m is not None:
                     states.append(m[2])
@@ -350,4 +348,4 @@ def _differences(result: ImportResult, r: tuple, m: tuple) -> None:
         changed.append("类别")
     if changed and len(result.differences) < MAX_ERRORS:
         result.differences.append(RowError(r[_R_ROW], "、".join(changed),
-                                           "与已登记的信息不同，未修改；如需修改请联系管理员"))
+                                           _t("differences.1")))
