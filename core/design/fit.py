@@ -30,7 +30,7 @@ import numpy as np
 
 from core.adjudication import ClaimFacts, History, Rules, adjudicate
 from core.money import format_yuan
-from core.design.errors import DesignError
+from core.design.errors import DesignError, design_text
 from core.design.weights import Weights
 from core.scheme import Scheme
 
@@ -143,7 +143,7 @@ def _bonus(scheme: Scheme) -> float:
 def strata(scheme: Scheme, mix: Mapping[str, float], continuing_share: float) -> tuple[Stratum, ...]:
     total = sum(v for v in mix.values() if v > 0)
     if total <= 0:
-        raise DesignError("参加人员的医保类型比例之和应大于 0")
+        raise DesignError(design_text("fit.strata.1"))
     splits = ([(True, continuing_share), (False, 1.0 - continuing_share)] if _bonus(scheme) > 0
               else [(False, 1.0)])
     out = []
@@ -246,11 +246,11 @@ def design(scheme: Scheme, weights: Weights, codes: tuple[str, ...], members: in
     """Solve the scale (see module). `codes` are the groups to quote (the catalogue without
     the scheme's excluded groups)."""
     if members <= 0:
-        raise DesignError(f"--members 应为大于 0 的整数，得到 {members}")
+        raise DesignError(design_text("fit.design.1", members=members))
     if funds_fen <= 0:
-        raise DesignError("--funds 应大于 0（元）")
+        raise DesignError(design_text("fit.design.2"))
     if not (Decimal(0) <= reserve < RESERVE_MAX):
-        raise DesignError(f"--reserve 应在 0 到 0.5 之间（不含 0.5），例如 0.10，得到 {reserve}")
+        raise DesignError(design_text("fit.design.3", reserve=reserve))
     model = build_model(scheme, weights, codes, members, mix or DEFAULT_INSURANCE_MIX,
                         continuing_share)
     fee_rate = scheme.service_fee.rate
@@ -268,10 +268,9 @@ def design(scheme: Scheme, weights: Weights, codes: tuple[str, ...], members: in
     floor_fen = f(0.0)
     if floor_fen > target:
         raise DesignError(
-            f"筹资不够：扣除留存和服务费后可用于补助 {format_yuan(round(target))}，但每次至少补助 "
-            f"{format_yuan(scheme.benefit.min_per_claim_fen)}就预计要 "
-            f"{format_yuan(round(floor_fen))}；"
-            "请提高 --funds 或降低 --reserve")
+            design_text("fit.design.4", yuan=format_yuan(round(target)),
+                        yuan_2=format_yuan(scheme.benefit.min_per_claim_fen),
+                        yuan_3=format_yuan(round(floor_fen))))
     at_maximum = f(hi) <= target
     if at_maximum:
         scale = hi

@@ -55,10 +55,11 @@ def _yuan(fen: int | float) -> str:
 def quotas_csv(d: Design, names: Mapping[str, str]) -> str:
     """Every group: its quota, or `-` with the scheme's reason for an excluded one."""
     out = io.StringIO()
-    out.write(f"# {d.scheme.pool.name} 病种定额，huzhu scheme design 测算\n")
-    out.write(f"# 参加 {d.model.members} 人，筹资 {_yuan(d.funds_fen)} 元，留存 {d.reserve}，"
-              f"服务费率 {d.fee_rate}，预计补助 {_yuan(d.expected_payout_fen)} 元；"
-              f"权重：{d.weights_source}\n")
+    for line in words()["quotas_csv"]:
+        out.write(line.format(pool=d.scheme.pool.name, members=d.model.members,
+                              funds=_yuan(d.funds_fen), reserve=d.reserve, fee_rate=d.fee_rate,
+                              expected=_yuan(d.expected_payout_fen),
+                              weights=d.weights_source) + "\n")
     out.write("drg_code,quota,note\n")
     for code in sorted(set(d.quotas_fen) | set(d.excluded)):
         if code in d.quotas_fen:
@@ -87,7 +88,8 @@ def workbook(d: Design, sim: Simulation | None, names: Mapping[str, str],
             (r["target"], _cell_yuan(d.target_fen)),
             (r["expected"], _cell_yuan(d.expected_payout_fen)),
             (r["claims"], round(d.expected_claims, 1)), (r["scale"], round(d.scale, 2)),
-            (r["weights"], d.weights_source), (r["at_maximum"], "是" if d.at_maximum else "否")):
+            (r["weights"], d.weights_source),
+            (r["at_maximum"], words()["yes_no"][0 if d.at_maximum else 1])):
         ws.append([label, value])
     ws.column_dimensions["A"].width = 28
     ws.column_dimensions["B"].width = 50

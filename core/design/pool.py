@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from core import scheme_years
-from core.design.errors import DesignError
+from core.design.errors import DesignError, design_text
 from core.models import (Claim, ClaimStatus, Enrolment, EnrolmentStatus, Household, Member, Pool,
                          SchemeYear)
 from core.scheme import Scheme
@@ -31,15 +31,16 @@ class PoolFacts:
 def find_pool(session: Session, code: str) -> Pool:
     pool = session.scalar(select(Pool).where(Pool.code == code))
     if pool is None:
-        known = ", ".join(session.scalars(select(Pool.code).order_by(Pool.code)).all()) or "无"
-        raise DesignError(f"--pool {code}: 没有这个资金池（已有：{known}）")
+        known = (", ".join(session.scalars(select(Pool.code).order_by(Pool.code)).all())
+                 or design_text("pool.find_pool.1"))
+        raise DesignError(design_text("pool.find_pool.2", code=code, known=known))
     return pool
 
 
 def pool_facts(session: Session, pool: Pool, today: date) -> PoolFacts:
     year = scheme_years.for_report(session, pool.id, today)
     if year is None:
-        raise DesignError(f"--pool {pool.code}: 这个资金池还没有方案（先 huzhu scheme load）")
+        raise DesignError(design_text("pool.pool_facts.1", code=pool.code))
     paid = (Enrolment.scheme_year_id == year.id, Enrolment.status == EnrolmentStatus.paid)
     mix = {insurance.value: n for insurance, n in session.execute(
         select(Member.insurance, func.count())

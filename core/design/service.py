@@ -9,7 +9,7 @@ from datetime import date
 
 from sqlalchemy.orm import Session
 
-from core.design.errors import DesignError
+from core.design.errors import DesignError, design_text
 from core.design.fit import DEFAULT_RESERVE, Design, design
 from core.design.pool import PoolFacts, pool_facts
 from core.design.simulate import Simulation, simulate
@@ -40,7 +40,7 @@ class PoolDesign:
 def for_pool(session: Session, pool: Pool, today: date) -> PoolDesign:
     facts = pool_facts(session, pool, today)
     if facts.members <= 0:
-        raise DesignError(f"{pool.name}：本年度还没有已缴费的参加人员，无法测算")
+        raise DesignError(design_text("service.for_pool.1", name=pool.name))
     scheme = facts.scheme
     codes = quoted_groups(scheme)
     funds = facts.members * scheme.contribution.per_person_fen

@@ -30,7 +30,7 @@ from datetime import date, timedelta
 import numpy as np
 
 from core.adjudication import ClaimFacts, History, OtherClaim, Rules, adjudicate
-from core.design.errors import DesignError, RuleDrift
+from core.design.errors import DesignError, RuleDrift, design_text
 from core.design.fit import Design, claim_moments, upper_inverse
 
 EXACT_CELL = 24  # claims of one group in one year drawn one by one up to this many
@@ -105,7 +105,7 @@ def _draw_oop(rng, mu: np.ndarray, sigma: np.ndarray, p_claim: np.ndarray,
 
 def simulate(d: Design, years: int, seed: int = 1, check: bool = True) -> Simulation:
     if not 1 <= years <= MAX_YEARS:
-        raise DesignError(f"--simulate 应为 1 到 {MAX_YEARS} 之间的年数，得到 {years}")
+        raise DesignError(design_text("simulate.simulate.1", most=MAX_YEARS, years=years))
     rng = np.random.default_rng(seed)
     m = d.model
     G = len(m.codes)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from core.design.errors import DesignError
+from core.design.errors import DesignError, design_text
 
 DEFAULT_WEIGHTS = (Path(__file__).resolve().parent.parent / "data" / "drg-weights"
                    / "chs-drg-1.1-derived.csv")
@@ -58,16 +58,17 @@ def read_weights(path: str | Path, catalog: Iterable[str]) -> Weights:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise DesignError(f"--weights {path}: 找不到文件")
+        raise DesignError(design_text("weights.read_weights.1", path=path))
     except UnicodeDecodeError:
-        raise DesignError(f"--weights {path.name}: 文件不是 UTF-8 编码")
+        raise DesignError(design_text("weights.read_weights.2", name=path.name))
     from core.scheme import national_groups
 
     catalog = tuple(catalog)
     known = set(catalog) | set(national_groups())  # an excluded group may still have a row
 
     def fail(number: int, message: str) -> DesignError:
-        return DesignError(f"{path.name} 第{number}行: {message}")
+        return DesignError(design_text("weights.fail.1", name=path.name, number=number,
+                                       message=message))
 
     header: list[str] | None = None
     weight: dict[str, float] = {}
@@ -80,55 +81,59 @@ def read_weights(path: str | Path, catalog: Iterable[str]) -> Weights:
         row = [cell.strip() for cell in next(csv.reader([line]))]
         if header is None:
             if [c.lower() for c in row] not in _HEADERS:
-                raise fail(number, f"第一行应为表头 code,weight 或 code,weight,rate，得到 {line!r}")
+                raise fail(number, design_text("weights.read_weights.3", line=line))
             header = row
             continue
         if len(row) != len(header):
-            raise fail(number, f"应为 {len(header)} 列（{','.join(header)}），得到 {line!r}")
+            raise fail(number, design_text("weights.read_weights.4", count=len(header),
+                                           items=','.join(header), line=line))
         code = row[0]
         if code not in known:
-            raise fail(number, f"病种 {code!r} 不在病种目录中")
+            raise fail(number, design_text("weights.read_weights.5", code=code))
         if code in lines:
-            raise fail(number, f"病种 {code} 重复（与第{lines[code]}行）")
+            raise fail(number, design_text("weights.read_weights.6", code=code, value=lines[code]))
         lines[code] = number
         if not row[1]:
-            raise fail(number, f"病种 {code} 缺少权重")
-        weight[code] = _number(row[1], lambda m: fail(number, f"病种 {code} 的权重{m}"))
+            raise fail(number, design_text("weights.read_weights.7", code=code))
+        weight[code] = _number(row[1], lambda m: fail(number, design_text("weights.read_weights.8",
+                                                                          code=code, m=m)))
         if weight[code] <= 0:
-            raise fail(number, f"病种 {code} 的权重应大于 0，得到 {row[1]}")
+            raise fail(number, design_text("weights.read_weights.9", code=code, value=row[1]))
         rate[code] = None
         if len(row) > 2 and row[2]:
-            rate[code] = _number(row[2], lambda m: fail(number, f"病种 {code} 的发生率{m}"))
+            rate[code] = _number(row[2], lambda m: fail(
+                number, design_text("weights.read_weights.10", code=code, m=m)))
             if rate[code] < 0:
-                raise fail(number, f"病种 {code} 的发生率（每千人每年住院人次）不能为负，得到 {row[2]}")
+                raise fail(number, design_text("weights.read_weights.11", code=code, value=row[2]))
     if header is None or not weight:
-        raise DesignError(f"{path.name}: 没有任何病种的权重；应为表头 code,weight 加每个病种一行")
+        raise DesignError(design_text("weights.read_weights.12", name=path.name))
     given = [code for code, r in rate.items() if r is not None]
     if given and len(given) < len(rate):
         # a rate is admissions per 1,000 members of that group: filling the rest with the
         # average would count every unrated group as often as the rated ones
         missing = next(code for code, r in rate.items() if r is None)
-        raise fail(lines[missing], f"病种 {missing} 缺少发生率；rate 列要么每行都填，要么都不填"
-                                   f"（已填 {len(given)} 行）")
+        raise fail(lines[missing], design_text("weights.read_weights.13", missing=missing,
+                                               count=len(given)))
     filled = fill(weight, catalog)
     rates = fill({c: r for c, r in rate.items() if r is not None}, catalog) if any(
         r is not None for r in rate.values()) else {c: None for c in catalog}
-    return Weights(filled, rates, f"{path.name}（{len(weight)} 个病种）")
+    return Weights(filled, rates, design_text("weights.read_weights.14", name=path.name,
+                                              count=len(weight)))
 
 
 def default_weights(catalog: Iterable[str]) -> Weights:
     weights = read_weights(DEFAULT_WEIGHTS, catalog)
     return Weights(weights.weight, weights.rate,
-                   "内置默认权重（由预置方案定额按 MDC 平均推算，非公开权重）")
+                   design_text("weights.default_weights.1"))
 
 
 def _number(text: str, fail) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise fail(f"应为数字，得到 {text!r}")
+        raise fail(design_text("weights.number.1", text=text))
     if not math.isfinite(value):
-        raise fail(f"应为数字，得到 {text!r}")
+        raise fail(design_text("weights.number.2", text=text))
     return value
 
 
@@ -210,10 +215,9 @@ def from_claims(claims: Iterable[tuple[str, int]], member_years: float,
         if oop and oop > 0:
             by_group.setdefault(code, []).append(oop)
     if not by_group:
-        raise DesignError("--from-claims: 这个资金池还没有已核准且记录了病种和自付金额的补助申请，"
-                          "无法估计权重；请改用 --weights 权重表")
+        raise DesignError(design_text("weights.from_claims.1"))
     if member_years <= 0:
-        raise DesignError("--from-claims: 这个资金池没有已缴费的参加人员，无法估计发生率")
+        raise DesignError(design_text("weights.from_claims.2"))
     logs = [math.log(o) for v in by_group.values() for o in v]
     mean_log = sum(logs) / len(logs)
     log_sd = math.sqrt(sum((x - mean_log) ** 2 for x in logs) / len(logs)) if len(logs) > 1 else 0.8
@@ -223,5 +227,6 @@ def from_claims(claims: Iterable[tuple[str, int]], member_years: float,
     rate = shared_rates({c: len(v) for c, v in by_group.items()}, catalog,
                         len(logs) / member_years * 1000.0)
     weight = {c: amount[c] / mean_oop for c in catalog}
-    return Weights(weight, rate, f"本资金池已核准的 {len(logs)} 笔补助（{len(by_group)} 个病种）",
+    return Weights(weight, rate, design_text("weights.from_claims.3", count=len(logs),
+                                             count_2=len(by_group)),
                    log_sd=log_sd, oop_per_weight_fen=mean_oop)
