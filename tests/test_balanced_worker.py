@@ -173,3 +173,22 @@ def test_a_killed_process_does_not_hold_up_new_connections(server):
     assert victim not in spread and len(spread) == 2 and min(spread.values()) >= 14, spread
     for c in conns:
         c.close()
+
+
+def test_the_board_counts_live_processes_only_and_has_room_for_a_fixed_number():
+    from bot.web.balanced_worker import STALE_SECONDS, Board
+
+    board = Board(slots=2)
+    me = board.claim(os.getpid())
+    assert me == 0 and board.fewest_elsewhere(me) is None  # alone: takes freely
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    other = board.claim(gone.pid)
+    board.publish(other, gone.pid, 5)
+    assert board.fewest_elsewhere(me) == 5
+    assert board.claim(os.getppid()) is None  # full: a third process takes connections freely
+    time.sleep(STALE_SECONDS + 0.1)
+    assert board.fewest_elsewhere(me) is None  # quiet too long: left out
+    assert board.claim(os.getppid()) == other  # its process is gone: the slot is taken again
+    board.release(me)
+    assert board.fewest_elsewhere(other) is None

@@ -143,7 +143,8 @@ class BalancedWorker(ThreadWorker):
         self._publish()
 
     def _publish(self) -> None:
-        self.board.publish(self._slot, self.pid, self.nr_conns)
+        if self._slot is not None:  # (none when the board is full: this one takes freely)
+            self.board.publish(self._slot, self.pid, self.nr_conns)
 
     def _beat(self) -> None:
         """Every LOOK_SECONDS: say this process lives and how many connections it holds; and
