@@ -272,19 +272,19 @@ class FundingRules:
         """The rules a contribution breaks: [(key, Chinese text)]."""
         out = []
         if self.min_per_person_fen is not None and per_person_fen < self.min_per_person_fen:
-            out.append(("per_person", _t("broken.1", yuan=format_yuan(per_person_fen),
-                                         yuan_2=format_yuan(self.min_per_person_fen))))
+            out.append(("per_person", _t("broken.1", per_person=format_yuan(per_person_fen),
+                                         minimum=format_yuan(self.min_per_person_fen))))
         if self.personal_min_fen is not None and personal_fen < self.personal_min_fen:
-            out.append(("shares.personal", _t("broken.2", yuan=format_yuan(personal_fen),
-                                              yuan_2=format_yuan(self.personal_min_fen))))
+            out.append(("shares.personal", _t("broken.2", personal=format_yuan(personal_fen),
+                                              minimum=format_yuan(self.personal_min_fen))))
         if self.personal_max_fen is not None and personal_fen > self.personal_max_fen:
-            out.append(("shares.personal", _t("broken.3", yuan=format_yuan(personal_fen),
-                                              yuan_2=format_yuan(self.personal_max_fen))))
+            out.append(("shares.personal", _t("broken.3", personal=format_yuan(personal_fen),
+                                              maximum=format_yuan(self.personal_max_fen))))
         if (self.personal_min_ratio is not None
                 and Decimal(personal_fen) < self.personal_min_ratio * per_person_fen):
             percent = f"{(self.personal_min_ratio * 100).normalize():f}%"
-            out.append(("shares.personal", _t("broken.4", yuan=format_yuan(personal_fen),
-                                              yuan_2=format_yuan(per_person_fen), percent=percent)))
+            out.append(("shares.personal", _t("broken.4", personal=format_yuan(personal_fen),
+                                              per_person=format_yuan(per_person_fen), percent=percent)))
         return out
 
 
@@ -656,8 +656,8 @@ def _contribution(node: _Node) -> Contribution:
     if sum(shares.values()) != per_person:
         parts = " + ".join(format_yuan(fen, unit=False) for fen in shares.values())
         raise c["shares"].fail(_t("contribution.1", parts=parts,
-                                  yuan=format_yuan(sum(shares.values())),
-                                  yuan_2=format_yuan(per_person)))
+                                  total=format_yuan(sum(shares.values())),
+                                  per_person=format_yuan(per_person)))
     subsidized, payers = _subsidized(c["subsidized"]) if "subsidized" in c else ((), {})
     excluded = _names(c["excluded"], _t("contribution.2")) if "excluded" in c else ()
     both = set(subsidized) & set(excluded)
@@ -680,11 +680,11 @@ def _benefit(node: _Node, base_dir: Path, bonus_node: _Node | None = None) -> Be
     maximum = b["max_per_claim"].money(positive=True)
     cap = b["annual_cap"].money(positive=True)
     if minimum > maximum:
-        raise b["max_per_claim"].fail(_t("benefit.2", yuan=format_yuan(maximum),
-                                         yuan_2=format_yuan(minimum)))
+        raise b["max_per_claim"].fail(_t("benefit.2", maximum=format_yuan(maximum),
+                                         minimum=format_yuan(minimum)))
     if maximum > cap:
-        raise b["annual_cap"].fail(_t("benefit.3", yuan=format_yuan(cap),
-                                      yuan_2=format_yuan(maximum)))
+        raise b["annual_cap"].fail(_t("benefit.3", cap=format_yuan(cap),
+                                      maximum=format_yuan(maximum)))
     bonus, applies_to = Decimal(0), "quota"
     if "continuous_bonus" in b:
         if bonus_node is not None:

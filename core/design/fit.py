@@ -268,9 +268,9 @@ def design(scheme: Scheme, weights: Weights, codes: tuple[str, ...], members: in
     floor_fen = f(0.0)
     if floor_fen > target:
         raise DesignError(
-            design_text("fit.design.4", yuan=format_yuan(round(target)),
-                        yuan_2=format_yuan(scheme.benefit.min_per_claim_fen),
-                        yuan_3=format_yuan(round(floor_fen))))
+            design_text("fit.design.4", available=format_yuan(round(target)),
+                        minimum=format_yuan(scheme.benefit.min_per_claim_fen),
+                        needed=format_yuan(round(floor_fen))))
     at_maximum = f(hi) <= target
     if at_maximum:
         scale = hi
