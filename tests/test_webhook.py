@@ -210,9 +210,7 @@ def test_a_reply_quoting_words_with_the_end_of_cdata_in_them_stays_whole(village
     from bot.web.wxml import parse_flat
 
     words = "甲]]>乙"
-    xml = villager._xml("o_cdata", "text",
-                        {"Content": "查病种 " + words.replace("]]>", "]]]]><![CDATA[>")})
-    r = villager.post("o_cdata", xml)
+    r = villager.post("o_cdata", villager.text_xml("o_cdata", "查病种 " + words))
     assert r.status == 200
     fields = parse_flat(r.raw.encode())
     assert f"“{words}”" in fields["Content"] and fields["ToUserName"] == "o_cdata"

@@ -15,7 +15,7 @@ import requests
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import WeChatSigner, random_string
 
-from bot.web.wxml import parse_flat
+from bot.web.wxml import cdata, parse_flat
 
 _msg_ids = itertools.count(random.randrange(10**15, 9 * 10**15))
 
@@ -63,18 +63,18 @@ class Villager:
     # -- message builders ------------------------------------------------------------------
     def _xml(self, openid: str, msg_type: str, fields: dict, create_time: int | None = None,
              msg_id: int | None = None) -> str:
-        parts = [f"<ToUserName><![CDATA[{self.account}]]></ToUserName>",
-                 f"<FromUserName><![CDATA[{openid}]]></FromUserName>",
+        parts = [f"<ToUserName>{cdata(self.account)}</ToUserName>",
+                 f"<FromUserName>{cdata(openid)}</FromUserName>",
                  f"<CreateTime>{create_time or int(time.time())}</CreateTime>",
-                 f"<MsgType><![CDATA[{msg_type}]]></MsgType>"]
+                 f"<MsgType>{cdata(msg_type)}</MsgType>"]
         for k, v in fields.items():
-            parts.append(f"<{k}><![CDATA[{v}]]></{k}>")
+            parts.append(f"<{k}>{cdata(str(v))}</{k}>")
         if msg_type != "event":
             parts.append(f"<MsgId>{msg_id or next(_msg_ids)}</MsgId>")
         return "<xml>" + "".join(parts) + "</xml>"
 
     def text_xml(self, openid: str, text: str, **kw) -> str:
-        return self._xml(openid, "text", {"Content": text.replace("]]>", "]] >")}, **kw)
+        return self._xml(openid, "text", {"Content": text}, **kw)
 
     def post(self, openid: str, xml: str, wait_pushes: float = 0.0,
              signature: str | None = None, timeout: float = 10) -> ChatResult:

@@ -23,7 +23,7 @@ def parse_flat(body: bytes) -> dict[str, str]:
     return {child.tag: (child.text or "") for child in root}
 
 
-def _cdata(text: str) -> str:
+def cdata(text: str) -> str:
     """A CDATA section holding `text` whole: a "]]>" in it is split across two sections, so
     no text can close its element early."""
     return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
@@ -32,8 +32,8 @@ def _cdata(text: str) -> str:
 def text_reply(source: str, target: str, content: str, created: int) -> str:
     """A passive text reply (`source`: the account, `target`: the villager's openid), laid out
     as WeChat's documentation shows it."""
-    return (f"<xml>\n<ToUserName>{_cdata(target)}</ToUserName>\n"
-            f"<FromUserName>{_cdata(source)}</FromUserName>\n"
+    return (f"<xml>\n<ToUserName>{cdata(target)}</ToUserName>\n"
+            f"<FromUserName>{cdata(source)}</FromUserName>\n"
             f"<CreateTime>{created}</CreateTime>\n"
             f"<MsgType><![CDATA[text]]></MsgType>\n"
-            f"<Content>{_cdata(content)}</Content>\n</xml>")
+            f"<Content>{cdata(content)}</Content>\n</xml>")

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-import yaml
 from flask import Response, abort, current_app, g, request
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
@@ -22,6 +21,7 @@ from core.messages import format_date
 from core.models import WechatUser, utcnow
 from core.money import format_yuan
 from core.outbox import as_utc
+from core.texts import text_of
 
 COOKIE = "huzhu_console"
 COOKIE_PATH = "/admin"
@@ -109,22 +109,15 @@ def message(title: str, text: str, http: int = 200, link: str | None = None) -> 
     return page("message.html", http=http, title=title, text=text, link=link)
 
 
-@lru_cache(maxsize=1)
-def _texts() -> dict:
-    with open(TEMPLATES_DIR / "console" / "texts.yaml", encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
-
-
-def console_text(key: str, part: str | None = None, **values) -> str:
-    """One of the console's own texts (templates/console/texts.yaml), `part` of it (title,
-    text) where it has parts, with `values` filled in."""
-    entry = _texts()[key]
-    return (entry[part] if part else entry).format(**values)
+def console_text(key: str, /, **values) -> str:
+    """One of the console's own texts (templates/console/texts.yaml), `values` filled in."""
+    return text_of("console/texts", key, **values)
 
 
 def noted(key: str, http: int, link: str | None = None) -> Response:
-    """The message page of a text with a title and a text."""
-    return message(console_text(key, "title"), console_text(key, "text"), http=http, link=link)
+    """The message page of a text with a title (`key.title`) and a text (`key.text`)."""
+    return message(console_text(f"{key}.title"), console_text(f"{key}.text"), http=http,
+                   link=link)
 
 
 def not_found() -> Response:

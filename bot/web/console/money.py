@@ -140,7 +140,7 @@ def quarterly():
     try:
         year, q = parse_quarter(request.args.get("quarter", ""))
     except PeriodError as e:
-        return message(console_text("quarter_bad", "title"), str(e), http=400, link="/admin/fund")
+        return message(console_text("quarter_bad.title"), str(e), http=400, link="/admin/fund")
     report = quarter_report(db(), pool.id, year, q)
     buf = io.BytesIO()
     write_quarter_xlsx(report, buf, quarter_labels())
