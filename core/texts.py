@@ -1,6 +1,7 @@
 """Texts kept as Python format strings in YAML files under templates/ — the scheme file's errors
-(scheme_texts.yaml), the households import's (import_texts.yaml): `{name}` is filled in, `{{`
-and `}}` are braces. Reply texts are Jinja2 templates instead (core/messages.py)."""
+(scheme_texts.yaml), the households import's (import_texts.yaml), the quota designer's
+(design_texts.yaml), the web console's titles and notes (console/texts.yaml): `{name}` is filled
+in, `{{` and `}}` are braces. Reply texts are Jinja2 templates instead (core/messages.py)."""
 from __future__ import annotations
 
 from functools import lru_cache

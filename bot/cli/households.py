@@ -90,7 +90,7 @@ def cmd_import(args) -> int:
         try:
             year_on = date.fromisoformat(args.year)
         except ValueError:
-            print(_text("cli_households_bad_year", given=args.year), file=sys.stderr)
+            print(_text("cli_households_bad_year", given=repr(args.year)), file=sys.stderr)
             return 2
     x = app_context()
 
