@@ -278,6 +278,42 @@ def _in_background(fn) -> threading.Thread:
     return t
 
 
+def test_the_line_gathers_messages_on_their_way_when_behind_but_not_when_idle(monkeypatch):
+    """A message that finds the line idle is handled at once; when the line ends a batch with
+    messages already waiting, it waits a moment (LINGER_SECONDS, 1 s here) so that those still
+    on their way join the same batch."""
+    from bot.web import webhook as wh
+
+    monkeypatch.setattr(wh._Line, "LINGER_SECONDS", 1.0)
+    batches: list[tuple[float, list[str]]] = []
+    holding = threading.Event()
+    let_go = threading.Event()
+
+    def handle(items):
+        batches.append((time.monotonic(), [item.msg for item in items]))
+        if len(batches) == 1:
+            holding.set()
+            let_go.wait(10)
+        for item in items:
+            item.future.set_result([item.msg])
+
+    line = wh._Line(handle)
+    sent = time.monotonic()
+    a = line.submit("A", None, wh._Ticket())
+    assert holding.wait(5)
+    assert batches[0][0] - sent < 0.5  # idle: no waiting
+    b = line.submit("B", None, wh._Ticket())  # queues while A is handled
+    let_go.set()
+    time.sleep(0.3)
+    c = line.submit("C", None, wh._Ticket())  # arrives while the line waits
+    assert [f.result(5) for f in (a, b, c)] == [["A"], ["B"], ["C"]]
+    assert [names for _, names in batches] == [["A"], ["B", "C"]]
+    time.sleep(0.1)
+    sent = time.monotonic()
+    assert line.submit("D", None, wh._Ticket()).result(5) == ["D"]
+    assert batches[-1][1] == ["D"] and batches[-1][0] - sent < 0.5  # idle again: at once
+
+
 def test_messages_queued_together_are_handled_together_and_apart(
         villager, db, counting_dialogue, monkeypatch):
     """While one message keeps the bot busy, the messages that arrive queue up and are handled
