@@ -211,7 +211,7 @@ class InboundMessage(Base):
     __tablename__ = "inbound_message"
     id: Mapped[int] = mapped_column(primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
-    openid: Mapped[str] = mapped_column(String(64), index=True)
+    openid: Mapped[str] = mapped_column(String(64))  # no index: nothing looks rows up by it
     msg_type: Mapped[str] = mapped_column(String(32))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     done: Mapped[bool] = mapped_column(Boolean, default=False)

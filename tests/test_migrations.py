@@ -29,3 +29,26 @@ def test_upgrade_migrates_a_database_behind_and_leaves_a_current_one(tmp_path):
             == script_heads()
     db.upgrade()  # current: nothing to do, no error
     db.dispose()
+
+
+def test_inbound_message_rows_cost_no_index_on_the_sender(tmp_path):
+    """Nothing looks a message's dedupe row up by its sender: webhook3_01 drops that index
+    (each message paid for it with one more index page written), and puts it back on the way
+    down."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from core.db import alembic_config
+
+    db = Database(f"sqlite:///{tmp_path / 'h.db'}")
+    db.upgrade()
+
+    def indexes() -> set[str]:
+        return {ix["name"] for ix in inspect(db.engine).get_indexes("inbound_message")}
+
+    assert "ix_inbound_message_openid" not in indexes()
+    command.downgrade(alembic_config(db.engine), "webhook3_01@-1")
+    assert "ix_inbound_message_openid" in indexes()
+    db.upgrade()
+    assert "ix_inbound_message_openid" not in indexes()
+    db.dispose()
