@@ -308,7 +308,7 @@ def test_the_line_gathers_messages_on_their_way_when_behind_but_not_when_idle(mo
     c = line.submit("C", None, wh._Ticket())  # arrives while the line waits
     assert [f.result(5) for f in (a, b, c)] == [["A"], ["B"], ["C"]]
     assert [names for _, names in batches] == [["A"], ["B", "C"]]
-    time.sleep(0.1)
+    time.sleep(0.3)  # the line is back to waiting, idle
     sent = time.monotonic()
     assert line.submit("D", None, wh._Ticket()).result(5) == ["D"]
     assert batches[-1][1] == ["D"] and batches[-1][0] - sent < 0.5  # idle again: at once
