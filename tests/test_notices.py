@@ -429,6 +429,8 @@ def test_the_readme_s_settings_for_notices_by_hand_start(tmp_path):
     import re
     import shlex
     import subprocess
+    import sys
+    from pathlib import Path
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"notices by hand, start the server.*?```\n(.*?)```", readme, re.S).group(1)
@@ -437,7 +439,10 @@ def test_the_readme_s_settings_for_notices_by_hand_start(tmp_path):
     assert env["HUZHU_SMS_PROVIDER"] == "emulator" and "HUZHU_NOTIFY_TEMPLATES" in env
     env = {**os.environ, **env, "HUZHU_DATABASE_URL": f"sqlite:///{tmp_path}/h.db",
            "HUZHU_DATA_DIR": str(tmp_path / "var")}
-    out = subprocess.run(["huzhu", "outbox", "list"], cwd=ROOT, env=env, capture_output=True,
+    # the `huzhu` command installed beside this interpreter (its virtualenv need not be active)
+    huzhu = Path(sys.executable).with_name("huzhu")
+    command = [str(huzhu)] if huzhu.exists() else [sys.executable, "-m", "bot.cli"]
+    out = subprocess.run([*command, "outbox", "list"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
 
