@@ -94,12 +94,17 @@ class Database:
         # that no key is read or made unless a row needs it); set by the application context
         self.secret: "Callable[[], bytes] | None" = None
 
-    def checkpoint_in_background(self, every: float = 1.0) -> "Checkpointer | None":
+    def checkpoint_in_background(self, every: float = 0.2) -> "Checkpointer | None":
         """SQLite: copy the write-ahead log into the database file from a thread of its own,
         every `every` seconds, instead of in whichever commit crosses 1000 pages of log — that
         commit waited for the copy and its fsync (tens of milliseconds), and every message
         queued behind it. The commits still do it themselves past 10,000 pages (40 MB), should
-        this thread fall behind. Stopped with stop_checkpointer()."""
+        this thread fall behind. Under the webhook's full load (two web processes, about 3
+        pages of log a message) the log grew by 10,000 pages in under a second, so at one copy
+        a second the commits had copied it themselves, holding the writer lock 20-35 ms, and
+        more often as the tables grew: p99 over five rounds of bench/webhook.py 15 → 34 ms at
+        1 s, 14-17 ms throughout at 0.2 s. A copy with nothing to copy costs next to nothing.
+        Stopped with stop_checkpointer()."""
         path = self.engine.url.database
         if self.engine.dialect.name != "sqlite" or not path or path == ":memory:":
             return None
