@@ -606,19 +606,16 @@ class _Line:
     def _run(self) -> None:
         handled = False  # a batch was just handled (not: the line just started)
         while True:
+            # a message already waiting as a batch ended: the line is behind
+            behind = handled and not self.queue.empty()
             try:
-                first = self.queue.get_nowait()
-                behind = handled  # it was waiting as a batch ended: the line is behind
+                first = self.queue.get(timeout=self.IDLE_SECONDS)
             except Empty:
-                behind = False
-                try:
-                    first = self.queue.get(timeout=self.IDLE_SECONDS)
-                except Empty:
-                    with self._lock:
-                        if self.queue.empty():
-                            self._running = False
-                            return
-                    continue
+                with self._lock:
+                    if self.queue.empty():
+                        self._running = False
+                        return
+                continue
             items = [first]
             self._take(items)
             if behind and len(items) < self.MAX_BATCH:
